@@ -1,0 +1,167 @@
+// Command fanout is a WebSocket server for very many connections and large
+// fan-out broadcasts.
+//
+// Usage:
+//
+//	fanout [serve] [flags]
+//
+// Run "fanout serve --help" for the flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/fanout/fanout/wsconn"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line args and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stderr)
+	case "help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "fanout: unknown command %q\n\n", cmd)
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `fanout: a WebSocket server for very many connections and large fan-out broadcasts.
+
+Usage:
+  fanout [serve] [flags]   run the server (the default command)
+  fanout help              show this text
+
+Run "fanout serve --help" for the server's flags.
+`)
+}
+
+// serveOptions are the flags of "fanout serve".
+type serveOptions struct {
+	listen          string
+	workers         int
+	maxMessageBytes int64
+	maxQueueBytes   int
+	maxHeaderBytes  int
+	maxHandshakes   int
+	handshake       time.Duration
+	shutdown        time.Duration
+	echo            bool
+	logLevel        slog.Level
+}
+
+func (o *serveOptions) flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.listen, "listen", ":8080", "`HOST:PORT` to listen on for WebSocket and HTTP")
+	fs.IntVar(&o.workers, "workers", 0, "worker goroutines that serve ready connections (0: 2 × GOMAXPROCS, at least 4)")
+	fs.Int64Var(&o.maxMessageBytes, "max-message-bytes", 1<<20, "largest client message in `bytes`, all fragments together; a longer one is closed with 1009")
+	fs.IntVar(&o.maxQueueBytes, "max-queue-bytes", 1<<20, "per-connection write queue limit in `bytes`; past it the connection stops reading (echo) or is a slow consumer")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 8<<10, "largest HTTP request head in `bytes`; a larger one gets 431")
+	fs.IntVar(&o.maxHandshakes, "max-handshakes", 10000, "connections accepted but not yet upgraded; past it new ones get 503")
+	fs.DurationVar(&o.handshake, "handshake-timeout", 5*time.Second, "absolute time a client has to send its upgrade request")
+	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for connections to close after close 1001")
+	fs.BoolVar(&o.echo, "echo", true, "serve the /echo endpoint, which echoes every message (for conformance suites and the bench)")
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+}
+
+func serve(args []string, stderr io.Writer) int {
+	var o serveOptions
+	fs := flag.NewFlagSet("fanout serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: fanout serve [flags]\n\nRuns the server. Endpoints: GET /echo (WebSocket echo, unless --echo=false), GET /healthz.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fanout serve: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		log.Error("listen", "err", err)
+		return 1
+	}
+	srv, err := wsconn.NewServer(o.config(log))
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("fanout listening", "addr", ln.Addr().String(), "echo", o.echo, "workers", srv.Config().Workers)
+
+	select {
+	case err := <-errc:
+		log.Error("serve", "err", err)
+		_ = srv.Close()
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "connections", srv.Connections(), "timeout", o.shutdown)
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown timed out; remaining connections were dropped", "err", err)
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// config builds the server configuration from the flags.
+func (o *serveOptions) config(log *slog.Logger) wsconn.Config {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	echo := o.echo
+	return wsconn.Config{
+		Workers:          o.workers,
+		MaxMessageBytes:  o.maxMessageBytes,
+		MaxQueueBytes:    o.maxQueueBytes,
+		MaxHeaderBytes:   o.maxHeaderBytes,
+		MaxHandshakes:    o.maxHandshakes,
+		HandshakeTimeout: o.handshake,
+		Upgrade: func(r *wsconn.Request) (wsconn.Handler, error) {
+			if echo && r.Path == "/echo" {
+				return wsconn.Echo{}, nil
+			}
+			return nil, wsconn.Reject(http.StatusNotFound, "no WebSocket endpoint at "+r.Path)
+		},
+		HTTP:   mux,
+		Logger: log,
+	}
+}

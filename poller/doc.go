@@ -1,0 +1,28 @@
+// Package poller is the reactor of fanout: it reports readiness of raw file
+// descriptors to callbacks, runs the work those callbacks hand off on a
+// bounded pool of worker goroutines, and accepts connections as raw fds.
+//
+// A connection costs one fd and one small callback, never a goroutine: a
+// [Poller] watches many fds from a single goroutine, and a callback that
+// fires hands the fd to a [Pool], whose worker reads or writes without
+// blocking and then calls [Poller.Arm] to ask for the next event.
+//
+// Readiness is level-triggered and one-shot. After a callback has run for an
+// fd, that fd is disarmed until Arm is called for it again, so an fd is served
+// by at most one worker at a time, and nothing is lost by not reading all
+// that is there: if data is still pending when the fd is re-armed, the
+// callback fires again.
+//
+// The package runs on Linux (epoll) and on darwin and FreeBSD (kqueue), on top
+// of github.com/mailru/easygo/netpoll's raw-fd API. It never duplicates an fd
+// nor changes its blocking mode.
+package poller
+
+// Event is a readiness bit set.
+type Event uint8
+
+const (
+	Readable Event = 1 << iota // data (or EOF) to read, or a connection to accept
+	Writable                   // room in the send buffer
+	Hangup                     // peer hung up (EPOLLHUP/EPOLLRDHUP, EV_EOF) or error (EPOLLERR, EV_ERROR)
+)

@@ -1,0 +1,342 @@
+package wsconn
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/fanout/fanout/poller"
+)
+
+// Errors returned by Conn's write methods.
+var (
+	// ErrClosed is returned for a write to a connection that is closing or closed.
+	ErrClosed = errors.New("wsconn: connection closed")
+	// ErrQueueFull is returned by Send when the connection's write queue
+	// already holds its limit of bytes: the peer is not reading fast enough.
+	ErrQueueFull = errors.New("wsconn: write queue full")
+)
+
+// maxIovecs caps the frames passed to one writev.
+const maxIovecs = 64
+
+type connState uint8
+
+const (
+	stateHandshake connState = iota // reading the HTTP request
+	stateOpen                       // WebSocket open
+	stateClosing                    // close frame or final HTTP response queued; input is discarded
+	stateClosed                     // fd released
+)
+
+// Turn scheduling states (Conn.sched).
+const (
+	turnIdle    = 0 // no turn queued or running; the fd is armed
+	turnRunning = 1 // a worker owns the connection
+	turnAgain   = 2 // running, and another event arrived: run once more
+)
+
+// Conn is one client connection: its socket, its frame reader and its write
+// queue. Connections are created by a Server; there is no goroutine per
+// connection.
+//
+// Send, WriteMessage, Close and the accessors are safe for concurrent use.
+// Handler callbacks for one connection never run concurrently.
+type Conn struct {
+	srv *Server
+	fd  int
+
+	// sched serializes turns: a connection is served by one worker at a time.
+	sched atomic.Uint32
+
+	mu        sync.Mutex // guards everything below except rd and hs, which only turns touch
+	state     connState
+	wantWrite bool  // the last write hit EAGAIN: waiting for writability
+	shutWrite bool  // write side shut down after the final frame
+	expired   bool  // the sweep found the deadline passed: release on the next turn
+	broken    bool  // a write failed: release on the next turn
+	deadline  int64 // unix nanoseconds; 0 means none (handshake or close timeout)
+	queue     [][]byte
+	queueOff  int // bytes of queue[0] already written
+	queued    int // bytes in queue not yet written
+
+	rd     Reader
+	hs     []byte // request bytes while in stateHandshake
+	hsNeed int    // total request bytes needed (header and body), once known
+
+	handler Handler
+	remote  netip.AddrPort
+
+	// Value holds the application's state for the connection. The Server
+	// never touches it.
+	Value any
+}
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
+
+// Send queues frame, a complete server frame (see AppendFrame), to be written
+// to the peer. The frame is not copied: the caller must not modify it
+// afterwards, and may pass the same frame to any number of connections.
+//
+// Send never blocks. It returns ErrQueueFull, and queues nothing, when the
+// queue already holds the configured MaxQueueBytes; it returns ErrClosed when
+// the connection is closing.
+func (c *Conn) Send(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return ErrClosed
+	}
+	if c.queued > 0 && c.queued+len(frame) > c.srv.cfg.MaxQueueBytes {
+		return ErrQueueFull
+	}
+	c.enqueueLocked(frame)
+	return nil
+}
+
+// WriteMessage sends payload as one message with opcode op (ws.OpText or
+// ws.OpBinary). It copies payload, so the caller may reuse it. Unlike Send it
+// does not refuse a message when the queue is full; instead the connection
+// stops reading until the queue drains below MaxQueueBytes, so a peer that
+// sends faster than it reads is slowed down by TCP flow control.
+func (c *Conn) WriteMessage(op ws.OpCode, payload []byte) error {
+	frame := NewFrame(op, payload)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return ErrClosed
+	}
+	c.enqueueLocked(frame)
+	return nil
+}
+
+// Close starts the closing handshake: it queues a close frame with code and
+// reason, stops reading messages, and releases the connection once the frame
+// is written and the peer has closed its side, or after Config.CloseTimeout.
+// Close on a connection that is already closing does nothing.
+func (c *Conn) Close(code ws.StatusCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(NewCloseFrame(code, reason))
+}
+
+// closeLocked queues final, the last bytes to send (a close frame or an HTTP
+// response), and moves to stateClosing.
+func (c *Conn) closeLocked(final []byte) {
+	if c.state == stateClosing || c.state == stateClosed {
+		return
+	}
+	if c.state == stateHandshake {
+		c.srv.handshakes.Add(-1)
+	}
+	c.state = stateClosing
+	c.deadline = c.srv.now().Add(c.srv.cfg.CloseTimeout).UnixNano()
+	c.enqueueLocked(final)
+	if c.queued == 0 {
+		c.shutdownWriteLocked()
+	}
+}
+
+func (c *Conn) shutdownWriteLocked() {
+	if !c.shutWrite {
+		c.shutWrite = true
+		// The half-close tells the peer we are done; we keep reading until
+		// its FIN so that unread input does not turn our close into an RST.
+		_ = unix.Shutdown(c.fd, unix.SHUT_WR)
+	}
+}
+
+// enqueueLocked appends frame to the queue and writes what it can now.
+func (c *Conn) enqueueLocked(frame []byte) {
+	if len(frame) == 0 {
+		return
+	}
+	if c.queued == 0 && !c.wantWrite {
+		// Fast path: write directly; queue only what the socket did not take.
+		n, err := writeAll(c.fd, frame)
+		if err != nil && err != unix.EAGAIN {
+			c.breakLocked()
+			return
+		}
+		if n == len(frame) {
+			c.srv.bytesOut.Add(uint64(n))
+			return
+		}
+		frame = frame[n:]
+		c.srv.bytesOut.Add(uint64(n))
+	}
+	c.queue = append(c.queue, frame)
+	c.queued += len(frame)
+	if !c.wantWrite {
+		c.flushLocked()
+	}
+}
+
+// writeAll writes p with write(2), retrying on EINTR.
+func writeAll(fd int, p []byte) (int, error) {
+	for {
+		n, err := unix.Write(fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if n < 0 {
+			n = 0
+		}
+		return n, err
+	}
+}
+
+// flushLocked writes queued frames, up to maxIovecs per writev, until the
+// queue is empty or the socket is full. On a full socket it waits for
+// writability instead of blocking.
+func (c *Conn) flushLocked() {
+	var iov [maxIovecs][]byte
+	for c.queued > 0 {
+		k := copy(iov[:], c.queue)
+		iov[0] = iov[0][c.queueOff:]
+		n, err := unix.Writev(c.fd, iov[:k])
+		clear(iov[:k])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			c.waitWritableLocked()
+			return
+		}
+		if err != nil {
+			c.breakLocked()
+			return
+		}
+		c.srv.bytesOut.Add(uint64(n))
+		c.advanceLocked(n)
+	}
+	c.wantWrite = false
+	if cap(c.queue) > 8 {
+		c.queue = nil // do not keep a large queue array on an idle connection
+	}
+	if c.state == stateClosing {
+		c.shutdownWriteLocked()
+	}
+}
+
+// advanceLocked drops n written bytes from the head of the queue.
+func (c *Conn) advanceLocked(n int) {
+	c.queued -= n
+	n += c.queueOff
+	i := 0
+	for i < len(c.queue) && n >= len(c.queue[i]) {
+		n -= len(c.queue[i])
+		c.queue[i] = nil // release the reference to shared frame bytes
+		i++
+	}
+	c.queueOff = n
+	rest := copy(c.queue, c.queue[i:])
+	c.queue = c.queue[:rest]
+}
+
+// waitWritableLocked arms the fd for writability. When a turn is running
+// or pending, the turn arms it as it ends.
+func (c *Conn) waitWritableLocked() {
+	c.wantWrite = true
+	if c.sched.Load() == turnIdle {
+		c.armLocked()
+	}
+}
+
+// breakLocked marks the connection for release after a failed write.
+func (c *Conn) breakLocked() {
+	c.broken = true
+	c.queue, c.queued, c.queueOff = nil, 0, 0
+	c.wantWrite = false
+	if c.sched.Load() == turnIdle {
+		// Have a worker release it: only turns close fds.
+		c.schedule()
+	}
+}
+
+// interestLocked returns the readiness the connection waits for.
+func (c *Conn) interestLocked() poller.Event {
+	var ev poller.Event
+	if c.wantWrite {
+		ev |= poller.Writable
+	}
+	// Stop reading while the write queue is over its limit: backpressure.
+	if c.state != stateOpen || c.queued < c.srv.cfg.MaxQueueBytes {
+		ev |= poller.Readable
+	}
+	return ev
+}
+
+func (c *Conn) armLocked() {
+	if c.state == stateClosed {
+		return
+	}
+	if err := c.srv.poller.Arm(c.fd, c.interestLocked()); err != nil {
+		c.srv.log.Debug("wsconn: arm", "fd", c.fd, "err", err)
+	}
+}
+
+// onEvent is the poller callback: it runs on the poller goroutine and only
+// hands the connection to a worker.
+func (c *Conn) onEvent(poller.Event) { c.schedule() }
+
+// schedule queues a turn for c, or, if one is running, asks it to run again.
+func (c *Conn) schedule() {
+	for {
+		switch c.sched.Load() {
+		case turnIdle:
+			if c.sched.CompareAndSwap(turnIdle, turnRunning) {
+				c.srv.pool.Submit(c)
+				return
+			}
+		case turnRunning:
+			if c.sched.CompareAndSwap(turnRunning, turnAgain) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// expire marks c for release by the next turn; the sweep calls it.
+func (c *Conn) expire() {
+	c.mu.Lock()
+	c.expired = true
+	c.mu.Unlock()
+	c.schedule()
+}
+
+// release closes the fd and frees everything the connection holds. Only a
+// turn calls it, so no read can be in flight on the fd when it is closed
+// (and the fd number reused).
+func (c *Conn) release() {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	if c.state == stateHandshake {
+		c.srv.handshakes.Add(-1)
+	}
+	opened := c.handler != nil && c.state != stateHandshake
+	c.state = stateClosed
+	// Del before close: a closed fd number can be reused at once by accept.
+	if err := c.srv.poller.Del(c.fd); err != nil {
+		c.srv.log.Debug("wsconn: poller del", "fd", c.fd, "err", err)
+	}
+	_ = unix.Close(c.fd)
+	c.queue, c.queued, c.queueOff = nil, 0, 0
+	c.mu.Unlock()
+	c.rd = Reader{}
+	c.hs = nil
+	c.srv.forget(c)
+	if opened {
+		c.handler.OnClose(c)
+	}
+}

@@ -1,0 +1,444 @@
+package wsconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/fanout/fanout/poller"
+)
+
+// Handler serves the WebSocket connections that Config.Upgrade routes to it.
+// Its methods for one connection are called by one worker at a time, never
+// concurrently, and must not block: they run on the server's worker pool.
+type Handler interface {
+	// OnOpen is called once the upgrade response is queued.
+	OnOpen(c *Conn)
+	// OnMessage is called for each complete data message, op being
+	// ws.OpText (payload is valid UTF-8) or ws.OpBinary. payload is valid only
+	// during the call.
+	OnMessage(c *Conn, op ws.OpCode, payload []byte)
+	// OnClose is called once, after the connection is released.
+	OnClose(c *Conn)
+}
+
+// Config configures a Server. Zero fields take the defaults below.
+type Config struct {
+	// Workers is the number of worker goroutines that serve ready
+	// connections. Default: 2 × GOMAXPROCS, at least 4.
+	Workers int
+	// MaxMessageBytes limits a data message (all its fragments). A longer
+	// one fails the connection with close code 1009. Default: 1 MiB.
+	MaxMessageBytes int64
+	// MaxQueueBytes bounds a connection's write queue. Default: 1 MiB.
+	MaxQueueBytes int
+	// MaxHeaderBytes limits the request head. Default: 8 KiB.
+	MaxHeaderBytes int
+	// MaxBodyBytes limits the body of a plain HTTP request. Default: 1 MiB.
+	MaxBodyBytes int64
+	// MaxHandshakes limits connections accepted but not yet upgraded;
+	// past it new connections get 503. Default: 10000.
+	MaxHandshakes int
+	// HandshakeTimeout is the absolute time a client has to send its
+	// request. Default: 5 s.
+	HandshakeTimeout time.Duration
+	// CloseTimeout is how long a closing connection may take to drain its
+	// queue and close its side. Default: 2 s.
+	CloseTimeout time.Duration
+
+	// Upgrade routes a WebSocket upgrade request to a Handler. An error
+	// from Reject rejects it with that status; a nil Handler with a nil
+	// error gives 404. Default: every upgrade gets 404.
+	Upgrade func(r *Request) (Handler, error)
+	// HTTP serves requests that are not WebSocket upgrades. Responses are
+	// buffered and the connection is closed after each. Default: 404.
+	HTTP http.Handler
+
+	// Logger receives the server's logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+func (cfg Config) withDefaults() Config {
+	if cfg.Workers <= 0 {
+		cfg.Workers = max(4, 2*runtime.GOMAXPROCS(0))
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 1 << 20
+	}
+	if cfg.MaxQueueBytes <= 0 {
+		cfg.MaxQueueBytes = 1 << 20
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 8 << 10
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = 10000
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	if cfg.CloseTimeout <= 0 {
+		cfg.CloseTimeout = 2 * time.Second
+	}
+	if cfg.Upgrade == nil {
+		cfg.Upgrade = func(*Request) (Handler, error) { return nil, nil }
+	}
+	if cfg.HTTP == nil {
+		cfg.HTTP = http.NotFoundHandler()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg
+}
+
+const (
+	readBufferBytes = 64 << 10 // per worker
+	poolQueueLen    = 4096
+	registryShards  = 16
+)
+
+// Server accepts connections on a listener and serves them on a reactor and a
+// bounded worker pool, with no goroutine per connection. Accepted sockets are
+// raw fds: the server keeps no net.Conn per connection.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	poller *poller.Poller
+	pool   *poller.Pool[*Conn]
+	bufs   [][]byte // read buffer per worker
+	now    func() time.Time
+
+	registry [registryShards]struct {
+		mu    sync.Mutex
+		conns map[*Conn]struct{}
+	}
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	closing   atomic.Bool
+	done      chan struct{} // closed when the sweep stops
+	stopSweep chan struct{}
+	closeOnce sync.Once
+
+	connections     atomic.Int64
+	handshakes      atomic.Int64 // accepted, not yet upgraded
+	accepted        atomic.Uint64
+	upgrades        atomic.Uint64
+	handshakeErrors atomic.Uint64
+	refused         atomic.Uint64 // over MaxHandshakes
+	httpRequests    atomic.Uint64
+	protocolErrors  atomic.Uint64
+	messagesIn      atomic.Uint64
+	bytesIn         atomic.Uint64
+	bytesOut        atomic.Uint64
+}
+
+// NewServer starts the reactor, the worker pool and the sweep of a server
+// configured by cfg. Close or Shutdown stops them.
+func NewServer(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	p, err := poller.New()
+	if err != nil {
+		return nil, fmt.Errorf("wsconn: start poller: %w", err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		poller:    p,
+		now:       time.Now,
+		listeners: make(map[net.Listener]struct{}),
+		done:      make(chan struct{}),
+		stopSweep: make(chan struct{}),
+	}
+	for i := range s.registry {
+		s.registry[i].conns = make(map[*Conn]struct{})
+	}
+	s.bufs = make([][]byte, cfg.Workers)
+	for i := range s.bufs {
+		s.bufs[i] = make([]byte, readBufferBytes)
+	}
+	s.pool = poller.NewPool(cfg.Workers, poolQueueLen, func(worker int, c *Conn) {
+		c.serve(s.bufs[worker])
+	})
+	go s.sweep()
+	return s, nil
+}
+
+// Config returns the server's configuration, defaults filled in.
+func (s *Server) Config() Config { return s.cfg }
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("wsconn: server closed")
+
+// Serve accepts connections on ln until Shutdown or Close, and returns
+// ErrServerClosed then. ln must be a *net.TCPListener (or another listener
+// that implements syscall.Conn over a stream socket): connections are
+// accepted as raw fds from its socket.
+func (s *Server) Serve(ln net.Listener) error {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("wsconn: serve: listener %T has no raw socket", ln)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("wsconn: serve: %w", err)
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+
+	backoff := time.Duration(0)
+	for {
+		var acceptErr error
+		err := rc.Read(func(lfd uintptr) bool {
+			for range 256 {
+				fd, sa, err := poller.Accept(int(lfd))
+				switch {
+				case err == nil:
+					s.open(fd, sa)
+				case err == unix.EAGAIN:
+					return false // wait for the next connection
+				case err == unix.EINTR || err == unix.ECONNABORTED:
+				default:
+					acceptErr = err
+					return true
+				}
+			}
+			return true // let the runtime run others, then go on
+		})
+		if s.closing.Load() {
+			return ErrServerClosed
+		}
+		if err != nil {
+			return fmt.Errorf("wsconn: accept: %w", err)
+		}
+		if acceptErr != nil {
+			// EMFILE and the like: the listener stays readable, so back off
+			// instead of spinning, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error("wsconn: accept failed; retrying", "err", acceptErr, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// open registers an accepted socket.
+func (s *Server) open(fd int, sa unix.Sockaddr) {
+	s.accepted.Add(1)
+	if s.handshakes.Load() >= int64(s.cfg.MaxHandshakes) || s.closing.Load() {
+		s.refused.Add(1)
+		_, _ = unix.Write(fd, []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+		_ = unix.Close(fd)
+		return
+	}
+	// Small frames should leave at once; batching happens in writev.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	c := &Conn{srv: s, fd: fd, remote: sockaddrToAddrPort(sa)}
+	c.rd.Reset(s.cfg.MaxMessageBytes)
+	c.deadline = s.now().Add(s.cfg.HandshakeTimeout).UnixNano()
+	s.handshakes.Add(1)
+	s.remember(c)
+	c.mu.Lock()
+	err := s.poller.Add(fd, poller.Readable, c.onEvent)
+	c.mu.Unlock()
+	if err != nil {
+		s.log.Error("wsconn: register connection", "err", err)
+		s.handshakes.Add(-1)
+		s.forget(c)
+		_ = unix.Close(fd)
+	}
+}
+
+func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+func (s *Server) shard(c *Conn) *struct {
+	mu    sync.Mutex
+	conns map[*Conn]struct{}
+} {
+	return &s.registry[uint(c.fd)%registryShards]
+}
+
+func (s *Server) remember(c *Conn) {
+	r := s.shard(c)
+	r.mu.Lock()
+	r.conns[c] = struct{}{}
+	r.mu.Unlock()
+	s.connections.Add(1)
+}
+
+func (s *Server) forget(c *Conn) {
+	r := s.shard(c)
+	r.mu.Lock()
+	delete(r.conns, c)
+	r.mu.Unlock()
+	s.connections.Add(-1)
+}
+
+// each calls f for every registered connection, a shard at a time, without
+// holding the shard lock while f runs.
+func (s *Server) each(f func(c *Conn)) {
+	var batch []*Conn
+	for i := range s.registry {
+		r := &s.registry[i]
+		r.mu.Lock()
+		batch = batch[:0]
+		for c := range r.conns {
+			batch = append(batch, c)
+		}
+		r.mu.Unlock()
+		for _, c := range batch {
+			f(c)
+		}
+	}
+}
+
+// sweepInterval is how often deadlines are checked: coarse on purpose.
+func (s *Server) sweepInterval() time.Duration {
+	return min(max(min(s.cfg.HandshakeTimeout, s.cfg.CloseTimeout)/5, 10*time.Millisecond), time.Second)
+}
+
+// sweep expires connections past their handshake or close deadline. It
+// reads the clock once per pass, not once per connection.
+func (s *Server) sweep() {
+	defer close(s.done)
+	t := time.NewTicker(s.sweepInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopSweep:
+			return
+		case <-t.C:
+		}
+		now := s.now().UnixNano()
+		s.each(func(c *Conn) {
+			c.mu.Lock()
+			late := c.deadline != 0 && now >= c.deadline && c.state != stateClosed
+			c.mu.Unlock()
+			if late {
+				c.expire()
+			}
+		})
+	}
+}
+
+// Connections returns the number of connections held, upgraded or not.
+func (s *Server) Connections() int { return int(s.connections.Load()) }
+
+// Stats are counters of a Server since it started.
+type Stats struct {
+	Connections     int64  `json:"connections"`
+	Handshakes      int64  `json:"handshakes_in_flight"`
+	Accepted        uint64 `json:"accepted"`
+	Upgrades        uint64 `json:"upgrades"`
+	HandshakeErrors uint64 `json:"handshake_errors"`
+	Refused         uint64 `json:"refused"`
+	HTTPRequests    uint64 `json:"http_requests"`
+	ProtocolErrors  uint64 `json:"protocol_errors"`
+	MessagesIn      uint64 `json:"messages_in"`
+	BytesIn         uint64 `json:"bytes_in"`
+	BytesOut        uint64 `json:"bytes_out"`
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Connections:     s.connections.Load(),
+		Handshakes:      s.handshakes.Load(),
+		Accepted:        s.accepted.Load(),
+		Upgrades:        s.upgrades.Load(),
+		HandshakeErrors: s.handshakeErrors.Load(),
+		Refused:         s.refused.Load(),
+		HTTPRequests:    s.httpRequests.Load(),
+		ProtocolErrors:  s.protocolErrors.Load(),
+		MessagesIn:      s.messagesIn.Load(),
+		BytesIn:         s.bytesIn.Load(),
+		BytesOut:        s.bytesOut.Load(),
+	}
+}
+
+// Shutdown stops accepting, sends close 1001 to every open connection, and
+// waits until all connections are released or ctx is done; then it releases
+// what is left and stops the server. It returns ctx's error if ctx ended
+// first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
+	s.each(func(c *Conn) { c.Close(ws.StatusGoingAway, "server shutting down") })
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var err error
+wait:
+	for s.connections.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break wait
+		case <-t.C:
+		}
+	}
+	s.stop()
+	return err
+}
+
+// Close stops accepting and releases every connection at once, without the
+// closing handshake.
+func (s *Server) Close() error {
+	s.stopAccepting()
+	s.stop()
+	return nil
+}
+
+func (s *Server) stopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		_ = ln.Close()
+		delete(s.listeners, ln)
+	}
+}
+
+// stop releases the remaining connections and stops the pool, the poller
+// and the sweep.
+func (s *Server) stop() {
+	s.closeOnce.Do(func() {
+		// Expired connections are released by their next turn.
+		for s.connections.Load() > 0 {
+			s.each(func(c *Conn) { c.expire() })
+			time.Sleep(time.Millisecond)
+		}
+		close(s.stopSweep)
+		<-s.done
+		s.pool.Close()
+		_ = s.poller.Close()
+	})
+}

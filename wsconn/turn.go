@@ -1,0 +1,150 @@
+package wsconn
+
+import (
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+)
+
+// maxReadsPerTurn bounds the work of one turn, so that one busy client cannot
+// starve the others: after that many full reads the connection goes to the
+// back of the queue (the fd is level-triggered, so it fires again at once).
+const maxReadsPerTurn = 4
+
+// serve runs turns for c until no more are requested. worker's read buffer
+// is buf.
+func (c *Conn) serve(buf []byte) {
+	for {
+		c.turn(buf)
+		if c.sched.CompareAndSwap(turnRunning, turnIdle) {
+			c.mu.Lock()
+			c.armLocked()
+			c.mu.Unlock()
+			return
+		}
+		// turnAgain: an event arrived during the turn.
+		c.sched.Store(turnRunning)
+	}
+}
+
+// turn flushes what waits for writability, then reads and handles what has
+// arrived, within maxReadsPerTurn reads.
+func (c *Conn) turn(buf []byte) {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	if c.wantWrite {
+		c.wantWrite = false
+		c.flushLocked()
+	}
+	if c.expired || c.broken {
+		c.mu.Unlock()
+		c.release()
+		return
+	}
+	c.mu.Unlock()
+
+	for range maxReadsPerTurn {
+		c.mu.Lock()
+		state := c.state
+		paused := state == stateOpen && c.queued >= c.srv.cfg.MaxQueueBytes
+		c.mu.Unlock()
+		if paused {
+			return
+		}
+		off := 0
+		if state == stateOpen {
+			off = c.rd.TakePending(buf)
+		}
+		n, err := unix.Read(c.fd, buf[off:])
+		if err == unix.EINTR || err == unix.EAGAIN {
+			c.rd.putPending(buf[:off]) // nothing new: keep the partial header
+			if err == unix.EINTR {
+				continue
+			}
+			return
+		}
+		if err != nil || n == 0 {
+			// EOF or reset: after our close frame, this is the peer's
+			// close; otherwise the peer went away without one.
+			c.release()
+			return
+		}
+		c.srv.bytesIn.Add(uint64(n))
+		switch state {
+		case stateHandshake:
+			c.readHandshake(buf[off : off+n])
+		case stateOpen:
+			c.readFrames(buf[:off+n])
+		case stateClosing:
+			// Discard: we are waiting for the peer's FIN.
+		}
+		if off+n < len(buf) {
+			return // the socket is very likely drained
+		}
+	}
+}
+
+// readFrames handles the frames in p.
+func (c *Conn) readFrames(p []byte) {
+	for len(p) > 0 {
+		m, n, ok, err := c.rd.Next(p)
+		p = p[n:]
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		if !ok {
+			return
+		}
+		if !c.handleMessage(m) {
+			return
+		}
+	}
+}
+
+// handleMessage acts on one message and reports whether the connection is
+// still open for more.
+func (c *Conn) handleMessage(m Message) bool {
+	switch m.OpCode {
+	case ws.OpText, ws.OpBinary:
+		c.srv.messagesIn.Add(1)
+		c.handler.OnMessage(c, m.OpCode, m.Payload)
+	case ws.OpPing:
+		// A pong is a frame of its own in the queue, never inside another.
+		pong := NewFrame(ws.OpPong, m.Payload)
+		c.mu.Lock()
+		if c.state == stateOpen {
+			c.enqueueLocked(pong)
+		}
+		c.mu.Unlock()
+	case ws.OpPong:
+		// Unsolicited pongs are allowed and ignored.
+	case ws.OpClose:
+		// Echo the peer's code (RFC 6455 section 5.5.1); an empty close is
+		// answered with 1000.
+		code := ws.StatusNormalClosure
+		if len(m.Payload) >= 2 {
+			code = ws.StatusCode(uint16(m.Payload[0])<<8 | uint16(m.Payload[1]))
+		}
+		c.Close(code, "")
+		return false
+	}
+	c.mu.Lock()
+	open := c.state == stateOpen
+	c.mu.Unlock()
+	return open
+}
+
+// fail fails the connection for a protocol violation: the close frame with
+// its code, a half-close and a short drain.
+func (c *Conn) fail(err error) {
+	code, reason := ws.StatusProtocolError, err.Error()
+	if ce, ok := err.(*CloseError); ok {
+		code, reason = ce.Code, ce.Reason
+	}
+	c.srv.protocolErrors.Add(1)
+	c.srv.log.Debug("wsconn: failing connection", "remote", c.remote, "code", code, "reason", reason)
+	c.Close(code, reason)
+}
