@@ -129,12 +129,13 @@ type Server struct {
 		conns map[*Conn]struct{}
 	}
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	closing   atomic.Bool
-	done      chan struct{} // closed when the sweep stops
-	stopSweep chan struct{}
-	closeOnce sync.Once
+	mu         sync.Mutex // orders Serve's start against stopAccepting
+	serving    sync.WaitGroup
+	closing    atomic.Bool
+	stopAccept chan struct{}
+	done       chan struct{} // closed when the sweep stops
+	stopSweep  chan struct{}
+	closeOnce  sync.Once
 
 	connections     atomic.Int64
 	handshakes      atomic.Int64 // accepted, not yet upgraded
@@ -158,13 +159,13 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("wsconn: start poller: %w", err)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		poller:    p,
-		now:       time.Now,
-		listeners: make(map[net.Listener]struct{}),
-		done:      make(chan struct{}),
-		stopSweep: make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		poller:     p,
+		now:        time.Now,
+		stopAccept: make(chan struct{}),
+		done:       make(chan struct{}),
+		stopSweep:  make(chan struct{}),
 	}
 	for i := range s.registry {
 		s.registry[i].conns = make(map[*Conn]struct{})
@@ -187,10 +188,12 @@ func (s *Server) Config() Config { return s.cfg }
 var ErrServerClosed = errors.New("wsconn: server closed")
 
 // Serve accepts connections on ln until Shutdown or Close, and returns
-// ErrServerClosed then. ln must be a *net.TCPListener (or another listener
-// that implements syscall.Conn over a stream socket): connections are
-// accepted as raw fds from its socket.
+// ErrServerClosed then; it closes ln before it returns. ln must be a
+// *net.TCPListener (or another listener that implements syscall.Conn over a
+// stream socket): connections are accepted as raw fds from its socket, on the
+// server's own reactor.
 func (s *Server) Serve(ln net.Listener) error {
+	defer ln.Close()
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return fmt.Errorf("wsconn: serve: listener %T has no raw socket", ln)
@@ -199,49 +202,71 @@ func (s *Server) Serve(ln net.Listener) error {
 	if err != nil {
 		return fmt.Errorf("wsconn: serve: %w", err)
 	}
+	lfd := -1
+	if err := rc.Control(func(fd uintptr) { lfd = int(fd) }); err != nil {
+		return fmt.Errorf("wsconn: serve: %w", err)
+	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
-	s.listeners[ln] = struct{}{}
+	s.serving.Add(1)
 	s.mu.Unlock()
+	defer s.serving.Done()
+
+	wake := make(chan struct{}, 1)
+	err = s.poller.Add(lfd, poller.Readable, func(poller.Event) {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("wsconn: serve: register listener: %w", err)
+	}
+	defer func() { _ = s.poller.Del(lfd) }()
 
 	backoff := time.Duration(0)
 	for {
-		var acceptErr error
-		err := rc.Read(func(lfd uintptr) bool {
-			for range 256 {
-				fd, sa, err := poller.Accept(int(lfd))
-				switch {
-				case err == nil:
-					s.open(fd, sa)
-				case err == unix.EAGAIN:
-					return false // wait for the next connection
-				case err == unix.EINTR || err == unix.ECONNABORTED:
-				default:
-					acceptErr = err
-					return true
-				}
-			}
-			return true // let the runtime run others, then go on
-		})
-		if s.closing.Load() {
-			return ErrServerClosed
-		}
+		err := s.acceptAll(lfd)
 		if err != nil {
-			return fmt.Errorf("wsconn: accept: %w", err)
-		}
-		if acceptErr != nil {
-			// EMFILE and the like: the listener stays readable, so back off
-			// instead of spinning, as net/http does.
+			// EMFILE and the like: the listener stays readable, so back
+			// off instead of spinning, as net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Error("wsconn: accept failed; retrying", "err", acceptErr, "retry_in", backoff)
-			time.Sleep(backoff)
+			s.log.Error("wsconn: accept failed; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.stopAccept:
+				return ErrServerClosed
+			}
 			continue
 		}
 		backoff = 0
+		if err := s.poller.Arm(lfd, poller.Readable); err != nil {
+			return fmt.Errorf("wsconn: serve: arm listener: %w", err)
+		}
+		select {
+		case <-wake:
+		case <-s.stopAccept:
+			return ErrServerClosed
+		}
 	}
+}
+
+// acceptAll accepts connections until none is pending.
+func (s *Server) acceptAll(lfd int) error {
+	for !s.closing.Load() {
+		fd, sa, err := poller.Accept(lfd)
+		if err == unix.EAGAIN {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		s.open(fd, sa)
+	}
+	return nil
 }
 
 // open registers an accepted socket.
@@ -417,14 +442,14 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// stopAccepting makes every Serve return and waits for them.
 func (s *Server) stopAccepting() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing.Store(true)
-	for ln := range s.listeners {
-		_ = ln.Close()
-		delete(s.listeners, ln)
+	if !s.closing.Swap(true) {
+		close(s.stopAccept)
 	}
+	s.mu.Unlock()
+	s.serving.Wait()
 }
 
 // stop releases the remaining connections and stops the pool, the poller
