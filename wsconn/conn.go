@@ -47,8 +47,9 @@ const (
 // Send, WriteMessage, Close and the accessors are safe for concurrent use.
 // Handler callbacks for one connection never run concurrently.
 type Conn struct {
-	srv *Server
-	fd  int
+	srv  *Server
+	fd   int32
+	slot int32 // index in the server's registry shard
 
 	// sched serializes turns: a connection is served by one worker at a time.
 	sched atomic.Uint32
@@ -60,24 +61,38 @@ type Conn struct {
 	expired   bool  // the sweep found the deadline passed: release on the next turn
 	broken    bool  // a write failed: release on the next turn
 	deadline  int64 // unix nanoseconds; 0 means none (handshake or close timeout)
-	queue     [][]byte
-	queueOff  int // bytes of queue[0] already written
-	queued    int // bytes in queue not yet written
+	queued    int   // bytes in q not yet written
+	q         *writeQueue
 
-	rd     Reader
-	hs     []byte // request bytes while in stateHandshake
-	hsNeed int    // total request bytes needed (header and body), once known
+	rd Reader
+	hs *handshake // the request so far, while in stateHandshake
 
-	handler Handler
-	remote  netip.AddrPort
+	handler    Handler
+	remoteIP   [16]byte // IPv4 as IPv4-mapped IPv6; netip.AddrPort would take 32 bytes
+	remotePort uint16
 
 	// Value holds the application's state for the connection. The Server
 	// never touches it.
 	Value any
 }
 
+// writeQueue holds the frames the socket did not take at once. A connection
+// whose writes keep up never allocates one.
+type writeQueue struct {
+	frames [][]byte
+	off    int // bytes of frames[0] already written
+}
+
+// handshake holds a request that did not arrive in one read.
+type handshake struct {
+	buf  []byte
+	need int // total request bytes (head and body), once the head is parsed
+}
+
 // RemoteAddr returns the peer's address.
-func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
+func (c *Conn) RemoteAddr() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom16(c.remoteIP).Unmap(), c.remotePort)
+}
 
 // Send queues frame, a complete server frame (see AppendFrame), to be written
 // to the peer. The frame is not copied: the caller must not modify it
@@ -121,8 +136,15 @@ func (c *Conn) WriteMessage(op ws.OpCode, payload []byte) error {
 // Close on a connection that is already closing does nothing.
 func (c *Conn) Close(code ws.StatusCode, reason string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	if c.state == stateHandshake {
+		// Not a WebSocket yet: there is no one to send a close frame to.
+		c.expired = true
+		c.mu.Unlock()
+		c.schedule()
+		return
+	}
 	c.closeLocked(NewCloseFrame(code, reason))
+	c.mu.Unlock()
 }
 
 // closeLocked queues final, the last bytes to send (a close frame or an HTTP
@@ -147,7 +169,7 @@ func (c *Conn) shutdownWriteLocked() {
 		c.shutWrite = true
 		// The half-close tells the peer we are done; we keep reading until
 		// its FIN so that unread input does not turn our close into an RST.
-		_ = unix.Shutdown(c.fd, unix.SHUT_WR)
+		_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
 	}
 }
 
@@ -158,7 +180,7 @@ func (c *Conn) enqueueLocked(frame []byte) {
 	}
 	if c.queued == 0 && !c.wantWrite {
 		// Fast path: write directly; queue only what the socket did not take.
-		n, err := writeAll(c.fd, frame)
+		n, err := writeAll(int(c.fd), frame)
 		if err != nil && err != unix.EAGAIN {
 			c.breakLocked()
 			return
@@ -170,7 +192,10 @@ func (c *Conn) enqueueLocked(frame []byte) {
 		frame = frame[n:]
 		c.srv.bytesOut.Add(uint64(n))
 	}
-	c.queue = append(c.queue, frame)
+	if c.q == nil {
+		c.q = new(writeQueue)
+	}
+	c.q.frames = append(c.q.frames, frame)
 	c.queued += len(frame)
 	if !c.wantWrite {
 		c.flushLocked()
@@ -197,9 +222,9 @@ func writeAll(fd int, p []byte) (int, error) {
 func (c *Conn) flushLocked() {
 	var iov [maxIovecs][]byte
 	for c.queued > 0 {
-		k := copy(iov[:], c.queue)
-		iov[0] = iov[0][c.queueOff:]
-		n, err := unix.Writev(c.fd, iov[:k])
+		k := copy(iov[:], c.q.frames)
+		iov[0] = iov[0][c.q.off:]
+		n, err := unix.Writev(int(c.fd), iov[:k])
 		clear(iov[:k])
 		if err == unix.EINTR {
 			continue
@@ -216,9 +241,8 @@ func (c *Conn) flushLocked() {
 		c.advanceLocked(n)
 	}
 	c.wantWrite = false
-	if cap(c.queue) > 8 {
-		c.queue = nil // do not keep a large queue array on an idle connection
-	}
+	c.q = nil // an idle connection keeps no queue
+
 	if c.state == stateClosing {
 		c.shutdownWriteLocked()
 	}
@@ -227,16 +251,18 @@ func (c *Conn) flushLocked() {
 // advanceLocked drops n written bytes from the head of the queue.
 func (c *Conn) advanceLocked(n int) {
 	c.queued -= n
-	n += c.queueOff
+	q := c.q
+	n += q.off
 	i := 0
-	for i < len(c.queue) && n >= len(c.queue[i]) {
-		n -= len(c.queue[i])
-		c.queue[i] = nil // release the reference to shared frame bytes
+	for i < len(q.frames) && n >= len(q.frames[i]) {
+		n -= len(q.frames[i])
+		q.frames[i] = nil // release the reference to shared frame bytes
 		i++
 	}
-	c.queueOff = n
-	rest := copy(c.queue, c.queue[i:])
-	c.queue = c.queue[:rest]
+	q.off = n
+	rest := copy(q.frames, q.frames[i:])
+	clear(q.frames[rest:])
+	q.frames = q.frames[:rest]
 }
 
 // waitWritableLocked arms the fd for writability. When a turn is running
@@ -251,7 +277,7 @@ func (c *Conn) waitWritableLocked() {
 // breakLocked marks the connection for release after a failed write.
 func (c *Conn) breakLocked() {
 	c.broken = true
-	c.queue, c.queued, c.queueOff = nil, 0, 0
+	c.q, c.queued = nil, 0
 	c.wantWrite = false
 	if c.sched.Load() == turnIdle {
 		// Have a worker release it: only turns close fds.
@@ -276,7 +302,7 @@ func (c *Conn) armLocked() {
 	if c.state == stateClosed {
 		return
 	}
-	if err := c.srv.poller.Arm(c.fd, c.interestLocked()); err != nil {
+	if err := c.srv.poller.Arm(int(c.fd), c.interestLocked()); err != nil {
 		c.srv.log.Debug("wsconn: arm", "fd", c.fd, "err", err)
 	}
 }
@@ -327,11 +353,11 @@ func (c *Conn) release() {
 	opened := c.handler != nil && c.state != stateHandshake
 	c.state = stateClosed
 	// Del before close: a closed fd number can be reused at once by accept.
-	if err := c.srv.poller.Del(c.fd); err != nil {
+	if err := c.srv.poller.Del(int(c.fd)); err != nil {
 		c.srv.log.Debug("wsconn: poller del", "fd", c.fd, "err", err)
 	}
-	_ = unix.Close(c.fd)
-	c.queue, c.queued, c.queueOff = nil, 0, 0
+	_ = unix.Close(int(c.fd))
+	c.q, c.queued = nil, 0
 	c.mu.Unlock()
 	c.rd = Reader{}
 	c.hs = nil

@@ -59,27 +59,36 @@ type Message struct {
 // The zero value is not usable: set the limit with Reset. A Reader is not
 // safe for concurrent use; a connection is served by one worker at a time.
 type Reader struct {
+	// Fields are ordered to pack: the Reader lives in every connection.
 	maxMessageBytes int64
 
 	// The current frame, while inFrame.
 	frameRemain int64 // payload bytes still to come
 	frameLen    int64
-	mask        [4]byte
-	maskPos     uint8 // payload bytes consumed so far, mod 4
-	frameOp     ws.OpCode
-	frameFin    bool
-	inFrame     bool
 
 	// The current data message. msgOp is 0 when none is in progress.
-	msgOp   ws.OpCode
-	msgUTF8 utf8State
-	msgLen  int64
-	msg     []byte // assembly buffer for split or fragmented messages
-	ctl     []byte // assembly buffer for a split control frame
+	msgLen int64
+	asm    *assembly // nil unless a message or control frame arrives in pieces
+
+	mask     [4]byte
+	maskPos  uint8 // payload bytes consumed so far, mod 4
+	frameOp  ws.OpCode
+	frameFin bool
+	inFrame  bool
+	msgOp    ws.OpCode
+	msgUTF8  utf8State
 
 	// An incomplete frame header carried to the next call.
 	pending  [maxHeaderBytes - 1]byte
 	npending uint8
+}
+
+// assembly holds the pieces of a message or control frame that did not
+// arrive in one buffer. It is allocated only then, so that a connection
+// between messages holds nothing but the Reader's fixed fields.
+type assembly struct {
+	msg []byte // data message payload so far
+	ctl []byte // control frame payload so far
 }
 
 // Reset readies r for a new connection whose messages may be at most
@@ -168,7 +177,10 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 		// Zero copy when the whole unfragmented message is in p.
 		whole := r.frameFin && r.msgLen == 0 && avail == r.frameLen
 		if !whole && avail > 0 {
-			r.msg = append(r.msg, chunk...)
+			if r.asm == nil {
+				r.asm = new(assembly)
+			}
+			r.asm.msg = append(r.asm.msg, chunk...)
 		}
 		r.msgLen += avail
 		if r.frameRemain > 0 {
@@ -182,11 +194,13 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 			return m, n, false, errTextUTF8
 		}
 		m = Message{OpCode: r.msgOp, Payload: chunk}
-		if !whole {
-			m.Payload = r.msg
+		if !whole && r.asm != nil {
+			m.Payload = r.asm.msg
+			r.asm.msg = nil
 		}
 		// Drop the assembly buffer: an idle connection holds no buffer.
-		r.msg, r.msgOp, r.msgLen, r.msgUTF8 = nil, 0, 0, utf8Accept
+		r.dropAssembly()
+		r.msgOp, r.msgLen, r.msgUTF8 = 0, 0, utf8Accept
 		return m, n, true, nil
 	}
 }
@@ -265,18 +279,30 @@ func (r *Reader) readHeader(p []byte) (int, error) {
 // controlChunk collects the payload of a control frame, which may arrive
 // split. It returns the whole payload once the frame is complete.
 func (r *Reader) controlChunk(chunk []byte) (payload []byte, done bool) {
-	if r.frameRemain == 0 && r.ctl == nil {
+	if r.frameRemain == 0 && (r.asm == nil || r.asm.ctl == nil) {
 		return chunk, true // whole frame in one buffer: no copy
 	}
-	if r.ctl == nil {
-		r.ctl = make([]byte, 0, r.frameLen)
+	if r.asm == nil {
+		r.asm = new(assembly)
 	}
-	r.ctl = append(r.ctl, chunk...)
+	if r.asm.ctl == nil {
+		r.asm.ctl = make([]byte, 0, r.frameLen)
+	}
+	r.asm.ctl = append(r.asm.ctl, chunk...)
 	if r.frameRemain > 0 {
 		return nil, false
 	}
-	payload, r.ctl = r.ctl, nil
+	payload = r.asm.ctl
+	r.asm.ctl = nil
+	r.dropAssembly()
 	return payload, true
+}
+
+// dropAssembly frees the assembly buffers once neither is in use.
+func (r *Reader) dropAssembly() {
+	if r.asm != nil && r.asm.msg == nil && r.asm.ctl == nil {
+		r.asm = nil
+	}
 }
 
 // checkClosePayload checks the payload of a received close frame: empty, or

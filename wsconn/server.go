@@ -58,7 +58,8 @@ type Config struct {
 	// queue and close its side. Default: 2 s.
 	CloseTimeout time.Duration
 
-	// Upgrade routes a WebSocket upgrade request to a Handler. An error
+	// Upgrade routes a WebSocket upgrade request to a Handler. r is valid
+	// only during the call. An error
 	// from Reject rejects it with that status; a nil Handler with a nil
 	// error gives 404. Default: every upgrade gets 404.
 	Upgrade func(r *Request) (Handler, error)
@@ -122,12 +123,11 @@ type Server struct {
 	poller *poller.Poller
 	pool   *poller.Pool[*Conn]
 	bufs   [][]byte // read buffer per worker
+
+	upgraders sync.Pool // *upgrader
 	now    func() time.Time
 
-	registry [registryShards]struct {
-		mu    sync.Mutex
-		conns map[*Conn]struct{}
-	}
+	registry [registryShards]registryShard
 
 	mu         sync.Mutex // orders Serve's start against stopAccepting
 	serving    sync.WaitGroup
@@ -166,9 +166,6 @@ func NewServer(cfg Config) (*Server, error) {
 		stopAccept: make(chan struct{}),
 		done:       make(chan struct{}),
 		stopSweep:  make(chan struct{}),
-	}
-	for i := range s.registry {
-		s.registry[i].conns = make(map[*Conn]struct{})
 	}
 	s.bufs = make([][]byte, cfg.Workers)
 	for i := range s.bufs {
@@ -280,7 +277,8 @@ func (s *Server) open(fd int, sa unix.Sockaddr) {
 	}
 	// Small frames should leave at once; batching happens in writev.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	c := &Conn{srv: s, fd: fd, remote: sockaddrToAddrPort(sa)}
+	c := &Conn{srv: s, fd: int32(fd)}
+	c.setRemote(sa)
 	c.rd.Reset(s.cfg.MaxMessageBytes)
 	c.deadline = s.now().Add(s.cfg.HandshakeTimeout).UnixNano()
 	s.handshakes.Add(1)
@@ -296,27 +294,34 @@ func (s *Server) open(fd int, sa unix.Sockaddr) {
 	}
 }
 
-func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
+func (c *Conn) setRemote(sa unix.Sockaddr) {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+		c.remoteIP = netip.AddrFrom4(a.Addr).As16()
+		c.remotePort = uint16(a.Port)
 	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+		c.remoteIP = a.Addr
+		c.remotePort = uint16(a.Port)
 	}
-	return netip.AddrPort{}
 }
 
-func (s *Server) shard(c *Conn) *struct {
+// registryShard is a slice of the server's connections. A slice with an
+// index in each Conn costs 8 bytes a connection; a map costs several times
+// that.
+type registryShard struct {
 	mu    sync.Mutex
-	conns map[*Conn]struct{}
-} {
-	return &s.registry[uint(c.fd)%registryShards]
+	conns []*Conn
+}
+
+func (s *Server) shard(c *Conn) *registryShard {
+	return &s.registry[uint32(c.fd)%registryShards]
 }
 
 func (s *Server) remember(c *Conn) {
 	r := s.shard(c)
 	r.mu.Lock()
-	r.conns[c] = struct{}{}
+	c.slot = int32(len(r.conns))
+	r.conns = append(r.conns, c)
 	r.mu.Unlock()
 	s.connections.Add(1)
 }
@@ -324,7 +329,15 @@ func (s *Server) remember(c *Conn) {
 func (s *Server) forget(c *Conn) {
 	r := s.shard(c)
 	r.mu.Lock()
-	delete(r.conns, c)
+	last := len(r.conns) - 1
+	moved := r.conns[last]
+	r.conns[c.slot] = moved
+	moved.slot = c.slot
+	r.conns[last] = nil
+	r.conns = r.conns[:last]
+	if cap(r.conns) > 64 && len(r.conns) < cap(r.conns)/4 {
+		r.conns = append([]*Conn(nil), r.conns...) // give back memory after a wave of closes
+	}
 	r.mu.Unlock()
 	s.connections.Add(-1)
 }
@@ -336,10 +349,7 @@ func (s *Server) each(f func(c *Conn)) {
 	for i := range s.registry {
 		r := &s.registry[i]
 		r.mu.Lock()
-		batch = batch[:0]
-		for c := range r.conns {
-			batch = append(batch, c)
-		}
+		batch = append(batch[:0], r.conns...)
 		r.mu.Unlock()
 		for _, c := range batch {
 			f(c)
@@ -463,7 +473,8 @@ func (s *Server) stop() {
 		}
 		close(s.stopSweep)
 		<-s.done
-		s.pool.Close()
+		// The poller first: a late callback must not submit to a closed pool.
 		_ = s.poller.Close()
+		s.pool.Close()
 	})
 }

@@ -15,6 +15,12 @@ const maxReadsPerTurn = 4
 func (c *Conn) serve(buf []byte) {
 	for {
 		c.turn(buf)
+		c.mu.Lock()
+		again := (c.expired || c.broken) && c.state != stateClosed
+		c.mu.Unlock()
+		if again {
+			continue // a write failed or a deadline passed during the turn
+		}
 		if c.sched.CompareAndSwap(turnRunning, turnIdle) {
 			c.mu.Lock()
 			c.armLocked()
@@ -57,7 +63,7 @@ func (c *Conn) turn(buf []byte) {
 		if state == stateOpen {
 			off = c.rd.TakePending(buf)
 		}
-		n, err := unix.Read(c.fd, buf[off:])
+		n, err := unix.Read(int(c.fd), buf[off:])
 		if err == unix.EINTR || err == unix.EAGAIN {
 			c.rd.putPending(buf[:off]) // nothing new: keep the partial header
 			if err == unix.EINTR {
@@ -145,6 +151,6 @@ func (c *Conn) fail(err error) {
 		code, reason = ce.Code, ce.Reason
 	}
 	c.srv.protocolErrors.Add(1)
-	c.srv.log.Debug("wsconn: failing connection", "remote", c.remote, "code", code, "reason", reason)
+	c.srv.log.Debug("wsconn: failing connection", "remote", c.RemoteAddr(), "code", code, "reason", reason)
 	c.Close(code, reason)
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/gobwas/ws"
 )
@@ -39,17 +38,15 @@ func (c *Conn) readHandshake(p []byte) {
 	maxHeader := c.srv.cfg.MaxHeaderBytes
 	data := p
 	if c.hs != nil {
-		c.hs = append(c.hs, p...)
-		data = c.hs
-	}
-	if c.hsNeed > 0 {
-		// Header already parsed; waiting for a request body.
-		if len(data) < c.hsNeed {
-			c.keepHandshake(data)
+		c.hs.buf = append(c.hs.buf, p...)
+		data = c.hs.buf
+		if need := c.hs.need; need > 0 {
+			// Head already parsed; waiting for the request body.
+			if len(data) >= need {
+				c.serveHTTP(data[:need])
+			}
 			return
 		}
-		c.serveHTTP(data[:c.hsNeed])
-		return
 	}
 	end := bytes.Index(data, crlfcrlf)
 	if end < 0 {
@@ -72,7 +69,7 @@ func (c *Conn) readHandshake(p []byte) {
 	}
 	if err != nil {
 		c.srv.handshakeErrors.Add(1)
-		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.remote, "err", err)
+		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "err", err)
 		c.mu.Lock()
 		c.closeLocked(resp)
 		c.mu.Unlock()
@@ -101,7 +98,7 @@ func (c *Conn) readHandshake(p []byte) {
 // keepHandshake stores the request bytes read so far on the connection.
 func (c *Conn) keepHandshake(data []byte) {
 	if c.hs == nil {
-		c.hs = append(make([]byte, 0, max(len(data), 512)), data...)
+		c.hs = &handshake{buf: append(make([]byte, 0, max(len(data), 512)), data...)}
 	}
 }
 
@@ -110,46 +107,81 @@ func (c *Conn) keepHandshake(data []byte) {
 // no Upgrade header): it is plain HTTP. Otherwise resp holds the response to
 // send, the 101 or an error status.
 func (s *Server) upgrade(c *Conn, head []byte) (h Handler, resp []byte, isWS bool, err error) {
-	var req Request
-	req.RemoteAddr = c.remote.String()
-	sawUpgrade := false
-	u := ws.Upgrader{
-		ReadBufferSize: len(head),
-		OnRequest: func(uri []byte) error {
-			path, query, _ := strings.Cut(string(uri), "?")
-			req.Path, req.RawQuery = path, query
-			return nil
-		},
-		OnHost: func(host []byte) error {
-			req.Host = string(host)
-			return nil
-		},
-		OnHeader: func(key, value []byte) error {
-			switch {
-			case bytes.EqualFold(key, []byte("Upgrade")):
-				sawUpgrade = true
-			case bytes.EqualFold(key, []byte("Origin")):
-				req.Origin = string(value)
-			case bytes.EqualFold(key, []byte("Authorization")):
-				req.Authorization = string(value)
-			}
-			return nil
-		},
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			var err error
-			h, err = s.cfg.Upgrade(&req)
-			if err == nil && h == nil {
-				err = Reject(http.StatusNotFound, "not found")
-			}
-			return nil, err
-		},
+	up, _ := s.upgraders.Get().(*upgrader)
+	if up == nil {
+		up = s.newUpgrader()
 	}
-	var out bytes.Buffer
-	_, err = u.Upgrade(handshakeIO{Reader: bytes.NewReader(head), Writer: &out})
-	if err != nil && (errors.Is(err, ws.ErrHandshakeBadMethod) || errors.Is(err, ws.ErrHandshakeBadProtocol) || !sawUpgrade) {
+	defer s.upgraders.Put(up)
+	up.req = Request{RemoteAddr: c.RemoteAddr().String()}
+	up.sawUpgrade, up.handler = false, nil
+	up.in.Reset(head)
+	up.out.Reset()
+	up.u.ReadBufferSize = len(head)
+	_, err = up.u.Upgrade(&up.io)
+	if err != nil && (errors.Is(err, ws.ErrHandshakeBadMethod) || errors.Is(err, ws.ErrHandshakeBadProtocol) || !up.sawUpgrade) {
 		return nil, nil, false, err
 	}
-	return h, out.Bytes(), true, err
+	h, up.handler = up.handler, nil
+	return h, bytes.Clone(up.out.Bytes()), true, err
+}
+
+// upgrader is the reusable state of one handshake: the gobwas/ws Upgrader
+// with its hooks bound once, and its I/O buffers. Upgrades take one from a
+// pool, so a handshake leaves next to no garbage behind; at many thousands of
+// handshakes that garbage, not the connections, would set the heap's size.
+type upgrader struct {
+	srv        *Server
+	u          ws.Upgrader
+	req        Request
+	sawUpgrade bool
+	handler    Handler
+	in         bytes.Reader
+	out        bytes.Buffer
+	io         handshakeIO
+}
+
+func (s *Server) newUpgrader() *upgrader {
+	up := &upgrader{srv: s}
+	up.io = handshakeIO{Reader: &up.in, Writer: &up.out}
+	up.u = ws.Upgrader{
+		OnRequest:       up.onRequest,
+		OnHost:          up.onHost,
+		OnHeader:        up.onHeader,
+		OnBeforeUpgrade: up.onBeforeUpgrade,
+	}
+	return up
+}
+
+func (up *upgrader) onRequest(uri []byte) error {
+	path, query, _ := bytes.Cut(uri, []byte{'?'})
+	up.req.Path, up.req.RawQuery = string(path), string(query)
+	return nil
+}
+
+func (up *upgrader) onHost(host []byte) error {
+	up.req.Host = string(host)
+	return nil
+}
+
+func (up *upgrader) onHeader(key, value []byte) error {
+	switch {
+	case bytes.EqualFold(key, []byte("Upgrade")):
+		up.sawUpgrade = true
+	case bytes.EqualFold(key, []byte("Origin")):
+		up.req.Origin = string(value)
+	case bytes.EqualFold(key, []byte("Authorization")):
+		up.req.Authorization = string(value)
+	}
+	return nil
+}
+
+func (up *upgrader) onBeforeUpgrade() (ws.HandshakeHeader, error) {
+	h, err := up.srv.cfg.Upgrade(&up.req)
+	if err == nil && h == nil {
+		err = Reject(http.StatusNotFound, "not found")
+	}
+	up.handler = h
+	return nil, err
 }
 
 // handshakeIO gives the Upgrader the request bytes and collects its response.
@@ -176,8 +208,8 @@ func (c *Conn) readHTTP(data []byte, headLen int) {
 	}
 	need := headLen + int(max(req.ContentLength, 0))
 	if len(data) < need {
-		c.hsNeed = need
 		c.keepHandshake(data)
+		c.hs.need = need
 		return
 	}
 	c.serveHTTP(data[:need])
@@ -186,13 +218,13 @@ func (c *Conn) readHTTP(data []byte, headLen int) {
 // serveHTTP runs the HTTP handler for the complete request in data and sends
 // its response, then closes the connection (no keep-alive).
 func (c *Conn) serveHTTP(data []byte) {
-	c.hs, c.hsNeed = nil, 0
+	c.hs = nil
 	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data)))
 	if err != nil {
 		c.respond(http.StatusBadRequest, "malformed request\n")
 		return
 	}
-	req.RemoteAddr = c.remote.String()
+	req.RemoteAddr = c.RemoteAddr().String()
 	w := &responseBuffer{header: make(http.Header)}
 	c.srv.cfg.HTTP.ServeHTTP(w, req)
 	c.srv.httpRequests.Add(1)
@@ -203,7 +235,7 @@ func (c *Conn) serveHTTP(data []byte) {
 
 // respond sends a plain-text HTTP error response and closes the connection.
 func (c *Conn) respond(status int, body string) {
-	c.hs, c.hsNeed = nil, 0
+	c.hs = nil
 	w := &responseBuffer{header: make(http.Header)}
 	w.header.Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
