@@ -32,7 +32,6 @@ var (
 	errCloseCode        = &CloseError{ws.StatusProtocolError, "invalid close code"}
 	errCloseReasonUTF8  = &CloseError{ws.StatusInvalidFramePayloadData, "close reason is not valid UTF-8"}
 	errTextUTF8         = &CloseError{ws.StatusInvalidFramePayloadData, "text message is not valid UTF-8"}
-	errMessageTooBig    = &CloseError{ws.StatusMessageTooBig, "message over the size limit"}
 	errMessageTooBigHdr = &CloseError{ws.StatusMessageTooBig, "frame header declares a message over the size limit"}
 )
 

@@ -125,7 +125,7 @@ type Server struct {
 	bufs   [][]byte // read buffer per worker
 
 	upgraders sync.Pool // *upgrader
-	now    func() time.Time
+	now       func() time.Time
 
 	registry [registryShards]registryShard
 
