@@ -3,7 +3,6 @@ package wsconn
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,11 +61,11 @@ func (c *Conn) readHandshake(p []byte) {
 		c.respond(http.StatusRequestHeaderFieldsTooLarge, "request header too large\n")
 		return
 	}
-	handler, resp, isWS, err := c.srv.upgrade(c, head)
-	if !isWS {
+	if !wantsWebSocket(head) {
 		c.readHTTP(data, len(head))
 		return
 	}
+	handler, resp, err := c.srv.upgrade(c, head)
 	if err != nil {
 		c.srv.handshakeErrors.Add(1)
 		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "err", err)
@@ -102,27 +101,41 @@ func (c *Conn) keepHandshake(data []byte) {
 	}
 }
 
-// upgrade runs the gobwas/ws Upgrader over the request head. isWS is false
-// for a request that is not a WebSocket upgrade at all (another method, or
-// no Upgrade header): it is plain HTTP. Otherwise resp holds the response to
-// send, the 101 or an error status.
-func (s *Server) upgrade(c *Conn, head []byte) (h Handler, resp []byte, isWS bool, err error) {
+// wantsWebSocket reports whether the request head asks for a WebSocket
+// upgrade (an Upgrade header naming websocket). Such a request gets the
+// Upgrader's answer, an error status included; any other request is plain
+// HTTP.
+func wantsWebSocket(head []byte) bool {
+	_, rest, _ := bytes.Cut(head, []byte("\r\n")) // skip the request line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		key, value, ok := bytes.Cut(line, []byte{':'})
+		if ok && bytes.EqualFold(bytes.TrimSpace(key), []byte("Upgrade")) &&
+			bytes.Contains(bytes.ToLower(value), []byte("websocket")) {
+			return true
+		}
+	}
+	return false
+}
+
+// upgrade runs the gobwas/ws Upgrader over the head of a WebSocket upgrade
+// request. resp is the response to send: the 101, or the error status when
+// err is not nil.
+func (s *Server) upgrade(c *Conn, head []byte) (h Handler, resp []byte, err error) {
 	up, _ := s.upgraders.Get().(*upgrader)
 	if up == nil {
 		up = s.newUpgrader()
 	}
 	defer s.upgraders.Put(up)
 	up.req = Request{RemoteAddr: c.RemoteAddr().String()}
-	up.sawUpgrade, up.handler = false, nil
+	up.handler = nil
 	up.in.Reset(head)
 	up.out.Reset()
 	up.u.ReadBufferSize = len(head)
 	_, err = up.u.Upgrade(&up.io)
-	if err != nil && (errors.Is(err, ws.ErrHandshakeBadMethod) || errors.Is(err, ws.ErrHandshakeBadProtocol) || !up.sawUpgrade) {
-		return nil, nil, false, err
-	}
 	h, up.handler = up.handler, nil
-	return h, bytes.Clone(up.out.Bytes()), true, err
+	return h, bytes.Clone(up.out.Bytes()), err
 }
 
 // upgrader is the reusable state of one handshake: the gobwas/ws Upgrader
@@ -130,14 +143,13 @@ func (s *Server) upgrade(c *Conn, head []byte) (h Handler, resp []byte, isWS boo
 // pool, so a handshake leaves next to no garbage behind; at many thousands of
 // handshakes that garbage, not the connections, would set the heap's size.
 type upgrader struct {
-	srv        *Server
-	u          ws.Upgrader
-	req        Request
-	sawUpgrade bool
-	handler    Handler
-	in         bytes.Reader
-	out        bytes.Buffer
-	io         handshakeIO
+	srv     *Server
+	u       ws.Upgrader
+	req     Request
+	handler Handler
+	in      bytes.Reader
+	out     bytes.Buffer
+	io      handshakeIO
 }
 
 func (s *Server) newUpgrader() *upgrader {
@@ -165,8 +177,6 @@ func (up *upgrader) onHost(host []byte) error {
 
 func (up *upgrader) onHeader(key, value []byte) error {
 	switch {
-	case bytes.EqualFold(key, []byte("Upgrade")):
-		up.sawUpgrade = true
 	case bytes.EqualFold(key, []byte("Origin")):
 		up.req.Origin = string(value)
 	case bytes.EqualFold(key, []byte("Authorization")):
