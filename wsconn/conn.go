@@ -56,12 +56,15 @@ type Conn struct {
 
 	mu        sync.Mutex // guards everything below except rd and hs, which only turns touch
 	state     connState
-	wantWrite bool  // the last write hit EAGAIN: waiting for writability
-	shutWrite bool  // write side shut down after the final frame
-	expired   bool  // the sweep found the deadline passed: release on the next turn
-	broken    bool  // a write failed: release on the next turn
-	deadline  int64 // unix nanoseconds; 0 means none (handshake or close timeout)
-	queued    int   // bytes in q not yet written
+	wantWrite bool   // the last write hit EAGAIN: waiting for writability
+	shutWrite bool   // write side shut down after the final frame
+	expired   bool   // the sweep found the deadline passed: release on the next turn
+	broken    bool   // a write failed: release on the next turn
+	midFrame  bool   // the reader holds part of a frame or message
+	pinged    bool   // the sweep pinged; cleared by any input
+	lastSeen  uint32 // Server.ticks at the last input
+	deadline  int64  // unix nanoseconds; 0 means none (handshake or close timeout)
+	queued    int    // bytes in q not yet written
 	q         *writeQueue
 
 	rd Reader

@@ -57,6 +57,16 @@ type Config struct {
 	// CloseTimeout is how long a closing connection may take to drain its
 	// queue and close its side. Default: 2 s.
 	CloseTimeout time.Duration
+	// PingInterval is the silence after which an open connection is
+	// pinged. Zero: no pings.
+	PingInterval time.Duration
+	// IdleTimeout is the silence (no frame at all; a pong counts) after
+	// which an open connection is closed with 1001. Zero: no limit.
+	IdleTimeout time.Duration
+	// FrameTimeout is how long a frame or fragmented message may stay
+	// half-received with nothing arriving before the connection is closed
+	// with 1008. Zero: no limit.
+	FrameTimeout time.Duration
 
 	// Upgrade routes a WebSocket upgrade request to a Handler. r is valid
 	// only during the call. An error
@@ -133,6 +143,8 @@ type Server struct {
 	serving    sync.WaitGroup
 	closing    atomic.Bool
 	stopAccept chan struct{}
+	started    time.Time
+	clock      atomic.Uint32 // see ticks
 	done       chan struct{} // closed when the sweep stops
 	stopSweep  chan struct{}
 	closeOnce  sync.Once
@@ -148,6 +160,8 @@ type Server struct {
 	messagesIn      atomic.Uint64
 	bytesIn         atomic.Uint64
 	bytesOut        atomic.Uint64
+	pings           atomic.Uint64
+	idleCloses      atomic.Uint64
 }
 
 // NewServer starts the reactor, the worker pool and the sweep of a server
@@ -163,6 +177,7 @@ func NewServer(cfg Config) (*Server, error) {
 		log:        cfg.Logger,
 		poller:     p,
 		now:        time.Now,
+		started:    time.Now(),
 		stopAccept: make(chan struct{}),
 		done:       make(chan struct{}),
 		stopSweep:  make(chan struct{}),
@@ -357,34 +372,76 @@ func (s *Server) each(f func(c *Conn)) {
 	}
 }
 
-// sweepInterval is how often deadlines are checked: coarse on purpose.
+// sweepInterval is how often the sweep runs: a fifth of the shortest
+// timeout, between 10 ms and 1 s. Coarse on purpose: the sweep replaces a
+// timer per connection.
 func (s *Server) sweepInterval() time.Duration {
-	return min(max(min(s.cfg.HandshakeTimeout, s.cfg.CloseTimeout)/5, 10*time.Millisecond), time.Second)
+	d := min(s.cfg.HandshakeTimeout, s.cfg.CloseTimeout)
+	for _, t := range []time.Duration{s.cfg.PingInterval, s.cfg.IdleTimeout, s.cfg.FrameTimeout} {
+		if t > 0 {
+			d = min(d, t)
+		}
+	}
+	return min(max(d/5, 10*time.Millisecond), time.Second)
 }
 
-// sweep expires connections past their handshake or close deadline. It
-// reads the clock once per pass, not once per connection.
+// ticks returns the coarse clock: milliseconds since the server started,
+// as of the last sweep. Turns stamp connections with it, so reading the
+// clock costs an atomic load; uint32 differences survive its wrap-around.
+func (s *Server) ticks() uint32 { return s.clock.Load() }
+
+// sweep walks the connections on a coarse tick: it expires those past their
+// handshake or close deadline, pings the quiet ones, and closes the idle
+// ones and those stalled mid-frame. It reads the clock once per pass, not
+// once per connection.
 func (s *Server) sweep() {
 	defer close(s.done)
 	t := time.NewTicker(s.sweepInterval())
 	defer t.Stop()
+	ms := func(d time.Duration) uint32 { return uint32(d.Milliseconds()) }
+	ping, idle, frame := ms(s.cfg.PingInterval), ms(s.cfg.IdleTimeout), ms(s.cfg.FrameTimeout)
 	for {
 		select {
 		case <-s.stopSweep:
 			return
 		case <-t.C:
 		}
-		now := s.now().UnixNano()
+		wall := s.now()
+		now := wall.UnixNano()
+		tick := uint32(wall.Sub(s.started).Milliseconds())
+		s.clock.Store(tick)
 		s.each(func(c *Conn) {
+			var close ws.StatusCode
+			var reason string
 			c.mu.Lock()
 			late := c.deadline != 0 && now >= c.deadline && c.state != stateClosed
+			if c.state == stateOpen {
+				quiet := tick - c.lastSeen
+				switch {
+				case frame > 0 && c.midFrame && quiet >= frame:
+					close, reason = ws.StatusPolicyViolation, "frame stalled"
+				case idle > 0 && quiet >= idle:
+					close, reason = ws.StatusGoingAway, "idle timeout"
+				case ping > 0 && quiet >= ping && !c.pinged:
+					c.pinged = true
+					s.pings.Add(1)
+					c.enqueueLocked(sweepPing)
+				}
+			}
 			c.mu.Unlock()
-			if late {
+			switch {
+			case late:
 				c.expire()
+			case close != 0:
+				s.idleCloses.Add(1)
+				c.Close(close, reason)
 			}
 		})
 	}
 }
+
+// sweepPing is the sweep's ping: a shared frame with an empty payload.
+var sweepPing = NewFrame(ws.OpPing, nil)
 
 // Connections returns the number of connections held, upgraded or not.
 func (s *Server) Connections() int { return int(s.connections.Load()) }
@@ -402,6 +459,8 @@ type Stats struct {
 	MessagesIn      uint64 `json:"messages_in"`
 	BytesIn         uint64 `json:"bytes_in"`
 	BytesOut        uint64 `json:"bytes_out"`
+	Pings           uint64 `json:"pings"`
+	IdleCloses      uint64 `json:"idle_closes"`
 }
 
 // Stats returns the server's counters.
@@ -418,6 +477,8 @@ func (s *Server) Stats() Stats {
 		MessagesIn:      s.messagesIn.Load(),
 		BytesIn:         s.bytesIn.Load(),
 		BytesOut:        s.bytesOut.Load(),
+		Pings:           s.pings.Load(),
+		IdleCloses:      s.idleCloses.Load(),
 	}
 }
 

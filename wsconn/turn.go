@@ -83,6 +83,9 @@ func (c *Conn) turn(buf []byte) {
 			c.readHandshake(buf[off : off+n])
 		case stateOpen:
 			c.readFrames(buf[:off+n])
+			c.mu.Lock()
+			c.lastSeen, c.pinged, c.midFrame = c.srv.ticks(), false, !c.rd.Idle()
+			c.mu.Unlock()
 		case stateClosing:
 			// Discard: we are waiting for the peer's FIN.
 		}

@@ -84,6 +84,7 @@ func (c *Conn) readHandshake(p []byte) {
 	c.srv.handshakes.Add(-1)
 	c.srv.upgrades.Add(1)
 	c.deadline = 0
+	c.lastSeen = c.srv.ticks()
 	c.handler = handler
 	c.enqueueLocked(resp)
 	c.mu.Unlock()
