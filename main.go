@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/wsconn"
 )
 
@@ -59,6 +61,14 @@ Run "fanout serve --help" for the server's flags.
 `)
 }
 
+// stats is the body of GET /stats.
+type stats struct {
+	Server      wsconn.Stats    `json:"server"`
+	Hub         broadcast.Stats `json:"hub"`
+	QueuedBytes int64           `json:"queued_bytes"`
+	Process     processStats    `json:"process"`
+}
+
 // serveOptions are the flags of "fanout serve".
 type serveOptions struct {
 	listen          string
@@ -71,6 +81,16 @@ type serveOptions struct {
 	shutdown        time.Duration
 	echo            bool
 	logLevel        slog.Level
+
+	shards           int
+	historySize      int
+	historyAge       time.Duration
+	maxSubscriptions int
+	maxTopicBytes    int
+	slowConsumer     string
+	pingInterval     time.Duration
+	idleTimeout      time.Duration
+	frameTimeout     time.Duration
 }
 
 func (o *serveOptions) flags(fs *flag.FlagSet) {
@@ -84,6 +104,16 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for connections to close after close 1001")
 	fs.BoolVar(&o.echo, "echo", true, "serve the /echo endpoint, which echoes every message (for conformance suites and the bench)")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+
+	fs.IntVar(&o.shards, "shards", 0, "hub shards that fan messages out, each a goroutine (0: 2 × GOMAXPROCS)")
+	fs.IntVar(&o.historySize, "history-size", 1000, "messages each topic keeps for recovery with since (0: the default, negative: none)")
+	fs.DurationVar(&o.historyAge, "history-age", 5*time.Minute, "how long a message stays in a topic's history")
+	fs.IntVar(&o.maxSubscriptions, "max-subscriptions", 100, "topics one connection may subscribe to")
+	fs.IntVar(&o.maxTopicBytes, "max-topic-bytes", 128, "longest topic name; names are ASCII letters, digits and -_.:@/")
+	fs.StringVar(&o.slowConsumer, "slow-consumer", "disconnect", "`policy` for a subscriber whose write queue is full: disconnect (close code 4008) or drop (skip the message; the client sees the seq gap)")
+	fs.DurationVar(&o.pingInterval, "ping-interval", 30*time.Second, "ping a connection after this much silence (0: never)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 75*time.Second, "close a connection (1001) after this much silence; a pong counts as traffic (0: never)")
+	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "close a connection (1008) whose half-received frame has stalled this long (0: never)")
 }
 
 func serve(args []string, stderr io.Writer) int {
@@ -92,7 +122,17 @@ func serve(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	o.flags(fs)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: fanout serve [flags]\n\nRuns the server. Endpoints: GET /echo (WebSocket echo, unless --echo=false), GET /healthz.\n\nFlags:\n")
+		fmt.Fprint(stderr, `Usage: fanout serve [flags]
+
+Runs the server. On one port:
+  GET  /ws?topics=a,b&since=a:41   WebSocket subscriber (wire protocol v1, see README)
+  POST /publish?topic=a            publish the JSON body; 202 {"seq":N}
+  GET  /stats                      counters as JSON
+  GET  /healthz                    200 ok
+  GET  /echo                       WebSocket echo (unless --echo=false)
+
+Flags:
+`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -112,7 +152,22 @@ func serve(args []string, stderr io.Writer) int {
 		log.Error("listen", "err", err)
 		return 1
 	}
-	srv, err := wsconn.NewServer(o.config(log))
+	policy, err := broadcast.ParsePolicy(o.slowConsumer)
+	if err != nil {
+		fmt.Fprintln(stderr, "fanout serve: --slow-consumer:", err)
+		return 2
+	}
+	hub := broadcast.New(broadcast.Config{
+		Shards:           o.shards,
+		HistorySize:      o.historySize,
+		HistoryAge:       o.historyAge,
+		MaxSubscriptions: o.maxSubscriptions,
+		MaxTopicBytes:    o.maxTopicBytes,
+		SlowConsumer:     policy,
+		Logger:           log,
+	})
+	var srv *wsconn.Server
+	srv, err = wsconn.NewServer(o.config(log, hub, func() *wsconn.Server { return srv }))
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
@@ -121,7 +176,7 @@ func serve(args []string, stderr io.Writer) int {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("fanout listening", "addr", ln.Addr().String(), "echo", o.echo, "workers", srv.Config().Workers)
+	log.Info("fanout listening", "addr", ln.Addr().String(), "echo", o.echo, "workers", srv.Config().Workers, "shards", hub.Config().Shards)
 
 	select {
 	case err := <-errc:
@@ -133,6 +188,9 @@ func serve(args []string, stderr io.Writer) int {
 	log.Info("shutting down", "connections", srv.Connections(), "timeout", o.shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)
 	defer cancel()
+	// The hub first: every message accepted so far is queued to its
+	// subscribers before they are sent close 1001 behind it.
+	hub.Close()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timed out; remaining connections were dropped", "err", err)
 	}
@@ -140,12 +198,22 @@ func serve(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// config builds the server configuration from the flags.
-func (o *serveOptions) config(log *slog.Logger) wsconn.Config {
+// config builds the server configuration from the flags. srv returns the
+// server once it exists, for /stats.
+func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, srv func() *wsconn.Server) wsconn.Config {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.Handle("/publish", hub.PublishHandler())
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		s := srv()
+		st := stats{Server: s.Stats(), Hub: hub.Stats(), QueuedBytes: s.QueuedBytes(), Process: readProcessStats()}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
 	})
 	echo := o.echo
 	return wsconn.Config{
@@ -155,8 +223,14 @@ func (o *serveOptions) config(log *slog.Logger) wsconn.Config {
 		MaxHeaderBytes:   o.maxHeaderBytes,
 		MaxHandshakes:    o.maxHandshakes,
 		HandshakeTimeout: o.handshake,
+		PingInterval:     o.pingInterval,
+		IdleTimeout:      o.idleTimeout,
+		FrameTimeout:     o.frameTimeout,
 		Upgrade: func(r *wsconn.Request) (wsconn.Handler, error) {
-			if echo && r.Path == "/echo" {
+			switch {
+			case r.Path == "/ws":
+				return hub.Upgrade(r)
+			case echo && r.Path == "/echo":
 				return wsconn.Echo{}, nil
 			}
 			return nil, wsconn.Reject(http.StatusNotFound, "no WebSocket endpoint at "+r.Path)

@@ -117,6 +117,66 @@ func (c *Conn) Send(frame []byte) error {
 	return nil
 }
 
+// Queue is Send without the write: it appends frame to the queue and leaves
+// the writing to Flush. A fan-out queues many frames to many connections and
+// then flushes each connection once, so that one writev carries many frames.
+// It returns the same errors as Send.
+func (c *Conn) Queue(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return ErrClosed
+	}
+	if c.queued > 0 && c.queued+len(frame) > c.srv.cfg.MaxQueueBytes {
+		return ErrQueueFull
+	}
+	if c.q == nil {
+		c.q = new(writeQueue)
+	}
+	c.q.frames = append(c.q.frames, frame)
+	c.queued += len(frame)
+	return nil
+}
+
+// Flush writes what Queue queued, as far as the socket takes it without
+// blocking; the rest is written when the socket becomes writable.
+func (c *Conn) Flush() {
+	c.mu.Lock()
+	if c.queued > 0 && !c.wantWrite && c.state != stateClosed {
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+}
+
+// QueuedBytes returns the number of bytes queued and not yet written.
+func (c *Conn) QueuedBytes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued
+}
+
+// Evict closes a connection that cannot keep up: it discards the queued
+// frames that have not begun to be written, then closes like Close.
+func (c *Conn) Evict(code ws.StatusCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return
+	}
+	if q := c.q; q != nil && len(q.frames) > 0 {
+		keep := 0
+		if q.off > 0 {
+			keep = 1 // a frame half written must be finished, or the stream breaks
+		}
+		for i := keep; i < len(q.frames); i++ {
+			c.queued -= len(q.frames[i])
+			q.frames[i] = nil
+		}
+		q.frames = q.frames[:keep]
+	}
+	c.closeLocked(NewCloseFrame(code, reason))
+}
+
 // WriteMessage sends payload as one message with opcode op (ws.OpText or
 // ws.OpBinary). It copies payload, so the caller may reuse it. Unlike Send it
 // does not refuse a message when the queue is full; instead the connection
@@ -244,7 +304,11 @@ func (c *Conn) flushLocked() {
 		c.advanceLocked(n)
 	}
 	c.wantWrite = false
-	c.q = nil // an idle connection keeps no queue
+	if c.q != nil && cap(c.q.frames) > maxIovecs {
+		c.q = nil // do not keep a burst's large array
+	}
+	// Otherwise the queue stays for the next fan-out (no allocation per
+	// delivery); the sweep frees it once the connection has gone quiet.
 
 	if c.state == stateClosing {
 		c.shutdownWriteLocked()

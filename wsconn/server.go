@@ -415,6 +415,9 @@ func (s *Server) sweep() {
 			var reason string
 			c.mu.Lock()
 			late := c.deadline != 0 && now >= c.deadline && c.state != stateClosed
+			if c.q != nil && c.queued == 0 {
+				c.q = nil // an idle connection keeps no queue
+			}
 			if c.state == stateOpen {
 				quiet := tick - c.lastSeen
 				switch {
@@ -538,4 +541,12 @@ func (s *Server) stop() {
 		_ = s.poller.Close()
 		s.pool.Close()
 	})
+}
+
+// QueuedBytes returns the bytes queued on all connections and not yet
+// written. It walks every connection: for stats, not for hot paths.
+func (s *Server) QueuedBytes() int64 {
+	var n int64
+	s.each(func(c *Conn) { n += int64(c.QueuedBytes()) })
+	return n
 }

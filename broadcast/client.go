@@ -1,0 +1,282 @@
+package broadcast
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/wsconn"
+)
+
+// Error codes of the error frames sent to clients (wire protocol v1).
+const (
+	CodeBadJSON              = "bad_json"               // the message is not a JSON object of the protocol
+	CodeUnknownType          = "unknown_type"           // "type" is none of subscribe, unsubscribe, publish
+	CodeInvalidTopic         = "invalid_topic"          // the topic name breaks the rules
+	CodeTooManySubscriptions = "too_many_subscriptions" // the connection is at MaxSubscriptions
+	CodeAlreadySubscribed    = "already_subscribed"     // subscribe to a topic already subscribed
+	CodeNotSubscribed        = "not_subscribed"         // unsubscribe from a topic not subscribed
+	CodeInvalidData          = "invalid_data"           // publish without valid JSON data
+	CodeBinaryUnsupported    = "binary_unsupported"     // the protocol is text frames of JSON
+	CodeUnavailable          = "unavailable"            // the server is shutting down
+)
+
+// client is one subscriber connection: the wsconn.Handler of a /ws
+// connection. Its methods run on the connection's worker, one at a time;
+// touched and evicted belong to its shard's goroutine.
+type client struct {
+	hub     *Hub
+	shard   *shard
+	conn    *wsconn.Conn
+	topics  []*Topic      // subscribed
+	initial *[]subRequest // from the URL, until OnOpen
+	touched bool          // shard: frames queued in this pass
+	evicted bool          // shard: closed as a slow consumer
+}
+
+type subRequest struct {
+	topic string
+	since *uint64
+}
+
+// Upgrade accepts a WebSocket upgrade to the hub's endpoint (wire protocol
+// v1): ?topics=a,b subscribes at connect, ?since=a:41,b:17 recovers what
+// those topics published after the given seqs. A bad query is rejected with
+// 400, a shutting-down hub with 503.
+func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
+	q, err := url.ParseQuery(r.RawQuery)
+	if err != nil {
+		return nil, wsconn.Reject(http.StatusBadRequest, "malformed query")
+	}
+	var reqs []subRequest
+	seen := make(map[string]int)
+	for _, list := range q["topics"] {
+		for name := range strings.SplitSeq(list, ",") {
+			if !h.validTopic(name) {
+				return nil, wsconn.Reject(http.StatusBadRequest, "invalid topic name "+strconv.Quote(name))
+			}
+			if _, dup := seen[name]; dup {
+				continue
+			}
+			seen[name] = len(reqs)
+			reqs = append(reqs, subRequest{topic: name})
+		}
+	}
+	if len(reqs) > h.cfg.MaxSubscriptions {
+		return nil, wsconn.Reject(http.StatusBadRequest, "too many topics")
+	}
+	for _, list := range q["since"] {
+		for item := range strings.SplitSeq(list, ",") {
+			// Topic names may hold ':'; the seq follows the last one.
+			i := strings.LastIndexByte(item, ':')
+			if i < 0 {
+				return nil, wsconn.Reject(http.StatusBadRequest, "since must be topic:seq")
+			}
+			seq, err := strconv.ParseUint(item[i+1:], 10, 64)
+			if err != nil {
+				return nil, wsconn.Reject(http.StatusBadRequest, "since must be topic:seq")
+			}
+			k, ok := seen[item[:i]]
+			if !ok {
+				return nil, wsconn.Reject(http.StatusBadRequest, "since names a topic that topics does not list")
+			}
+			reqs[k].since = &seq
+		}
+	}
+	h.gate.RLock()
+	closed := h.closed
+	h.gate.RUnlock()
+	if closed {
+		return nil, wsconn.Reject(http.StatusServiceUnavailable, "shutting down")
+	}
+	cl := &client{hub: h}
+	if len(reqs) > 0 {
+		cl.initial = &reqs
+	}
+	return cl, nil
+}
+
+// OnOpen subscribes the topics of the URL.
+func (cl *client) OnOpen(c *wsconn.Conn) {
+	cl.conn = c
+	cl.shard = cl.hub.shardFor(c)
+	cl.hub.clients.Add(1)
+	if cl.initial != nil {
+		for _, r := range *cl.initial {
+			cl.subscribe(r.topic, r.since, "")
+		}
+		cl.initial = nil
+	}
+}
+
+// clientMessage is a message from a client (wire protocol v1).
+type clientMessage struct {
+	Type  string          `json:"type"`
+	Topic string          `json:"topic"`
+	Since *uint64         `json:"since"`
+	Epoch string          `json:"epoch"`
+	Data  json.RawMessage `json:"data"`
+}
+
+// OnMessage handles subscribe, unsubscribe and publish. A bad message gets
+// an error frame; the connection stays open.
+func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
+	cl.hub.clientMsgs.Add(1)
+	if op != ws.OpText {
+		cl.sendError(CodeBinaryUnsupported, "messages are JSON text frames")
+		return
+	}
+	var m clientMessage
+	if err := json.Unmarshal(payload, &m); err != nil {
+		cl.sendError(CodeBadJSON, "message is not a JSON object: "+err.Error())
+		return
+	}
+	switch m.Type {
+	case "subscribe":
+		cl.subscribe(m.Topic, m.Since, m.Epoch)
+	case "unsubscribe":
+		cl.unsubscribe(m.Topic)
+	case "publish":
+		cl.publish(m.Topic, m.Data)
+	default:
+		cl.sendError(CodeUnknownType, "unknown message type "+strconv.Quote(m.Type))
+	}
+}
+
+// OnClose drops the connection's subscriptions.
+func (cl *client) OnClose(*wsconn.Conn) {
+	h := cl.hub
+	h.clients.Add(-1)
+	if len(cl.topics) == 0 {
+		return
+	}
+	for _, t := range cl.topics {
+		t.subscribers.Add(-1)
+	}
+	h.subscriptions.Add(-int64(len(cl.topics)))
+	if h.enter() {
+		cl.shard.send(op{kind: opLeave, cl: cl, topics: cl.topics})
+		h.exit()
+	}
+	cl.topics = nil
+}
+
+func (cl *client) subscribed(name string) int {
+	for i, t := range cl.topics {
+		if t.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// subscribe subscribes to name. With since, it first replays the messages
+// after since that history holds; the reply then says recovered:true. The
+// replay, the reply and the live messages reach the client in that order,
+// with no gap and no duplicate, because the seq snapshot and the op to the
+// shard are taken under the topic's lock, which publishes also take.
+func (cl *client) subscribe(name string, since *uint64, epoch string) {
+	h := cl.hub
+	switch {
+	case !h.validTopic(name):
+		cl.sendError(CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
+		return
+	case cl.subscribed(name) >= 0:
+		cl.sendError(CodeAlreadySubscribed, "already subscribed to "+strconv.Quote(name))
+		return
+	case len(cl.topics) >= h.cfg.MaxSubscriptions:
+		cl.sendError(CodeTooManySubscriptions, "subscription limit reached")
+		return
+	}
+	if !h.enter() {
+		cl.sendError(CodeUnavailable, "server shutting down")
+		return
+	}
+	defer h.exit()
+	t := h.lockTopic(name)
+	last := t.seq
+	var replay [][]byte
+	recovered := false
+	if since != nil && (epoch == "" || epoch == t.epoch) {
+		replay, recovered = t.history.since(*since, last)
+	}
+	t.subscribers.Add(1)
+	reply := controlFrame(subscribedReply{Type: "subscribed", Topic: name, Seq: last, Epoch: t.epoch, Recovered: recovered})
+	cl.shard.send(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, frame: reply})
+	t.mu.Unlock()
+	cl.topics = append(cl.topics, t)
+	h.subscriptions.Add(1)
+}
+
+func (cl *client) unsubscribe(name string) {
+	i := cl.subscribed(name)
+	if i < 0 {
+		cl.sendError(CodeNotSubscribed, "not subscribed to "+strconv.Quote(name))
+		return
+	}
+	h := cl.hub
+	t := cl.topics[i]
+	cl.topics = append(cl.topics[:i], cl.topics[i+1:]...)
+	t.subscribers.Add(-1)
+	h.subscriptions.Add(-1)
+	if !h.enter() {
+		return
+	}
+	defer h.exit()
+	// Through the shard, so that the reply follows every message queued
+	// before the unsubscribe.
+	reply := controlFrame(controlReply{Type: "unsubscribed", Topic: name})
+	cl.shard.send(op{kind: opUnsubscribe, topic: t, cl: cl, frame: reply})
+}
+
+func (cl *client) publish(name string, data json.RawMessage) {
+	seq, err := cl.hub.Publish(name, data)
+	switch err {
+	case nil:
+		_ = cl.conn.WriteMessage(ws.OpText, mustJSON(controlReply{Type: "published", Topic: name, Seq: &seq}))
+	case ErrInvalidTopic:
+		cl.sendError(CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
+	case ErrInvalidData:
+		cl.sendError(CodeInvalidData, "publish needs data, a JSON value")
+	default:
+		cl.sendError(CodeUnavailable, "server shutting down")
+	}
+}
+
+func (cl *client) sendError(code, message string) {
+	_ = cl.conn.WriteMessage(ws.OpText, mustJSON(errorReply{Type: "error", Code: code, Message: message}))
+}
+
+type subscribedReply struct {
+	Type      string `json:"type"`
+	Topic     string `json:"topic"`
+	Seq       uint64 `json:"seq"`
+	Epoch     string `json:"epoch"`
+	Recovered bool   `json:"recovered"`
+}
+
+type controlReply struct {
+	Type  string  `json:"type"`
+	Topic string  `json:"topic"`
+	Seq   *uint64 `json:"seq,omitempty"`
+}
+
+type errorReply struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only the reply types above are marshalled
+	}
+	return b
+}
+
+func controlFrame(v any) []byte { return wsconn.NewFrame(ws.OpText, mustJSON(v)) }

@@ -1,0 +1,330 @@
+// Package broadcast is the fan-out hub: topics with ordered sequence numbers
+// and history, subscribers spread over shards, and each message compiled to
+// one frame that every subscriber's write queue shares.
+package broadcast
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/wsconn"
+)
+
+// Policy says what happens to a subscriber whose write queue is full.
+type Policy uint8
+
+const (
+	// Disconnect closes a slow consumer with CloseSlowConsumer.
+	Disconnect Policy = iota
+	// Drop skips the message for that subscriber, which sees the gap in
+	// seq and can recover with since.
+	Drop
+)
+
+// String returns "disconnect" or "drop".
+func (p Policy) String() string {
+	if p == Drop {
+		return "drop"
+	}
+	return "disconnect"
+}
+
+// ParsePolicy parses "disconnect" or "drop".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "disconnect":
+		return Disconnect, nil
+	case "drop":
+		return Drop, nil
+	}
+	return 0, fmt.Errorf("broadcast: unknown slow-consumer policy %q (want disconnect or drop)", s)
+}
+
+// CloseSlowConsumer is the close code sent to a subscriber disconnected by
+// the Disconnect policy.
+const CloseSlowConsumer ws.StatusCode = 4008
+
+// Config configures a Hub. Zero fields take the defaults below.
+type Config struct {
+	// Shards is the number of shards (goroutines) that fan messages out.
+	// Default: 2 × GOMAXPROCS.
+	Shards int
+	// HistorySize is the number of messages each topic keeps for recovery.
+	// Default: 1000. Negative: none.
+	HistorySize int
+	// HistoryAge is how long a message stays in history. Default: 5 min.
+	HistoryAge time.Duration
+	// MaxSubscriptions limits the topics one connection subscribes to.
+	// Default: 100.
+	MaxSubscriptions int
+	// MaxTopicBytes limits the length of a topic name. Default: 128.
+	MaxTopicBytes int
+	// SlowConsumer is the policy for a subscriber whose queue is full.
+	SlowConsumer Policy
+	// Logger receives the hub's logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+func (cfg Config) withDefaults() Config {
+	if cfg.Shards <= 0 {
+		cfg.Shards = 2 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.HistorySize == 0 {
+		cfg.HistorySize = 1000
+	}
+	if cfg.HistoryAge <= 0 {
+		cfg.HistoryAge = 5 * time.Minute
+	}
+	if cfg.MaxSubscriptions <= 0 {
+		cfg.MaxSubscriptions = 100
+	}
+	if cfg.MaxTopicBytes <= 0 {
+		cfg.MaxTopicBytes = 128
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg
+}
+
+// Errors returned by Publish.
+var (
+	ErrInvalidTopic = errors.New("broadcast: invalid topic name")
+	ErrInvalidData  = errors.New("broadcast: data is not valid JSON")
+	ErrClosed       = errors.New("broadcast: hub closed")
+)
+
+// Hub holds the topics and fans each published message out to their
+// subscribers. Its methods are safe for concurrent use.
+type Hub struct {
+	cfg    Config
+	log    *slog.Logger
+	shards []*shard
+
+	mu     sync.RWMutex // guards topics
+	topics map[string]*Topic
+
+	// gate is held (read) by everything that sends ops to the shards, and
+	// taken (write) by Close, so that no op is sent after the shards stop.
+	gate   sync.RWMutex
+	closed bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	published     atomic.Uint64
+	subscriptions atomic.Int64
+	clients       atomic.Int64
+	clientMsgs    atomic.Uint64
+	replayed      atomic.Uint64
+}
+
+// New starts a hub with cfg. Close stops it.
+func New(cfg Config) *Hub {
+	cfg = cfg.withDefaults()
+	h := &Hub{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		topics: make(map[string]*Topic),
+		stop:   make(chan struct{}),
+	}
+	h.shards = make([]*shard, cfg.Shards)
+	for i := range h.shards {
+		h.shards[i] = newShard(h)
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.shards[i].run()
+		}()
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.expireLoop()
+	}()
+	return h
+}
+
+// Config returns the hub's configuration, defaults filled in.
+func (h *Hub) Config() Config { return h.cfg }
+
+// validTopic reports whether name is a valid topic name: 1 to MaxTopicBytes
+// of ASCII letters, digits and "-_.:@/".
+func (h *Hub) validTopic(name string) bool {
+	if len(name) == 0 || len(name) > h.cfg.MaxTopicBytes {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
+		case b == '-' || b == '_' || b == '.' || b == ':' || b == '@' || b == '/':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// topic returns the named topic, creating it if need be.
+func (h *Hub) topic(name string) *Topic {
+	h.mu.RLock()
+	t := h.topics[name]
+	h.mu.RUnlock()
+	if t != nil {
+		return t
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t = h.topics[name]; t == nil {
+		t = &Topic{name: name, epoch: newEpoch()}
+		h.topics[name] = t
+	}
+	return t
+}
+
+// lockTopic returns the named topic, created if need be, with its lock
+// held. A topic that expireLoop dropped meanwhile is dead, and the lookup is
+// retried, so nothing is published to or subscribed on a forgotten topic.
+func (h *Hub) lockTopic(name string) *Topic {
+	for {
+		t := h.topic(name)
+		t.mu.Lock()
+		if !t.dead {
+			return t
+		}
+		t.mu.Unlock()
+	}
+}
+
+// enter lets the caller send ops to the shards until exit, unless the hub
+// is closed.
+func (h *Hub) enter() bool {
+	h.gate.RLock()
+	if h.closed {
+		h.gate.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (h *Hub) exit() { h.gate.RUnlock() }
+
+// Publish appends data, a JSON value, to topic as its next message and
+// queues it to every subscriber. It returns the message's seq. Messages of
+// one topic reach every subscriber in the order of their seq.
+func (h *Hub) Publish(topic string, data []byte) (uint64, error) {
+	if !h.validTopic(topic) {
+		return 0, ErrInvalidTopic
+	}
+	if !json.Valid(data) {
+		return 0, ErrInvalidData
+	}
+	if !h.enter() {
+		return 0, ErrClosed
+	}
+	defer h.exit()
+	now := time.Now().UnixNano()
+	t := h.lockTopic(topic)
+	defer t.mu.Unlock()
+	t.seq++
+	frame := compile(topic, t.seq, data)
+	t.history.push(entry{seq: t.seq, at: now, frame: frame}, h.cfg.HistorySize)
+	h.published.Add(1)
+	// Under t.mu, so every shard sees this topic's messages in seq order.
+	for _, s := range h.shards {
+		s.send(op{kind: opDeliver, topic: t, frame: frame})
+	}
+	return t.seq, nil
+}
+
+// expireLoop drops expired history and forgets topics with neither
+// subscribers nor history, so that a topic's memory goes with its use.
+func (h *Hub) expireLoop() {
+	t := time.NewTicker(min(h.cfg.HistoryAge/4, 10*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-h.cfg.HistoryAge).UnixNano()
+		h.mu.Lock()
+		for name, tp := range h.topics {
+			tp.mu.Lock()
+			tp.history.expire(cutoff)
+			if tp.history.n == 0 && tp.subscribers.Load() == 0 {
+				// Its history starts afresh if it comes back: new epoch.
+				tp.dead = true
+				delete(h.topics, name)
+			}
+			tp.mu.Unlock()
+		}
+		h.mu.Unlock()
+	}
+}
+
+// Close stops accepting publishes, waits until every message already
+// published has been queued to its subscribers, and stops the shards.
+func (h *Hub) Close() {
+	h.gate.Lock()
+	if h.closed {
+		h.gate.Unlock()
+		return
+	}
+	h.closed = true
+	h.gate.Unlock()
+	close(h.stop)
+	for _, s := range h.shards {
+		s.send(op{kind: opStop})
+	}
+	h.wg.Wait()
+}
+
+// Stats are the hub's counters.
+type Stats struct {
+	Topics          int    `json:"topics"`
+	Subscriptions   int64  `json:"subscriptions"`
+	Clients         int64  `json:"clients"`
+	MessagesIn      uint64 `json:"messages_in"`
+	ClientMessages  uint64 `json:"client_messages"`
+	Deliveries      uint64 `json:"deliveries"`
+	Replayed        uint64 `json:"replayed"`
+	Drops           uint64 `json:"drops"`
+	SlowDisconnects uint64 `json:"slow_consumer_disconnects"`
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.RLock()
+	topics := len(h.topics)
+	h.mu.RUnlock()
+	st := Stats{
+		Topics:         topics,
+		Subscriptions:  h.subscriptions.Load(),
+		Clients:        h.clients.Load(),
+		MessagesIn:     h.published.Load(),
+		ClientMessages: h.clientMsgs.Load(),
+		Replayed:       h.replayed.Load(),
+	}
+	for _, s := range h.shards {
+		st.Deliveries += s.deliveries.Load()
+		st.Drops += s.drops.Load()
+		st.SlowDisconnects += s.slowDisconnects.Load()
+	}
+	return st
+}
+
+// shardFor spreads connections over the shards.
+func (h *Hub) shardFor(c *wsconn.Conn) *shard {
+	return h.shards[uint(c.RemoteAddr().Port())%uint(len(h.shards))]
+}

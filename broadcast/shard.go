@@ -1,0 +1,159 @@
+package broadcast
+
+import (
+	"sync/atomic"
+
+	"github.com/fanout/fanout/wsconn"
+)
+
+// opKind is what a shard is asked to do.
+type opKind uint8
+
+const (
+	opDeliver     opKind = iota // queue frame to topic's subscribers
+	opSubscribe                 // queue replay and reply to cl, then add it to topic
+	opUnsubscribe               // remove cl from topic
+	opLeave                     // remove cl from all of topics
+	opStop                      // finish
+)
+
+// op is a message to a shard. Ops are values, so sending one allocates
+// nothing.
+type op struct {
+	kind   opKind
+	topic  *Topic
+	frame  []byte   // opDeliver: the message; opSubscribe: the reply
+	replay [][]byte // opSubscribe
+	cl     *client
+	topics []*Topic // opLeave
+}
+
+const (
+	inboxLen      = 4096
+	maxOpsPerPass = 256 // ops handled before the touched connections are flushed
+)
+
+// shard owns the subscriber lists of its slice of the connections. One
+// goroutine runs it, so the lists need no lock, and every op reaches it in
+// the order it was sent.
+type shard struct {
+	hub   *Hub
+	inbox chan op
+	subs  map[*Topic][]*client
+
+	touched []*client // connections with frames queued in this pass
+
+	deliveries      atomic.Uint64
+	drops           atomic.Uint64
+	slowDisconnects atomic.Uint64
+}
+
+func newShard(h *Hub) *shard {
+	return &shard{hub: h, inbox: make(chan op, inboxLen), subs: make(map[*Topic][]*client)}
+}
+
+func (s *shard) send(o op) { s.inbox <- o }
+
+// run handles ops until opStop. It takes what is in the inbox in passes and
+// flushes each touched connection once per pass, so that under load one
+// writev carries many frames.
+func (s *shard) run() {
+	for {
+		o := <-s.inbox
+		stop := s.handle(o)
+		for i := 1; i < maxOpsPerPass && !stop; i++ {
+			select {
+			case o = <-s.inbox:
+				stop = s.handle(o)
+				continue
+			default:
+			}
+			break
+		}
+		s.flush()
+		if stop {
+			return
+		}
+	}
+}
+
+func (s *shard) handle(o op) (stop bool) {
+	switch o.kind {
+	case opDeliver:
+		var n, dropped uint64
+		for _, cl := range s.subs[o.topic] {
+			switch s.queue(cl, o.frame) {
+			case nil:
+				n++
+			case wsconn.ErrQueueFull:
+				dropped++
+			}
+		}
+		s.deliveries.Add(n)
+		if dropped > 0 {
+			s.drops.Add(dropped)
+		}
+	case opSubscribe:
+		for _, f := range o.replay {
+			_ = s.queue(o.cl, f)
+		}
+		s.hub.replayed.Add(uint64(len(o.replay)))
+		_ = s.queue(o.cl, o.frame)
+		s.subs[o.topic] = append(s.subs[o.topic], o.cl)
+	case opUnsubscribe:
+		s.remove(o.topic, o.cl)
+	case opLeave:
+		for _, t := range o.topics {
+			s.remove(t, o.cl)
+		}
+	case opStop:
+		return true
+	}
+	return false
+}
+
+// queue queues frame to cl and applies the slow-consumer policy.
+func (s *shard) queue(cl *client, frame []byte) error {
+	err := cl.conn.Queue(frame)
+	switch err {
+	case nil:
+		if !cl.touched {
+			cl.touched = true
+			s.touched = append(s.touched, cl)
+		}
+	case wsconn.ErrQueueFull:
+		if s.hub.cfg.SlowConsumer == Disconnect && !cl.evicted {
+			cl.evicted = true
+			s.slowDisconnects.Add(1)
+			cl.conn.Evict(CloseSlowConsumer, "slow consumer")
+		}
+	}
+	return err
+}
+
+func (s *shard) flush() {
+	for i, cl := range s.touched {
+		cl.touched = false
+		cl.conn.Flush()
+		s.touched[i] = nil
+	}
+	s.touched = s.touched[:0]
+}
+
+func (s *shard) remove(t *Topic, cl *client) {
+	list := s.subs[t]
+	for i, x := range list {
+		if x == cl {
+			last := len(list) - 1
+			list[i] = list[last]
+			list[last] = nil
+			list = list[:last]
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(s.subs, t)
+		return
+	}
+	s.subs[t] = list
+}

@@ -1,0 +1,126 @@
+package broadcast
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fanout/fanout/wsconn"
+	"github.com/gobwas/ws"
+)
+
+// Topic is a named stream of messages with gapless, ordered sequence numbers
+// and a bounded history.
+type Topic struct {
+	name  string
+	epoch string // changes whenever the topic's history starts afresh
+
+	subscribers atomic.Int64 // subscriptions held by clients
+
+	mu      sync.Mutex // orders publishes and subscribes
+	seq     uint64     // of the last message published
+	dead    bool       // dropped from the hub; look the name up again
+	history history
+}
+
+// Name returns the topic's name.
+func (t *Topic) Name() string { return t.name }
+
+// entry is one published message in a topic's history.
+type entry struct {
+	seq   uint64
+	at    int64  // unix nanoseconds
+	frame []byte // the compiled server frame, shared by every subscriber
+}
+
+// history is a ring of the last messages of a topic, bounded in count and
+// age.
+type history struct {
+	ring  []entry
+	start int // index of the oldest entry
+	n     int
+}
+
+func (h *history) push(e entry, limit int) {
+	if limit <= 0 {
+		return
+	}
+	if h.n < len(h.ring) {
+		h.ring[(h.start+h.n)%len(h.ring)] = e
+		h.n++
+		return
+	}
+	if len(h.ring) < limit {
+		// Grow by doubling up to the limit: a quiet topic keeps a small ring.
+		ring := make([]entry, min(max(2*len(h.ring), 16), limit))
+		for i := range h.n {
+			ring[i] = h.ring[(h.start+i)%len(h.ring)]
+		}
+		h.ring, h.start = ring, 0
+		h.ring[h.n] = e
+		h.n++
+		return
+	}
+	// Full: the newest replaces the oldest.
+	h.ring[h.start] = e
+	h.start = (h.start + 1) % len(h.ring)
+}
+
+// expire drops entries published before cutoff.
+func (h *history) expire(cutoff int64) {
+	for h.n > 0 && h.ring[h.start].at < cutoff {
+		h.ring[h.start] = entry{}
+		h.start = (h.start + 1) % len(h.ring)
+		h.n--
+	}
+	if h.n == 0 {
+		h.ring, h.start = nil, 0
+	}
+}
+
+// since returns the frames of the messages after seq, in order, and whether
+// history still holds all of them.
+func (h *history) since(seq, last uint64) ([][]byte, bool) {
+	if seq >= last {
+		return nil, seq == last
+	}
+	if h.n == 0 || h.ring[h.start].seq > seq+1 {
+		return nil, false
+	}
+	frames := make([][]byte, 0, last-seq)
+	for i := range h.n {
+		e := &h.ring[(h.start+i)%len(h.ring)]
+		if e.seq > seq {
+			frames = append(frames, e.frame)
+		}
+	}
+	return frames, true
+}
+
+// compile builds the frame of a message: the envelope
+// {"topic":…,"seq":…,"data":…} in one unmasked text frame. Topic names are
+// restricted to characters that need no JSON escaping.
+func compile(topic string, seq uint64, data []byte) []byte {
+	n := len(`{"topic":"","seq":,"data":}`) + len(topic) + 20 + len(data)
+	frame := wsconn.AppendFrameHeader(make([]byte, 0, 10+n), ws.OpText, true, envelopeLen(topic, seq, data))
+	frame = append(frame, `{"topic":"`...)
+	frame = append(frame, topic...)
+	frame = append(frame, `","seq":`...)
+	frame = strconv.AppendUint(frame, seq, 10)
+	frame = append(frame, `,"data":`...)
+	frame = append(frame, data...)
+	return append(frame, '}')
+}
+
+func envelopeLen(topic string, seq uint64, data []byte) int {
+	digits := 1
+	for v := seq; v >= 10; v /= 10 {
+		digits++
+	}
+	return len(`{"topic":"","seq":,"data":}`) + len(topic) + digits + len(data)
+}
+
+func newEpoch() string {
+	return strconv.FormatInt(time.Now().UnixNano(), 36)
+}
