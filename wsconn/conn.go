@@ -83,7 +83,8 @@ type Conn struct {
 // whose writes keep up never allocates one.
 type writeQueue struct {
 	frames [][]byte
-	off    int // bytes of frames[0] already written
+	off    int  // bytes of frames[0] already written
+	quiet  bool // empty at the last sweep: freed if still empty at the next
 }
 
 // handshake holds a request that did not arrive in one read.
@@ -131,9 +132,10 @@ func (c *Conn) Queue(frame []byte) error {
 		return ErrQueueFull
 	}
 	if c.q == nil {
-		c.q = new(writeQueue)
+		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
 	}
 	c.q.frames = append(c.q.frames, frame)
+	c.q.quiet = false
 	c.queued += len(frame)
 	return nil
 }
@@ -256,9 +258,10 @@ func (c *Conn) enqueueLocked(frame []byte) {
 		c.srv.bytesOut.Add(uint64(n))
 	}
 	if c.q == nil {
-		c.q = new(writeQueue)
+		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
 	}
 	c.q.frames = append(c.q.frames, frame)
+	c.q.quiet = false
 	c.queued += len(frame)
 	if !c.wantWrite {
 		c.flushLocked()
@@ -287,7 +290,7 @@ func (c *Conn) flushLocked() {
 	for c.queued > 0 {
 		k := copy(iov[:], c.q.frames)
 		iov[0] = iov[0][c.q.off:]
-		n, err := unix.Writev(int(c.fd), iov[:k])
+		n, err := writev(int(c.fd), iov[:k])
 		clear(iov[:k])
 		if err == unix.EINTR {
 			continue
@@ -304,11 +307,8 @@ func (c *Conn) flushLocked() {
 		c.advanceLocked(n)
 	}
 	c.wantWrite = false
-	if c.q != nil && cap(c.q.frames) > maxIovecs {
-		c.q = nil // do not keep a burst's large array
-	}
-	// Otherwise the queue stays for the next fan-out (no allocation per
-	// delivery); the sweep frees it once the connection has gone quiet.
+	// The empty queue stays for the next fan-out, so that deliveries
+	// allocate nothing; the sweep frees it once the connection goes quiet.
 
 	if c.state == stateClosing {
 		c.shutdownWriteLocked()

@@ -416,7 +416,13 @@ func (s *Server) sweep() {
 			c.mu.Lock()
 			late := c.deadline != 0 && now >= c.deadline && c.state != stateClosed
 			if c.q != nil && c.queued == 0 {
-				c.q = nil // an idle connection keeps no queue
+				// An idle connection keeps no queue; one that is busy
+				// keeps it, so that fan-out allocates nothing per delivery.
+				if c.q.quiet {
+					c.q = nil
+				} else {
+					c.q.quiet = true
+				}
 			}
 			if c.state == stateOpen {
 				quiet := tick - c.lastSeen
