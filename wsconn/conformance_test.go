@@ -167,27 +167,71 @@ func upgradeRequest(path, key string, extra ...string) string {
 // key and checks that it is a valid 101.
 func readUpgradeResponse(t testing.TB, br *bufio.Reader, key string) {
 	t.Helper()
+	require.NoError(t, checkUpgradeResponse(br, key))
+}
+
+func checkUpgradeResponse(br *bufio.Reader, key string) error {
 	resp, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	require.True(t, strings.EqualFold(resp.Header.Get("Upgrade"), "websocket"), "Upgrade: %q", resp.Header.Get("Upgrade"))
-	require.Equal(t, secAccept(key), resp.Header.Get("Sec-WebSocket-Accept"))
+	switch {
+	case err != nil:
+		return fmt.Errorf("reading the upgrade response: %w", err)
+	case resp.StatusCode != http.StatusSwitchingProtocols:
+		return fmt.Errorf("upgrade response status %d, want 101", resp.StatusCode)
+	case !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket"):
+		return fmt.Errorf("upgrade response with Upgrade: %q", resp.Header.Get("Upgrade"))
+	case resp.Header.Get("Sec-WebSocket-Accept") != secAccept(key):
+		return fmt.Errorf("Sec-WebSocket-Accept %q, want %q", resp.Header.Get("Sec-WebSocket-Accept"), secAccept(key))
+	}
+	return nil
 }
 
 // dialWS opens a TCP connection to addr and upgrades it at /echo, all
-// synchronously: no goroutine is left behind.
+// synchronously: no goroutine is left behind. The connection is closed when
+// the test ends.
 func dialWS(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	conn := dialRaw(t, addr)
-	key := newSecKey()
-	require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
-	_, err := conn.Write([]byte(upgradeRequest("/echo", key)))
+	c, err := tryDialWS(addr)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.conn.Close() })
+	return c
+}
+
+// tryDialWS is dialWS for any goroutine: it returns an error instead of
+// failing a test, and the caller closes the connection.
+func tryDialWS(addr string) (*rawClient, error) {
+	nc, err := net.DialTimeout("tcp", addr, rawTimeout)
+	if err != nil {
+		return nil, err
+	}
+	conn := nc.(*net.TCPConn)
+	c, err := upgradeConn(conn)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func upgradeConn(conn *net.TCPConn) (*rawClient, error) {
+	if err := conn.SetNoDelay(true); err != nil {
+		return nil, err
+	}
+	if err := conn.SetDeadline(time.Now().Add(rawTimeout)); err != nil {
+		return nil, err
+	}
+	key := newSecKey()
+	if _, err := conn.Write([]byte(upgradeRequest("/echo", key))); err != nil {
+		return nil, err
+	}
 	// A small buffer: the server sends nothing after the 101 until asked.
 	br := bufio.NewReaderSize(conn, 256)
-	readUpgradeResponse(t, br, key)
-	require.NoError(t, conn.SetDeadline(time.Time{}))
-	return &rawClient{conn: conn, br: br}
+	if err := checkUpgradeResponse(br, key); err != nil {
+		return nil, err
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	return &rawClient{conn: conn, br: br}, nil
 }
 
 // writeFrames writes frames, each with one Write, or, when bytewise, one byte
@@ -560,4 +604,38 @@ func TestUpgradeEdgeCases(t *testing.T) {
 		assert.Equal(t, 1000, code)
 		c.requireEOF(t)
 	})
+}
+
+// TestUpgradeRejections checks that a WebSocket upgrade that fails keeps the
+// status of its failure: the application's Reject status, or the handshake
+// error's, rather than being served as a plain HTTP request.
+func TestUpgradeRejections(t *testing.T) {
+	_, addr := startServer(t, wsconn.Config{
+		Upgrade: func(r *wsconn.Request) (wsconn.Handler, error) {
+			switch r.Path {
+			case "/echo":
+				return wsconn.Echo{}, nil
+			case "/private":
+				return nil, wsconn.Reject(http.StatusForbidden, "forbidden")
+			}
+			return nil, nil
+		},
+	})
+	for _, tc := range []struct {
+		name    string
+		request string
+		status  int
+	}{
+		{"Reject status from Config.Upgrade", upgradeRequest("/private", newSecKey()), http.StatusForbidden},
+		{"nil Handler gives 404", upgradeRequest("/nope", newSecKey()), http.StatusNotFound},
+		{"missing Sec-WebSocket-Key", upgradeRequest("/echo", ""), http.StatusBadRequest},
+		{"malformed Sec-WebSocket-Key", upgradeRequest("/echo", "c2hvcnQ="), http.StatusBadRequest},
+		{"unsupported Sec-WebSocket-Version", strings.Replace(upgradeRequest("/echo", newSecKey()), "Version: 13", "Version: 8", 1), http.StatusUpgradeRequired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			resp, _ := httpRoundTrip(t, addr, tc.request)
+			assert.Equal(t, tc.status, resp.StatusCode)
+		})
+	}
 }

@@ -69,6 +69,12 @@ func (c *Conn) readHandshake(p []byte) {
 	if err != nil {
 		c.srv.handshakeErrors.Add(1)
 		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "err", err)
+		if len(resp) == 0 {
+			// The Upgrader writes no response when it cannot parse the
+			// request line; the client still deserves a status.
+			c.respond(http.StatusBadRequest, "malformed request\n")
+			return
+		}
 		c.mu.Lock()
 		c.closeLocked(resp)
 		c.mu.Unlock()
