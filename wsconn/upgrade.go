@@ -69,12 +69,6 @@ func (c *Conn) readHandshake(p []byte) {
 	if err != nil {
 		c.srv.handshakeErrors.Add(1)
 		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "err", err)
-		if len(resp) == 0 {
-			// The Upgrader writes no response when it cannot parse the
-			// request line; the client still deserves a status.
-			c.respond(http.StatusBadRequest, "malformed request\n")
-			return
-		}
 		c.mu.Lock()
 		c.closeLocked(resp)
 		c.mu.Unlock()
@@ -141,6 +135,11 @@ func (s *Server) upgrade(c *Conn, head []byte) (h Handler, resp []byte, err erro
 	up.out.Reset()
 	up.u.ReadBufferSize = len(head)
 	_, err = up.u.Upgrade(&up.io)
+	if err != nil && up.out.Len() == 0 {
+		// The Upgrader answers nothing when it cannot parse the request
+		// line; the client still gets a status (RFC 6455 section 4.2.1).
+		return nil, []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), err
+	}
 	h, up.handler = up.handler, nil
 	return h, bytes.Clone(up.out.Bytes()), err
 }

@@ -114,7 +114,7 @@ func TestRefFirstReject(t *testing.T) {
 		{"\xf5", 0},
 		{"\xff", 0},
 		{"\xc2\x41", 1},
-		{"\xe0\x80", 1},    // overlong 3-byte
+		{"\xe0\x80", 1},     // overlong 3-byte
 		{"\xe0\x9f\xbf", 1}, // overlong 3-byte
 		{"\xed\xa0\x80", 1}, // surrogate U+D800
 		{"\xed\xbf\xbf", 1}, // surrogate U+DFFF
