@@ -90,6 +90,10 @@ type assembly struct {
 	ctl []byte // control frame payload so far
 }
 
+// assemblyInitialBytes caps the first allocation of a message that arrives
+// in pieces.
+const assemblyInitialBytes = 64 << 10
+
 // Reset readies r for a new connection whose messages may be at most
 // maxMessageBytes long.
 func (r *Reader) Reset(maxMessageBytes int64) {
@@ -178,6 +182,11 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 		if !whole && avail > 0 {
 			if r.asm == nil {
 				r.asm = new(assembly)
+			}
+			if r.asm.msg == nil {
+				// Size for the frame, but only up to what a read brings:
+				// a declared length is not a reason to allocate.
+				r.asm.msg = make([]byte, 0, min(r.frameLen, assemblyInitialBytes))
 			}
 			r.asm.msg = append(r.asm.msg, chunk...)
 		}

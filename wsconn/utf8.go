@@ -1,5 +1,10 @@
 package wsconn
 
+import (
+	"encoding/binary"
+	"unicode/utf8"
+)
+
 // utf8State is the state of a streaming UTF-8 validator: utf8Accept at a
 // character boundary, utf8Reject after an invalid byte, anything else inside
 // a multi-byte sequence. The zero value is utf8Accept, so a new message starts
@@ -45,21 +50,27 @@ var utf8Transition = [108]utf8State{
 // validUTF8 advances s over p and returns the new state. It stops at the first
 // invalid byte, returning utf8Reject.
 func (s utf8State) validUTF8(p []byte) utf8State {
-	i := 0
-	// Skip ASCII eight bytes at a time while at a boundary: most text is ASCII.
-	if s == utf8Accept {
-		for ; i+8 <= len(p); i += 8 {
-			if (uint64(p[i])|uint64(p[i+1])|uint64(p[i+2])|uint64(p[i+3])|
-				uint64(p[i+4])|uint64(p[i+5])|uint64(p[i+6])|uint64(p[i+7]))&0x80 != 0 {
+	if s == utf8Accept && utf8.Valid(p) {
+		// The common case, at the standard library's speed: a chunk that
+		// starts and ends at character boundaries.
+		return s
+	}
+	for i := 0; i < len(p); {
+		// At a character boundary, skip ASCII eight bytes at a time: most
+		// text is ASCII, and it comes back after every multi-byte character.
+		if s == utf8Accept {
+			for i+8 <= len(p) && binary.LittleEndian.Uint64(p[i:])&0x8080808080808080 == 0 {
+				i += 8
+			}
+			if i == len(p) {
 				break
 			}
 		}
-	}
-	for ; i < len(p); i++ {
 		s = utf8Transition[s+utf8State(utf8Class[p[i]])]
 		if s == utf8Reject {
 			return s
 		}
+		i++
 	}
 	return s
 }
