@@ -219,6 +219,7 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, srv func() *
 	return wsconn.Config{
 		Workers:          o.workers,
 		MaxMessageBytes:  o.maxMessageBytes,
+		MaxBodyBytes:     o.maxMessageBytes, // a published message is a message
 		MaxQueueBytes:    o.maxQueueBytes,
 		MaxHeaderBytes:   o.maxHeaderBytes,
 		MaxHandshakes:    o.maxHandshakes,
