@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -91,6 +92,7 @@ type serveOptions struct {
 	pingInterval     time.Duration
 	idleTimeout      time.Duration
 	frameTimeout     time.Duration
+	pprof            bool
 }
 
 func (o *serveOptions) flags(fs *flag.FlagSet) {
@@ -113,6 +115,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.slowConsumer, "slow-consumer", "disconnect", "`policy` for a subscriber whose write queue is full: disconnect (close code 4008) or drop (skip the message; the client sees the seq gap)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", 30*time.Second, "ping a connection after this much silence (0: never)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 75*time.Second, "close a connection (1001) after this much silence; a pong counts as traffic (0: never)")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ (for diagnosis; do not expose publicly)")
 	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "close a connection (1008) whose half-received frame has stalled this long (0: never)")
 }
 
@@ -207,6 +210,12 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, srv func() *
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.Handle("/publish", hub.PublishHandler())
+	if o.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		s := srv()
 		st := stats{Server: s.Stats(), Hub: hub.Stats(), QueuedBytes: s.QueuedBytes(), Process: readProcessStats()}

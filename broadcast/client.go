@@ -26,21 +26,21 @@ const (
 )
 
 // client is one subscriber connection: the wsconn.Handler of a /ws
-// connection. Its methods run on the connection's worker, one at a time;
-// touched and evicted belong to its shard's goroutine.
+// connection. Its methods run on the connection's worker, one at a time.
+// It is kept to 48 bytes: there is one per connection.
 type client struct {
-	hub     *Hub
 	shard   *shard
 	conn    *wsconn.Conn
 	topics  []*Topic      // subscribed
 	initial *[]subRequest // from the URL, until OnOpen
-	touched bool          // shard: frames queued in this pass
-	evicted bool          // shard: closed as a slow consumer
 }
 
+func (cl *client) hub() *Hub { return cl.shard.hub }
+
 type subRequest struct {
-	topic string
-	since *uint64
+	topic    string
+	since    uint64
+	hasSince bool
 }
 
 // Upgrade accepts a WebSocket upgrade to the hub's endpoint (wire protocol
@@ -48,28 +48,40 @@ type subRequest struct {
 // those topics published after the given seqs. A bad query is rejected with
 // 400, a shutting-down hub with 503.
 func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
-	q, err := url.ParseQuery(r.RawQuery)
-	if err != nil {
-		return nil, wsconn.Reject(http.StatusBadRequest, "malformed query")
-	}
+	// The query is parsed by hand, without url.ParseQuery's maps: every
+	// handshake's garbage adds to the heap that thousands of idle
+	// connections keep.
 	var reqs []subRequest
-	seen := make(map[string]int)
-	for _, list := range q["topics"] {
-		for name := range strings.SplitSeq(list, ",") {
-			if !h.validTopic(name) {
-				return nil, wsconn.Reject(http.StatusBadRequest, "invalid topic name "+strconv.Quote(name))
+	var sinces []string
+	for rest := r.RawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		key, value, _ := strings.Cut(pair, "=")
+		if strings.ContainsAny(value, "%+") {
+			v, err := url.QueryUnescape(value)
+			if err != nil {
+				return nil, wsconn.Reject(http.StatusBadRequest, "malformed query")
 			}
-			if _, dup := seen[name]; dup {
-				continue
+			value = v
+		}
+		switch key {
+		case "topics":
+			for name := range strings.SplitSeq(value, ",") {
+				if !h.validTopic(name) {
+					return nil, wsconn.Reject(http.StatusBadRequest, "invalid topic name "+strconv.Quote(name))
+				}
+				if indexRequest(reqs, name) < 0 {
+					reqs = append(reqs, subRequest{topic: name})
+				}
 			}
-			seen[name] = len(reqs)
-			reqs = append(reqs, subRequest{topic: name})
+		case "since":
+			sinces = append(sinces, value)
 		}
 	}
 	if len(reqs) > h.cfg.MaxSubscriptions {
 		return nil, wsconn.Reject(http.StatusBadRequest, "too many topics")
 	}
-	for _, list := range q["since"] {
+	for _, list := range sinces {
 		for item := range strings.SplitSeq(list, ",") {
 			// Topic names may hold ':'; the seq follows the last one.
 			i := strings.LastIndexByte(item, ':')
@@ -80,11 +92,11 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 			if err != nil {
 				return nil, wsconn.Reject(http.StatusBadRequest, "since must be topic:seq")
 			}
-			k, ok := seen[item[:i]]
-			if !ok {
+			k := indexRequest(reqs, item[:i])
+			if k < 0 {
 				return nil, wsconn.Reject(http.StatusBadRequest, "since names a topic that topics does not list")
 			}
-			reqs[k].since = &seq
+			reqs[k].since, reqs[k].hasSince = seq, true
 		}
 	}
 	h.gate.RLock()
@@ -93,21 +105,33 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 	if closed {
 		return nil, wsconn.Reject(http.StatusServiceUnavailable, "shutting down")
 	}
-	cl := &client{hub: h}
+	cl := &client{shard: h.nextShard()}
 	if len(reqs) > 0 {
 		cl.initial = &reqs
 	}
 	return cl, nil
 }
 
+func indexRequest(reqs []subRequest, topic string) int {
+	for i := range reqs {
+		if reqs[i].topic == topic {
+			return i
+		}
+	}
+	return -1
+}
+
 // OnOpen subscribes the topics of the URL.
 func (cl *client) OnOpen(c *wsconn.Conn) {
 	cl.conn = c
-	cl.shard = cl.hub.shardFor(c)
-	cl.hub.clients.Add(1)
+	cl.hub().clients.Add(1)
 	if cl.initial != nil {
 		for _, r := range *cl.initial {
-			cl.subscribe(r.topic, r.since, "")
+			var since *uint64
+			if r.hasSince {
+				since = &r.since
+			}
+			cl.subscribe(r.topic, since, "")
 		}
 		cl.initial = nil
 	}
@@ -125,7 +149,7 @@ type clientMessage struct {
 // OnMessage handles subscribe, unsubscribe and publish. A bad message gets
 // an error frame; the connection stays open.
 func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
-	cl.hub.clientMsgs.Add(1)
+	cl.hub().clientMsgs.Add(1)
 	if op != ws.OpText {
 		cl.sendError(CodeBinaryUnsupported, "messages are JSON text frames")
 		return
@@ -149,7 +173,7 @@ func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 
 // OnClose drops the connection's subscriptions.
 func (cl *client) OnClose(*wsconn.Conn) {
-	h := cl.hub
+	h := cl.hub()
 	h.clients.Add(-1)
 	if len(cl.topics) == 0 {
 		return
@@ -159,7 +183,7 @@ func (cl *client) OnClose(*wsconn.Conn) {
 	}
 	h.subscriptions.Add(-int64(len(cl.topics)))
 	if h.enter() {
-		cl.shard.send(op{kind: opLeave, cl: cl, topics: cl.topics})
+		cl.shard.post(op{kind: opLeave, cl: cl, topics: cl.topics})
 		h.exit()
 	}
 	cl.topics = nil
@@ -180,7 +204,7 @@ func (cl *client) subscribed(name string) int {
 // with no gap and no duplicate, because the seq snapshot and the op to the
 // shard are taken under the topic's lock, which publishes also take.
 func (cl *client) subscribe(name string, since *uint64, epoch string) {
-	h := cl.hub
+	h := cl.hub()
 	switch {
 	case !h.validTopic(name):
 		cl.sendError(CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
@@ -205,8 +229,7 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 		replay, recovered = t.history.since(*since, last)
 	}
 	t.subscribers.Add(1)
-	reply := controlFrame(subscribedReply{Type: "subscribed", Topic: name, Seq: last, Epoch: t.epoch, Recovered: recovered})
-	cl.shard.send(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, frame: reply})
+	cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, seq: last, recovered: recovered})
 	t.mu.Unlock()
 	cl.topics = append(cl.topics, t)
 	h.subscriptions.Add(1)
@@ -218,7 +241,7 @@ func (cl *client) unsubscribe(name string) {
 		cl.sendError(CodeNotSubscribed, "not subscribed to "+strconv.Quote(name))
 		return
 	}
-	h := cl.hub
+	h := cl.hub()
 	t := cl.topics[i]
 	cl.topics = append(cl.topics[:i], cl.topics[i+1:]...)
 	t.subscribers.Add(-1)
@@ -230,11 +253,11 @@ func (cl *client) unsubscribe(name string) {
 	// Through the shard, so that the reply follows every message queued
 	// before the unsubscribe.
 	reply := controlFrame(controlReply{Type: "unsubscribed", Topic: name})
-	cl.shard.send(op{kind: opUnsubscribe, topic: t, cl: cl, frame: reply})
+	cl.shard.post(op{kind: opUnsubscribe, topic: t, cl: cl, frame: reply})
 }
 
 func (cl *client) publish(name string, data json.RawMessage) {
-	seq, err := cl.hub.Publish(name, data)
+	seq, err := cl.hub().Publish(name, data)
 	switch err {
 	case nil:
 		_ = cl.conn.WriteMessage(ws.OpText, mustJSON(controlReply{Type: "published", Topic: name, Seq: &seq}))
@@ -251,12 +274,21 @@ func (cl *client) sendError(code, message string) {
 	_ = cl.conn.WriteMessage(ws.OpText, mustJSON(errorReply{Type: "error", Code: code, Message: message}))
 }
 
-type subscribedReply struct {
-	Type      string `json:"type"`
-	Topic     string `json:"topic"`
-	Seq       uint64 `json:"seq"`
-	Epoch     string `json:"epoch"`
-	Recovered bool   `json:"recovered"`
+// appendSubscribed appends the frame of a subscribed reply to dst. It is
+// built by appending, as it goes out on every connect: topic names and epochs
+// need no JSON escaping.
+func appendSubscribed(dst []byte, topic string, seq uint64, epoch string, recovered bool) []byte {
+	var buf [256]byte
+	p := append(buf[:0], `{"type":"subscribed","topic":"`...)
+	p = append(p, topic...)
+	p = append(p, `","seq":`...)
+	p = strconv.AppendUint(p, seq, 10)
+	p = append(p, `,"epoch":"`...)
+	p = append(p, epoch...)
+	p = append(p, `","recovered":`...)
+	p = strconv.AppendBool(p, recovered)
+	p = append(p, '}')
+	return wsconn.AppendFrame(dst, ws.OpText, p)
 }
 
 type controlReply struct {

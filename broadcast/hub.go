@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-
-	"github.com/fanout/fanout/wsconn"
 )
 
 // Policy says what happens to a subscriber whose write queue is full.
@@ -120,6 +118,7 @@ type Hub struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
+	nextShardIdx  atomic.Uint64
 	published     atomic.Uint64
 	subscriptions atomic.Int64
 	clients       atomic.Int64
@@ -241,7 +240,7 @@ func (h *Hub) Publish(topic string, data []byte) (uint64, error) {
 	h.published.Add(1)
 	// Under t.mu, so every shard sees this topic's messages in seq order.
 	for _, s := range h.shards {
-		s.send(op{kind: opDeliver, topic: t, frame: frame})
+		s.post(op{kind: opDeliver, topic: t, frame: frame})
 	}
 	return t.seq, nil
 }
@@ -285,7 +284,7 @@ func (h *Hub) Close() {
 	h.gate.Unlock()
 	close(h.stop)
 	for _, s := range h.shards {
-		s.send(op{kind: opStop})
+		s.post(op{kind: opStop})
 	}
 	h.wg.Wait()
 }
@@ -324,7 +323,7 @@ func (h *Hub) Stats() Stats {
 	return st
 }
 
-// shardFor spreads connections over the shards.
-func (h *Hub) shardFor(c *wsconn.Conn) *shard {
-	return h.shards[uint(c.RemoteAddr().Port())%uint(len(h.shards))]
+// nextShard spreads connections over the shards, round robin.
+func (h *Hub) nextShard() *shard {
+	return h.shards[h.nextShardIdx.Add(1)%uint64(len(h.shards))]
 }

@@ -22,14 +22,17 @@ const (
 type op struct {
 	kind   opKind
 	topic  *Topic
-	frame  []byte   // opDeliver: the message; opSubscribe: the reply
+	frame  []byte   // opDeliver: the message; opUnsubscribe: the reply
 	replay [][]byte // opSubscribe
 	cl     *client
 	topics []*Topic // opLeave
+
+	seq       uint64 // opSubscribe: the topic's seq for the reply
+	recovered bool   // opSubscribe
 }
 
 const (
-	inboxLen      = 4096
+	inboxLen      = 1024
 	maxOpsPerPass = 256 // ops handled before the touched connections are flushed
 )
 
@@ -41,7 +44,8 @@ type shard struct {
 	inbox chan op
 	subs  map[*Topic][]*client
 
-	touched []*client // connections with frames queued in this pass
+	touched []*wsconn.Conn // connections with frames queued in this pass
+	scratch []byte         // for replies
 
 	deliveries      atomic.Uint64
 	drops           atomic.Uint64
@@ -52,7 +56,7 @@ func newShard(h *Hub) *shard {
 	return &shard{hub: h, inbox: make(chan op, inboxLen), subs: make(map[*Topic][]*client)}
 }
 
-func (s *shard) send(o op) { s.inbox <- o }
+func (s *shard) post(o op) { s.inbox <- o }
 
 // run handles ops until opStop. It takes what is in the inbox in passes and
 // flushes each touched connection once per pass, so that under load one
@@ -94,14 +98,23 @@ func (s *shard) handle(o op) (stop bool) {
 			s.drops.Add(dropped)
 		}
 	case opSubscribe:
+		// Send, not queue: a subscriber's first frames usually go out at
+		// once, and a connection that never needs a queue never allocates
+		// one.
 		for _, f := range o.replay {
-			_ = s.queue(o.cl, f)
+			s.send(o.cl, f)
 		}
 		s.hub.replayed.Add(uint64(len(o.replay)))
-		_ = s.queue(o.cl, o.frame)
+		// The reply is built here, in the shard's scratch buffer, and
+		// copied only if the socket does not take it at once.
+		s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered)
+		if err := o.cl.conn.SendCopy(s.scratch); err == wsconn.ErrQueueFull {
+			s.slowConsumer(o.cl)
+		}
 		s.subs[o.topic] = append(s.subs[o.topic], o.cl)
 	case opUnsubscribe:
 		s.remove(o.topic, o.cl)
+		s.send(o.cl, o.frame)
 	case opLeave:
 		for _, t := range o.topics {
 			s.remove(t, o.cl)
@@ -114,27 +127,38 @@ func (s *shard) handle(o op) (stop bool) {
 
 // queue queues frame to cl and applies the slow-consumer policy.
 func (s *shard) queue(cl *client, frame []byte) error {
-	err := cl.conn.Queue(frame)
+	first, err := cl.conn.Queue(frame)
 	switch err {
 	case nil:
-		if !cl.touched {
-			cl.touched = true
-			s.touched = append(s.touched, cl)
+		if first {
+			s.touched = append(s.touched, cl.conn)
 		}
 	case wsconn.ErrQueueFull:
-		if s.hub.cfg.SlowConsumer == Disconnect && !cl.evicted {
-			cl.evicted = true
-			s.slowDisconnects.Add(1)
-			cl.conn.Evict(CloseSlowConsumer, "slow consumer")
-		}
+		s.slowConsumer(cl)
 	}
 	return err
 }
 
+// send writes frame to cl now (behind what is queued), applying the
+// slow-consumer policy like queue.
+func (s *shard) send(cl *client, frame []byte) {
+	if err := cl.conn.Send(frame); err == wsconn.ErrQueueFull {
+		s.slowConsumer(cl)
+	}
+}
+
+func (s *shard) slowConsumer(cl *client) {
+	if s.hub.cfg.SlowConsumer == Disconnect {
+		// Evicted, the connection is closing: later frames get
+		// ErrClosed, so it is counted once.
+		s.slowDisconnects.Add(1)
+		cl.conn.Evict(CloseSlowConsumer, "slow consumer")
+	}
+}
+
 func (s *shard) flush() {
-	for i, cl := range s.touched {
-		cl.touched = false
-		cl.conn.Flush()
+	for i, c := range s.touched {
+		c.Flush()
 		s.touched[i] = nil
 	}
 	s.touched = s.touched[:0]

@@ -2,6 +2,7 @@ package poller
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -103,4 +104,29 @@ func TestAcceptError(t *testing.T) {
 	_, _, err = Accept(fds[0]) // not a listening socket
 	assert.ErrorIs(t, err, unix.EINVAL)
 	assert.ErrorContains(t, err, "poller: accept")
+}
+
+func TestAcceptAddr(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	require.NoError(t, err)
+	var lfd int
+	require.NoError(t, rc.Control(func(fd uintptr) { lfd = int(fd) }))
+
+	_, _, err = AcceptAddr(lfd)
+	require.ErrorIs(t, err, unix.EAGAIN)
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	var fd int
+	var addr netip.AddrPort
+	require.Eventually(t, func() bool {
+		fd, addr, err = AcceptAddr(lfd)
+		return err == nil
+	}, 5*time.Second, time.Millisecond)
+	defer unix.Close(fd)
+	assert.Equal(t, c.LocalAddr().(*net.TCPAddr).AddrPort(), addr)
 }

@@ -1,6 +1,7 @@
 package wsconn
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"sync"
@@ -73,11 +74,10 @@ type Conn struct {
 	handler    Handler
 	remoteIP   [16]byte // IPv4 as IPv4-mapped IPv6; netip.AddrPort would take 32 bytes
 	remotePort uint16
-
-	// Value holds the application's state for the connection. The Server
-	// never touches it.
-	Value any
 }
+
+// Handler returns the Handler that serves c (nil before the upgrade).
+func (c *Conn) Handler() Handler { return c.handler }
 
 // writeQueue holds the frames the socket did not take at once. A connection
 // whose writes keep up never allocates one.
@@ -118,11 +118,9 @@ func (c *Conn) Send(frame []byte) error {
 	return nil
 }
 
-// Queue is Send without the write: it appends frame to the queue and leaves
-// the writing to Flush. A fan-out queues many frames to many connections and
-// then flushes each connection once, so that one writev carries many frames.
-// It returns the same errors as Send.
-func (c *Conn) Queue(frame []byte) error {
+// SendCopy is Send for a frame the caller will reuse: what the socket does
+// not take at once is copied into the queue.
+func (c *Conn) SendCopy(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateOpen {
@@ -131,13 +129,34 @@ func (c *Conn) Queue(frame []byte) error {
 	if c.queued > 0 && c.queued+len(frame) > c.srv.cfg.MaxQueueBytes {
 		return ErrQueueFull
 	}
+	c.enqueueCopyLocked(frame)
+	return nil
+}
+
+// Queue is Send without the write: it appends frame to the queue and leaves
+// the writing to Flush. A fan-out queues many frames to many connections and
+// then flushes each connection once, so that one writev carries many frames.
+// It returns the same errors as Send. first reports whether the queue was
+// empty before: then the caller must call Flush once it has queued what it
+// has. (A non-empty queue is already being written, or waits for the
+// caller's Flush.)
+func (c *Conn) Queue(frame []byte) (first bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return false, ErrClosed
+	}
+	if c.queued > 0 && c.queued+len(frame) > c.srv.cfg.MaxQueueBytes {
+		return false, ErrQueueFull
+	}
+	first = c.queued == 0
 	if c.q == nil {
 		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
 	}
 	c.q.frames = append(c.q.frames, frame)
 	c.q.quiet = false
 	c.queued += len(frame)
-	return nil
+	return first, nil
 }
 
 // Flush writes what Queue queued, as far as the socket takes it without
@@ -265,6 +284,23 @@ func (c *Conn) enqueueLocked(frame []byte) {
 	c.queued += len(frame)
 	if !c.wantWrite {
 		c.flushLocked()
+	}
+}
+
+// enqueueCopyLocked is enqueueLocked for bytes the caller keeps: it writes
+// what it can at once and copies only what the socket did not take.
+func (c *Conn) enqueueCopyLocked(p []byte) {
+	if c.queued == 0 && !c.wantWrite && len(p) > 0 {
+		n, err := writeAll(int(c.fd), p)
+		if err != nil && err != unix.EAGAIN {
+			c.breakLocked()
+			return
+		}
+		c.srv.bytesOut.Add(uint64(n))
+		p = p[n:]
+	}
+	if len(p) > 0 {
+		c.enqueueLocked(bytes.Clone(p))
 	}
 }
 

@@ -269,20 +269,20 @@ func (s *Server) Serve(ln net.Listener) error {
 // acceptAll accepts connections until none is pending.
 func (s *Server) acceptAll(lfd int) error {
 	for !s.closing.Load() {
-		fd, sa, err := poller.Accept(lfd)
+		fd, addr, err := poller.AcceptAddr(lfd)
 		if err == unix.EAGAIN {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		s.open(fd, sa)
+		s.open(fd, addr)
 	}
 	return nil
 }
 
 // open registers an accepted socket.
-func (s *Server) open(fd int, sa unix.Sockaddr) {
+func (s *Server) open(fd int, addr netip.AddrPort) {
 	s.accepted.Add(1)
 	if s.handshakes.Load() >= int64(s.cfg.MaxHandshakes) || s.closing.Load() {
 		s.refused.Add(1)
@@ -292,8 +292,7 @@ func (s *Server) open(fd int, sa unix.Sockaddr) {
 	}
 	// Small frames should leave at once; batching happens in writev.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	c := &Conn{srv: s, fd: int32(fd)}
-	c.setRemote(sa)
+	c := &Conn{srv: s, fd: int32(fd), remoteIP: addr.Addr().As16(), remotePort: addr.Port()}
 	c.rd.Reset(s.cfg.MaxMessageBytes)
 	c.deadline = s.now().Add(s.cfg.HandshakeTimeout).UnixNano()
 	s.handshakes.Add(1)
@@ -306,17 +305,6 @@ func (s *Server) open(fd int, sa unix.Sockaddr) {
 		s.handshakes.Add(-1)
 		s.forget(c)
 		_ = unix.Close(fd)
-	}
-}
-
-func (c *Conn) setRemote(sa unix.Sockaddr) {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		c.remoteIP = netip.AddrFrom4(a.Addr).As16()
-		c.remotePort = uint16(a.Port)
-	case *unix.SockaddrInet6:
-		c.remoteIP = a.Addr
-		c.remotePort = uint16(a.Port)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"github.com/gobwas/ws"
@@ -20,7 +21,7 @@ type Request struct {
 	Host          string
 	Origin        string
 	Authorization string
-	RemoteAddr    string
+	RemoteAddr    netip.AddrPort
 }
 
 // Reject returns an error for Config.Upgrade that rejects the upgrade with
@@ -65,8 +66,11 @@ func (c *Conn) readHandshake(p []byte) {
 		c.readHTTP(data, len(head))
 		return
 	}
-	handler, resp, err := c.srv.upgrade(c, head)
+	up := c.srv.runUpgrade(c, head)
+	defer c.srv.upgraders.Put(up)
+	handler, resp, err := up.result()
 	if err != nil {
+		resp = bytes.Clone(resp)
 		c.srv.handshakeErrors.Add(1)
 		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "err", err)
 		c.mu.Lock()
@@ -86,7 +90,7 @@ func (c *Conn) readHandshake(p []byte) {
 	c.deadline = 0
 	c.lastSeen = c.srv.ticks()
 	c.handler = handler
-	c.enqueueLocked(resp)
+	c.enqueueCopyLocked(resp) // resp belongs to the pooled upgrader
 	c.mu.Unlock()
 	handler.OnOpen(c)
 	if len(rest) > 0 {
@@ -112,8 +116,18 @@ func wantsWebSocket(head []byte) bool {
 		var line []byte
 		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
 		key, value, ok := bytes.Cut(line, []byte{':'})
-		if ok && bytes.EqualFold(bytes.TrimSpace(key), []byte("Upgrade")) &&
-			bytes.Contains(bytes.ToLower(value), []byte("websocket")) {
+		if ok && bytes.EqualFold(bytes.TrimSpace(key), []byte("Upgrade")) && containsFold(value, "websocket") {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFold reports whether s contains the lower-case ASCII word,
+// ignoring case, without allocating.
+func containsFold(s []byte, word string) bool {
+	for i := 0; i+len(word) <= len(s); i++ {
+		if bytes.EqualFold(s[i:i+len(word)], []byte(word)) {
 			return true
 		}
 	}
@@ -124,24 +138,43 @@ func wantsWebSocket(head []byte) bool {
 // request. resp is the response to send: the 101, or the error status when
 // err is not nil.
 func (s *Server) upgrade(c *Conn, head []byte) (h Handler, resp []byte, err error) {
+	up := s.runUpgrade(c, head)
+	defer s.upgraders.Put(up)
+	h, resp, err = up.result()
+	return h, bytes.Clone(resp), err
+}
+
+// runUpgrade is upgrade with the result left in a pooled upgrader, whose
+// response bytes the caller may write without copying; the caller puts the
+// upgrader back in s.upgraders.
+func (s *Server) runUpgrade(c *Conn, head []byte) *upgrader {
 	up, _ := s.upgraders.Get().(*upgrader)
 	if up == nil {
 		up = s.newUpgrader()
 	}
-	defer s.upgraders.Put(up)
-	up.req = Request{RemoteAddr: c.RemoteAddr().String()}
+	up.req = Request{RemoteAddr: c.RemoteAddr()}
 	up.handler = nil
 	up.in.Reset(head)
 	up.out.Reset()
 	up.u.ReadBufferSize = len(head)
-	_, err = up.u.Upgrade(&up.io)
-	if err != nil && up.out.Len() == 0 {
-		// The Upgrader answers nothing when it cannot parse the request
-		// line; the client still gets a status (RFC 6455 section 4.2.1).
-		return nil, []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), err
+	_, up.err = up.u.Upgrade(&up.io)
+	return up
+}
+
+// badRequest answers an upgrade request whose request line the Upgrader
+// cannot parse: it writes nothing then, but the client still gets a status
+// (RFC 6455 section 4.2.1).
+var badRequest = []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+// result returns the upgrade's handler, response and error. The response
+// is valid until up goes back to the pool.
+func (up *upgrader) result() (Handler, []byte, error) {
+	if up.err != nil && up.out.Len() == 0 {
+		return nil, badRequest, up.err
 	}
-	h, up.handler = up.handler, nil
-	return h, bytes.Clone(up.out.Bytes()), err
+	h := up.handler
+	up.handler = nil
+	return h, up.out.Bytes(), up.err
 }
 
 // upgrader is the reusable state of one handshake: the gobwas/ws Upgrader
@@ -153,6 +186,7 @@ type upgrader struct {
 	u       ws.Upgrader
 	req     Request
 	handler Handler
+	err     error
 	in      bytes.Reader
 	out     bytes.Buffer
 	io      handshakeIO
