@@ -2,8 +2,10 @@ package broadcast
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,73 +33,24 @@ const (
 type client struct {
 	shard   *shard
 	conn    *wsconn.Conn
-	topics  []*Topic      // subscribed
-	initial *[]subRequest // from the URL, until OnOpen
+	topics  []*Topic // subscribed
+	initial *string  // the URL's query, until OnOpen
 }
 
 func (cl *client) hub() *Hub { return cl.shard.hub }
-
-type subRequest struct {
-	topic    string
-	since    uint64
-	hasSince bool
-}
 
 // Upgrade accepts a WebSocket upgrade to the hub's endpoint (wire protocol
 // v1): ?topics=a,b subscribes at connect, ?since=a:41,b:17 recovers what
 // those topics published after the given seqs. A bad query is rejected with
 // 400, a shutting-down hub with 503.
 func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
-	// The query is parsed by hand, without url.ParseQuery's maps: every
-	// handshake's garbage adds to the heap that thousands of idle
-	// connections keep.
-	var reqs []subRequest
-	var sinces []string
-	for rest := r.RawQuery; rest != ""; {
-		var pair string
-		pair, rest, _ = strings.Cut(rest, "&")
-		key, value, _ := strings.Cut(pair, "=")
-		if strings.ContainsAny(value, "%+") {
-			v, err := url.QueryUnescape(value)
-			if err != nil {
-				return nil, wsconn.Reject(http.StatusBadRequest, "malformed query")
-			}
-			value = v
-		}
-		switch key {
-		case "topics":
-			for name := range strings.SplitSeq(value, ",") {
-				if !h.validTopic(name) {
-					return nil, wsconn.Reject(http.StatusBadRequest, "invalid topic name "+strconv.Quote(name))
-				}
-				if indexRequest(reqs, name) < 0 {
-					reqs = append(reqs, subRequest{topic: name})
-				}
-			}
-		case "since":
-			sinces = append(sinces, value)
-		}
-	}
-	if len(reqs) > h.cfg.MaxSubscriptions {
+	n := 0
+	err := h.walkQuery(r.RawQuery, func(string, uint64, bool) { n++ })
+	switch {
+	case err != nil:
+		return nil, wsconn.Reject(http.StatusBadRequest, err.Error())
+	case n > h.cfg.MaxSubscriptions:
 		return nil, wsconn.Reject(http.StatusBadRequest, "too many topics")
-	}
-	for _, list := range sinces {
-		for item := range strings.SplitSeq(list, ",") {
-			// Topic names may hold ':'; the seq follows the last one.
-			i := strings.LastIndexByte(item, ':')
-			if i < 0 {
-				return nil, wsconn.Reject(http.StatusBadRequest, "since must be topic:seq")
-			}
-			seq, err := strconv.ParseUint(item[i+1:], 10, 64)
-			if err != nil {
-				return nil, wsconn.Reject(http.StatusBadRequest, "since must be topic:seq")
-			}
-			k := indexRequest(reqs, item[:i])
-			if k < 0 {
-				return nil, wsconn.Reject(http.StatusBadRequest, "since names a topic that topics does not list")
-			}
-			reqs[k].since, reqs[k].hasSince = seq, true
-		}
 	}
 	h.gate.RLock()
 	closed := h.closed
@@ -106,19 +59,113 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 		return nil, wsconn.Reject(http.StatusServiceUnavailable, "shutting down")
 	}
 	cl := &client{shard: h.nextShard()}
-	if len(reqs) > 0 {
-		cl.initial = &reqs
+	if n > 0 {
+		// Only the query is kept, and parsed again in OnOpen: the
+		// garbage of every handshake adds to the heap that thousands of
+		// idle connections keep.
+		q := r.RawQuery
+		cl.initial = &q
 	}
 	return cl, nil
 }
 
-func indexRequest(reqs []subRequest, topic string) int {
-	for i := range reqs {
-		if reqs[i].topic == topic {
-			return i
+// walkQuery checks the query of a /ws request and calls f for each topic in
+// topics=, once, with its seq from since= if there is one.
+func (h *Hub) walkQuery(raw string, f func(topic string, since uint64, hasSince bool)) error {
+	var topics, sinces []string
+	for rest := raw; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		key, value, _ := strings.Cut(pair, "=")
+		if strings.ContainsAny(value, "%+") {
+			v, err := url.QueryUnescape(value)
+			if err != nil {
+				return errors.New("malformed query")
+			}
+			value = v
+		}
+		switch key {
+		case "topics":
+			topics = append(topics, value)
+		case "since":
+			sinces = append(sinces, value)
 		}
 	}
-	return -1
+	// since: every item is topic:seq, with a topic that topics lists.
+	for _, list := range sinces {
+		for rest := list; rest != ""; {
+			var item string
+			item, rest, _ = strings.Cut(rest, ",")
+			topic, _, err := parseSince(item)
+			if err != nil {
+				return err
+			}
+			if !listed(topics, topic) {
+				return errors.New("since names a topic that topics does not list")
+			}
+		}
+	}
+	var seen []string
+	for _, list := range topics {
+		for rest := list; ; {
+			var name string
+			name, rest, _ = strings.Cut(rest, ",")
+			if !h.validTopic(name) {
+				return errors.New("invalid topic name " + strconv.Quote(name))
+			}
+			if !slices.Contains(seen, name) {
+				seen = append(seen, name)
+				since, ok := findSince(sinces, name)
+				f(name, since, ok)
+			}
+			if rest == "" {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// parseSince splits a since item topic:seq. Topic names may hold ':', so
+// the seq follows the last one.
+func parseSince(item string) (topic string, seq uint64, err error) {
+	i := strings.LastIndexByte(item, ':')
+	if i < 0 {
+		return "", 0, errors.New("since must be topic:seq")
+	}
+	seq, err = strconv.ParseUint(item[i+1:], 10, 64)
+	if err != nil {
+		return "", 0, errors.New("since must be topic:seq")
+	}
+	return item[:i], seq, nil
+}
+
+// findSince returns the seq that since lists for topic.
+func findSince(sinces []string, topic string) (uint64, bool) {
+	for _, list := range sinces {
+		for rest := list; rest != ""; {
+			var item string
+			item, rest, _ = strings.Cut(rest, ",")
+			if t, seq, err := parseSince(item); err == nil && t == topic {
+				return seq, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// listed reports whether one of the comma-separated lists names topic.
+func listed(lists []string, topic string) bool {
+	for _, list := range lists {
+		for rest := list; rest != ""; {
+			var name string
+			name, rest, _ = strings.Cut(rest, ",")
+			if name == topic {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // OnOpen subscribes the topics of the URL.
@@ -126,13 +173,13 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 	cl.conn = c
 	cl.hub().clients.Add(1)
 	if cl.initial != nil {
-		for _, r := range *cl.initial {
-			var since *uint64
-			if r.hasSince {
-				since = &r.since
+		_ = cl.hub().walkQuery(*cl.initial, func(topic string, since uint64, hasSince bool) {
+			var s *uint64
+			if hasSince {
+				s = &since
 			}
-			cl.subscribe(r.topic, since, "")
-		}
+			cl.subscribe(topic, s, "")
+		})
 		cl.initial = nil
 	}
 }

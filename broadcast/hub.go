@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -224,7 +225,9 @@ func (h *Hub) Publish(topic string, data []byte) (uint64, error) {
 	if !h.validTopic(topic) {
 		return 0, ErrInvalidTopic
 	}
-	if !json.Valid(data) {
+	// json.Valid lets invalid UTF-8 through inside strings, and a text
+	// frame must be UTF-8.
+	if !json.Valid(data) || !utf8.Valid(data) {
 		return 0, ErrInvalidData
 	}
 	if !h.enter() {

@@ -102,7 +102,10 @@ func (s *shard) handle(o op) (stop bool) {
 		// once, and a connection that never needs a queue never allocates
 		// one.
 		for _, f := range o.replay {
-			s.send(o.cl, f)
+			// History frames are shared: a replay larger than the queue
+			// limit costs references, and a client reading as fast as
+			// it can recovers all that history holds.
+			_ = o.cl.conn.SendUnbounded(f)
 		}
 		s.hub.replayed.Add(uint64(len(o.replay)))
 		// The reply is built here, in the shard's scratch buffer, and

@@ -31,6 +31,18 @@ func AcceptAddr(lfd int) (int, netip.AddrPort, error) {
 	}
 }
 
+// PeerAddr returns the address of the peer of the connected socket fd, or
+// the zero AddrPort if it has none. On Linux it allocates nothing.
+func PeerAddr(fd int) netip.AddrPort {
+	var rsa unix.RawSockaddrAny
+	size := uint32(unsafe.Sizeof(rsa))
+	_, _, errno := unix.RawSyscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size)))
+	if errno != 0 {
+		return netip.AddrPort{}
+	}
+	return sockaddrAddrPort(&rsa)
+}
+
 func sockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:

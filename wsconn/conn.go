@@ -66,14 +66,15 @@ type Conn struct {
 	lastSeen  uint32 // Server.ticks at the last input
 	deadline  int64  // unix nanoseconds; 0 means none (handshake or close timeout)
 	queued    int    // bytes in q not yet written
+	exempt    int    // of queued, bytes sent by SendUnbounded: not counted against the limit
 	q         *writeQueue
 
 	rd Reader
 	hs *handshake // the request so far, while in stateHandshake
 
-	handler    Handler
-	remoteIP   [16]byte // IPv4 as IPv4-mapped IPv6; netip.AddrPort would take 32 bytes
-	remotePort uint16
+	handler Handler
+	// No address is kept: RemoteAddr asks the socket. 18 bytes times a
+	// million connections is memory; a getpeername on the rare call is not.
 }
 
 // Handler returns the Handler that serves c (nil before the upgrade).
@@ -93,9 +94,16 @@ type handshake struct {
 	need int // total request bytes (head and body), once the head is parsed
 }
 
-// RemoteAddr returns the peer's address.
+// RemoteAddr returns the peer's address, or the zero AddrPort once the
+// connection is released.
 func (c *Conn) RemoteAddr() netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom16(c.remoteIP).Unmap(), c.remotePort)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return netip.AddrPort{}
+	}
+	a := poller.PeerAddr(int(c.fd))
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 // Send queues frame, a complete server frame (see AppendFrame), to be written
@@ -111,11 +119,35 @@ func (c *Conn) Send(frame []byte) error {
 	if c.state != stateOpen {
 		return ErrClosed
 	}
-	if c.queued > 0 && c.queued+len(frame) > c.srv.cfg.MaxQueueBytes {
+	if c.overLimitLocked(len(frame)) {
 		return ErrQueueFull
 	}
 	c.enqueueLocked(frame)
 	return nil
+}
+
+// SendUnbounded is Send without the queue limit, for a burst the peer asked
+// for whose frames are shared, not copied (a history replay): the queue then
+// holds only references. The burst's bytes do not count against the limit
+// for later frames while they drain; the connection stops reading until the
+// queue is below the limit again.
+func (c *Conn) SendUnbounded(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return ErrClosed
+	}
+	c.exempt += len(frame)
+	c.enqueueLocked(frame)
+	c.exempt = min(c.exempt, c.queued)
+	return nil
+}
+
+// overLimitLocked reports whether queueing n more bytes would pass the
+// queue limit. An empty queue always takes a frame, however large.
+func (c *Conn) overLimitLocked(n int) bool {
+	counted := c.queued - c.exempt
+	return counted > 0 && counted+n > c.srv.cfg.MaxQueueBytes
 }
 
 // SendCopy is Send for a frame the caller will reuse: what the socket does
@@ -126,7 +158,7 @@ func (c *Conn) SendCopy(frame []byte) error {
 	if c.state != stateOpen {
 		return ErrClosed
 	}
-	if c.queued > 0 && c.queued+len(frame) > c.srv.cfg.MaxQueueBytes {
+	if c.overLimitLocked(len(frame)) {
 		return ErrQueueFull
 	}
 	c.enqueueCopyLocked(frame)
@@ -146,7 +178,7 @@ func (c *Conn) Queue(frame []byte) (first bool, err error) {
 	if c.state != stateOpen {
 		return false, ErrClosed
 	}
-	if c.queued > 0 && c.queued+len(frame) > c.srv.cfg.MaxQueueBytes {
+	if c.overLimitLocked(len(frame)) {
 		return false, ErrQueueFull
 	}
 	first = c.queued == 0
@@ -194,6 +226,7 @@ func (c *Conn) Evict(code ws.StatusCode, reason string) {
 			q.frames[i] = nil
 		}
 		q.frames = q.frames[:keep]
+		c.exempt = 0
 	}
 	c.closeLocked(NewCloseFrame(code, reason))
 }
@@ -269,12 +302,13 @@ func (c *Conn) enqueueLocked(frame []byte) {
 			c.breakLocked()
 			return
 		}
+		c.srv.bytesOut.Add(uint64(n))
 		if n == len(frame) {
-			c.srv.bytesOut.Add(uint64(n))
 			return
 		}
-		frame = frame[n:]
-		c.srv.bytesOut.Add(uint64(n))
+		c.queueStartedLocked(frame, n)
+		c.flushLocked()
+		return
 	}
 	if c.q == nil {
 		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
@@ -287,6 +321,20 @@ func (c *Conn) enqueueLocked(frame []byte) {
 	}
 }
 
+// queueStartedLocked queues the rest of frame, whose first n bytes are
+// written, in an empty queue. The frame goes in whole, with q.off = n, so
+// that Evict sees it has begun and keeps it: a frame cut short would break
+// the stream.
+func (c *Conn) queueStartedLocked(frame []byte, n int) {
+	if c.q == nil {
+		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
+	}
+	c.q.frames = append(c.q.frames[:0], frame)
+	c.q.off = n
+	c.q.quiet = false
+	c.queued = len(frame) - n
+}
+
 // enqueueCopyLocked is enqueueLocked for bytes the caller keeps: it writes
 // what it can at once and copies only what the socket did not take.
 func (c *Conn) enqueueCopyLocked(p []byte) {
@@ -297,11 +345,13 @@ func (c *Conn) enqueueCopyLocked(p []byte) {
 			return
 		}
 		c.srv.bytesOut.Add(uint64(n))
-		p = p[n:]
+		if n < len(p) {
+			c.queueStartedLocked(bytes.Clone(p), n)
+			c.flushLocked()
+		}
+		return
 	}
-	if len(p) > 0 {
-		c.enqueueLocked(bytes.Clone(p))
-	}
+	c.enqueueLocked(bytes.Clone(p))
 }
 
 // writeAll writes p with write(2), retrying on EINTR.
@@ -354,6 +404,8 @@ func (c *Conn) flushLocked() {
 // advanceLocked drops n written bytes from the head of the queue.
 func (c *Conn) advanceLocked(n int) {
 	c.queued -= n
+	// Replayed bytes were queued first, so they are written first.
+	c.exempt = max(0, min(c.exempt-n, c.queued))
 	q := c.q
 	n += q.off
 	i := 0
@@ -380,7 +432,7 @@ func (c *Conn) waitWritableLocked() {
 // breakLocked marks the connection for release after a failed write.
 func (c *Conn) breakLocked() {
 	c.broken = true
-	c.q, c.queued = nil, 0
+	c.q, c.queued, c.exempt = nil, 0, 0
 	c.wantWrite = false
 	if c.sched.Load() == turnIdle {
 		// Have a worker release it: only turns close fds.

@@ -292,7 +292,7 @@ func (s *Server) open(fd int, addr netip.AddrPort) {
 	}
 	// Small frames should leave at once; batching happens in writev.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	c := &Conn{srv: s, fd: int32(fd), remoteIP: addr.Addr().As16(), remotePort: addr.Port()}
+	c := &Conn{srv: s, fd: int32(fd)}
 	c.rd.Reset(s.cfg.MaxMessageBytes)
 	c.deadline = s.now().Add(s.cfg.HandshakeTimeout).UnixNano()
 	s.handshakes.Add(1)

@@ -1,0 +1,234 @@
+package broadcast_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/wsconn"
+)
+
+// TestSlowConsumer: a raw client subscribes and never reads, with a tiny
+// TCP receive window, on a server with a 64 KiB write queue, while 4 KiB
+// messages are published. A normal subscriber next to it gets every message
+// under either policy. With Disconnect the slow one is closed (4008) and
+// counted; with Drop it stays connected, misses exactly the messages counted
+// as drops, and gets messages again once it reads.
+func TestSlowConsumer(t *testing.T) {
+	for _, policy := range []broadcast.Policy{broadcast.Disconnect, broadcast.Drop} {
+		for _, kind := range clientKinds {
+			t.Run(policy.String()+"/"+kind, func(t *testing.T) {
+				testSlowConsumer(t, policy, kind)
+			})
+		}
+	}
+}
+
+func testSlowConsumer(t *testing.T, policy broadcast.Policy, kind string) {
+	const (
+		topic       = "firehose"
+		size        = 4 << 10
+		maxMessages = 4000 // 16 MiB: far more than any socket buffer
+	)
+	ts := startHub(t, broadcast.Config{SlowConsumer: policy}, wsconn.Config{MaxQueueBytes: 64 << 10})
+
+	normal := mustDial(t, kind, ts.addr, "topics="+topic)
+	mustReadSubscribed(t, normal, topic)
+	slow := dialRaw(t, ts.addr, "/ws?topics="+topic, 4096)
+	f, err := slow.readFrame(waitTimeout)
+	require.NoError(t, err)
+	r, err := parseFrame(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, "subscribed", r.Type, "%s", r)
+
+	// The normal subscriber reads in a goroutine of its own and reports
+	// each seq; the publisher goes in lock-step with it, so the normal
+	// subscriber's queue never holds more than one message.
+	seqs := make(chan uint64, maxMessages+100)
+	readErr := make(chan error, 1)
+	go func() {
+		next := uint64(1)
+		for {
+			f, err := readFrame(normal)
+			if err == nil && (!f.isMessage() || f.Seq != next || f.Topic != topic) {
+				err = fmt.Errorf("normal subscriber: want message %d, got %s", next, f)
+			}
+			if err != nil {
+				readErr <- err
+				return
+			}
+			seqs <- f.Seq
+			next++
+		}
+	}()
+	publishData := func(data string) uint64 {
+		t.Helper()
+		seq := ts.publish(t, topic, data)
+		select {
+		case got := <-seqs:
+			require.Equal(t, seq, got)
+		case err := <-readErr:
+			require.NoError(t, err, "message %d; hub stats %+v", seq, ts.hub.Stats())
+		case <-time.After(waitTimeout):
+			t.Fatalf("normal subscriber did not get message %d", seq)
+		}
+		return seq
+	}
+	publish := func(i int) uint64 {
+		t.Helper()
+		return publishData(jsonData(i, size))
+	}
+	hit := func() bool {
+		st := ts.hub.Stats()
+		if policy == broadcast.Disconnect {
+			return st.SlowDisconnects > 0
+		}
+		return st.Drops > 0
+	}
+
+	var last uint64
+	for i := 1; i <= maxMessages && !hit(); i++ {
+		last = publish(i)
+	}
+	require.True(t, hit(), "no slow consumer after %d messages of %d bytes: %+v", last, size, ts.hub.Stats())
+	for i := 0; i < 20; i++ {
+		last = publish(int(last) + 1)
+	}
+	t.Logf("%s: slow consumer hit after about %d messages; stats %+v", policy, last-20, ts.hub.Stats())
+
+	switch policy {
+	case broadcast.Disconnect:
+		// The slow one reads a prefix of the messages, 1..j, and then
+		// the close frame 4008 and EOF (or, had the close timeout passed
+		// first, EOF right after the last bytes the kernel held).
+		next := uint64(1)
+		for {
+			f, err := slow.readFrame(waitTimeout)
+			if errors.Is(err, io.EOF) {
+				t.Logf("slow consumer: EOF without a close frame after message %d", next-1)
+				break
+			}
+			require.NoError(t, err, "slow consumer, after message %d", next-1)
+			if f.Op == opClose {
+				assert.Equal(t, int(broadcast.CloseSlowConsumer), f.closeCode(), "close frame %q", f.Payload)
+				slow.requireEOF(t)
+				break
+			}
+			require.Equal(t, opText, f.Op)
+			m, err := parseFrame(f.Payload)
+			require.NoError(t, err)
+			require.Equal(t, next, m.Seq, "the slow consumer gets a gapless prefix")
+			next++
+		}
+		assert.Less(t, next-1, last, "the slow consumer cannot have got every message")
+		assert.Equal(t, uint64(1), ts.hub.Stats().SlowDisconnects)
+		_ = slow.conn.Close()
+		require.Eventually(t, func() bool {
+			st := ts.hub.Stats()
+			return st.Clients == 1 && st.Subscriptions == 1
+		}, waitTimeout, 5*time.Millisecond, "the evicted client leaves the hub")
+
+	case broadcast.Drop:
+		// The slow one is still connected: it drains what was queued for
+		// it, then gets a marker published once every queue is empty.
+		got := make(chan []uint64, 1)
+		slowErr := make(chan error, 1)
+		const markerData = `{"marker":true}`
+		go func() {
+			var seen []uint64
+			for {
+				f, err := slow.readFrame(waitTimeout)
+				if err == nil && f.Op != opText {
+					err = fmt.Errorf("slow consumer: frame op %#x (%q): want only messages", f.Op, f.Payload)
+				}
+				var m frame
+				if err == nil {
+					m, err = parseFrame(f.Payload)
+				}
+				if err != nil {
+					slowErr <- err
+					return
+				}
+				seen = append(seen, m.Seq)
+				if string(m.Data) == markerData {
+					got <- seen
+					return
+				}
+			}
+		}()
+		require.Eventually(t, func() bool { return ts.srv.QueuedBytes() == 0 }, waitTimeout, 5*time.Millisecond,
+			"the slow consumer's queue drains once it reads")
+		marker := publishData(markerData)
+		var seen []uint64
+		select {
+		case seen = <-got:
+		case err := <-slowErr:
+			require.NoError(t, err)
+		case <-time.After(waitTimeout):
+			t.Fatal("the slow consumer did not get the marker")
+		}
+		missing := 0
+		prev := uint64(0)
+		for _, s := range seen {
+			require.Greater(t, s, prev, "the slow consumer's messages are in seq order: %v", seen)
+			missing += int(s - prev - 1)
+			prev = s
+		}
+		require.Equal(t, marker, prev)
+		st := ts.hub.Stats()
+		assert.Positive(t, missing, "the slow consumer saw a gap")
+		assert.Equal(t, st.Drops, uint64(missing), "every drop is a seq the slow consumer did not get")
+		assert.Zero(t, st.SlowDisconnects)
+		assert.Equal(t, int64(2), st.Clients)
+	}
+}
+
+// TestSlowConsumerEvictedDuringReplay: a client recovers a backlog larger
+// than its socket buffers and does not read; live messages then pile up
+// behind the replay until it is evicted. What it has been sent must stay a
+// valid frame stream: whole messages 1..j, then close 4008 and EOF. The
+// replay fills the socket in the middle of a frame, and a frame the socket
+// took in part must be finished before the close frame, or the client
+// reads the close frame as the rest of that frame's payload.
+func TestSlowConsumerEvictedDuringReplay(t *testing.T) {
+	const (
+		topic = "replay"
+		n     = 1500 // 6 MB of history: more than the socket buffers hold
+		size  = 4001 // an odd size, so the socket fills mid-frame
+	)
+	ts := startHub(t, broadcast.Config{HistorySize: n}, wsconn.Config{MaxQueueBytes: 64 << 10})
+	for i := 1; i <= n; i++ {
+		ts.publish(t, topic, jsonData(i, size))
+	}
+	slow := dialRaw(t, ts.addr, "/ws?topics="+topic+"&since="+topic+":0", 4096)
+	// 800 KiB of live messages behind the replay: far over the limit.
+	for i := n + 1; i <= n+200; i++ {
+		ts.publish(t, topic, jsonData(i, size))
+	}
+	require.Eventually(t, func() bool { return ts.hub.Stats().SlowDisconnects > 0 },
+		waitTimeout, 5*time.Millisecond, "a client that reads nothing is a slow consumer: %+v", ts.hub.Stats())
+
+	next := uint64(1)
+	for {
+		f, err := slow.readFrame(waitTimeout)
+		require.NoError(t, err, "frame after message %d: the stream must stay whole", next-1)
+		if f.Op == opClose {
+			assert.Equal(t, int(broadcast.CloseSlowConsumer), f.closeCode(), "close frame %q", f.Payload)
+			break
+		}
+		require.Equal(t, opText, f.Op, "after message %d: frame op %#x, payload %.80q", next-1, f.Op, f.Payload)
+		m, err := parseFrame(f.Payload)
+		require.NoError(t, err, "after message %d", next-1)
+		require.True(t, m.isMessage(), "%s", m)
+		require.Equal(t, next, m.Seq)
+		next++
+	}
+	slow.requireEOF(t)
+	assert.Less(t, next-1, uint64(n), "the client cannot have got the whole replay")
+}
