@@ -107,9 +107,9 @@ func (h *Hub) walkQuery(raw string, f func(topic string, since uint64, hasSince 
 	}
 	var seen []string
 	for _, list := range topics {
-		for rest := list; ; {
+		for rest, more := list, true; more; {
 			var name string
-			name, rest, _ = strings.Cut(rest, ",")
+			name, rest, more = strings.Cut(rest, ",")
 			if !h.validTopic(name) {
 				return errors.New("invalid topic name " + strconv.Quote(name))
 			}
@@ -117,9 +117,6 @@ func (h *Hub) walkQuery(raw string, f func(topic string, since uint64, hasSince 
 				seen = append(seen, name)
 				since, ok := findSince(sinces, name)
 				f(name, since, ok)
-			}
-			if rest == "" {
-				break
 			}
 		}
 	}

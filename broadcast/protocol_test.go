@@ -157,6 +157,7 @@ func TestHandshakeRejections(t *testing.T) {
 	cases := []struct{ name, query string }{
 		{"topic with a space", "topics=a%20b"},
 		{"empty topic in the list", "topics=a,,b"},
+		{"trailing comma", "topics=a,"},
 		{"empty topics", "topics="},
 		{"200-byte topic", "topics=" + strings.Repeat("t", 200)},
 		{"more topics than MaxSubscriptions", "topics=a,b,c,d"},

@@ -90,7 +90,9 @@ func (s *shard) handle(o op) (stop bool) {
 			case nil:
 				n++
 			case wsconn.ErrQueueFull:
-				dropped++
+				if s.hub.cfg.SlowConsumer == Drop {
+					dropped++ // under Disconnect it is counted as a disconnect
+				}
 			}
 		}
 		s.deliveries.Add(n)

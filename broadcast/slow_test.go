@@ -207,6 +207,9 @@ func TestSlowConsumerEvictedDuringReplay(t *testing.T) {
 		ts.publish(t, topic, jsonData(i, size))
 	}
 	slow := dialRaw(t, ts.addr, "/ws?topics="+topic+"&since="+topic+":0", 4096)
+	// The upgrade's 101 comes before the subscribe: wait for the replay.
+	require.Eventually(t, func() bool { return ts.hub.Stats().Replayed == n }, waitTimeout, time.Millisecond,
+		"the client subscribes and the whole history is replayed: %+v", ts.hub.Stats())
 	// 800 KiB of live messages behind the replay: far over the limit.
 	for i := n + 1; i <= n+200; i++ {
 		ts.publish(t, topic, jsonData(i, size))

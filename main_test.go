@@ -1,0 +1,442 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	gorilla "github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// waitTimeout bounds every wait: a deadline for a hang, never a latency
+// assertion.
+const waitTimeout = 20 * time.Second
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// raceEnabled reports whether this test binary was built with -race; the
+// fanout binary is then built with it too.
+func raceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
+}
+
+// fanoutBinary builds the fanout command once per test run and returns its
+// path.
+func fanoutBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = fmt.Errorf("no go tool in PATH: %w", err)
+			return
+		}
+		buildDir, buildErr = os.MkdirTemp("", "fanout-main-test-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(buildDir, "fanout")
+		args := []string{"build", "-o", binPath}
+		if raceEnabled() {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command(goTool, append(args, ".")...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binPath
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runFanout runs the binary with args to completion and returns its exit
+// code, stdout and stderr.
+func runFanout(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, fanoutBinary(t), args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "fanout %v: %v; stderr:\n%s", args, err, stderr.String())
+		code = ee.ExitCode()
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+// server is a running "fanout serve" process.
+type server struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *syncBuffer
+	done   chan struct{} // closed when the process has exited
+	err    error         // of Wait, once done
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// startServe runs "fanout serve --listen ADDR args..." and waits until it
+// answers /healthz. The process is killed when the test ends if it is still
+// running.
+func startServe(t *testing.T, args ...string) *server {
+	t.Helper()
+	bin := fanoutBinary(t)
+	s := &server{addr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan struct{})}
+	s.cmd = exec.Command(bin, append([]string{"serve", "--listen", s.addr}, args...)...)
+	s.cmd.Stdout = io.Discard
+	s.cmd.Stderr = s.stderr
+	require.NoError(t, s.cmd.Start())
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		default:
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+		if t.Failed() {
+			t.Logf("fanout serve stderr:\n%s", s.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(waitTimeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get("http://" + s.addr + "/healthz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("fanout serve exited before it was ready: %v\n%s", s.err, s.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		require.True(t, time.Now().Before(deadline), "fanout serve not ready: %v\n%s", err, s.stderr.String())
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (s *server) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(waitTimeout):
+		t.Fatalf("fanout serve did not exit\n%s", s.stderr.String())
+	}
+	if s.err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	require.ErrorAs(t, s.err, &ee)
+	return ee.ExitCode()
+}
+
+var httpClient = &http.Client{Timeout: waitTimeout}
+
+// post publishes body to topic and returns the seq of the 202.
+func (s *server) post(topic, body string) (uint64, error) {
+	resp, err := httpClient.Post("http://"+s.addr+"/publish?topic="+topic, "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return 0, fmt.Errorf("POST /publish: %d %s", resp.StatusCode, b)
+	}
+	var r struct {
+		Seq uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return 0, fmt.Errorf("POST /publish: body %q: %w", b, err)
+	}
+	return r.Seq, nil
+}
+
+// subscriber is a WebSocket client of either library that reads text
+// messages.
+type subscriber struct {
+	kind string
+	read func() ([]byte, error)
+	stop func()
+}
+
+func dialSubscriber(t *testing.T, kind, url string) *subscriber {
+	t.Helper()
+	switch kind {
+	case "gorilla":
+		c, _, err := (&gorilla.Dialer{HandshakeTimeout: waitTimeout}).Dial(url, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		return &subscriber{kind: kind, stop: func() { _ = c.Close() }, read: func() ([]byte, error) {
+			if err := c.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
+				return nil, err
+			}
+			typ, p, err := c.ReadMessage()
+			if err == nil && typ != gorilla.TextMessage {
+				err = fmt.Errorf("message type %d, want text", typ)
+			}
+			return p, err
+		}}
+	case "coder":
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, url, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.CloseNow() })
+		return &subscriber{kind: kind, stop: func() { _ = c.CloseNow() }, read: func() ([]byte, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			typ, p, err := c.Read(ctx)
+			if err == nil && typ != websocket.MessageText {
+				err = fmt.Errorf("message type %v, want text", typ)
+			}
+			return p, err
+		}}
+	}
+	panic(kind)
+}
+
+// closeCode returns the close code in a read error of either library, or -1.
+func closeCode(err error) int {
+	var ce *gorilla.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return int(websocket.CloseStatus(err))
+}
+
+type message struct {
+	Type  string          `json:"type"`
+	Topic string          `json:"topic"`
+	Seq   uint64          `json:"seq"`
+	Data  json.RawMessage `json:"data"`
+}
+
+// TestServeShutdown: subscribers of both libraries are connected, N
+// messages are POSTed and SIGTERM follows the last 202 at once. Every
+// subscriber gets all N messages in order and then close 1001, and the
+// process exits 0.
+func TestServeShutdown(t *testing.T) {
+	s := startServe(t)
+	const topic, n = "news", 300
+	var subs []*subscriber
+	for i := range 6 {
+		kind := []string{"gorilla", "coder"}[i%2]
+		sub := dialSubscriber(t, kind, "ws://"+s.addr+"/ws?topics="+topic)
+		p, err := sub.read()
+		require.NoError(t, err)
+		var m message
+		require.NoError(t, json.Unmarshal(p, &m))
+		require.Equal(t, "subscribed", m.Type, "%s", p)
+		require.Zero(t, m.Seq)
+		subs = append(subs, sub)
+	}
+
+	errs := make(chan error, len(subs))
+	for _, sub := range subs {
+		go func() {
+			errs <- func() error {
+				defer sub.stop()
+				for i := uint64(1); i <= n; i++ {
+					p, err := sub.read()
+					if err != nil {
+						return fmt.Errorf("%s: message %d of %d: %w (close code %d)", sub.kind, i, n, err, closeCode(err))
+					}
+					var m message
+					if err := json.Unmarshal(p, &m); err != nil {
+						return fmt.Errorf("%s: %q: %w", sub.kind, p, err)
+					}
+					if m.Type != "" || m.Topic != topic || m.Seq != i || string(m.Data) != `{"i":`+strconv.FormatUint(i, 10)+`}` {
+						return fmt.Errorf("%s: want message %d, got %s", sub.kind, i, p)
+					}
+				}
+				p, err := sub.read()
+				if err == nil {
+					return fmt.Errorf("%s: after %d messages, want close 1001, got %q", sub.kind, n, p)
+				}
+				if code := closeCode(err); code != 1001 {
+					return fmt.Errorf("%s: after %d messages, want close 1001, got %v (code %d)", sub.kind, n, err, code)
+				}
+				return nil
+			}()
+		}()
+	}
+
+	for i := uint64(1); i <= n; i++ {
+		seq, err := s.post(topic, `{"i":`+strconv.FormatUint(i, 10)+`}`)
+		require.NoError(t, err)
+		require.Equal(t, i, seq)
+	}
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+
+	for range subs {
+		select {
+		case err := <-errs:
+			assert.NoError(t, err)
+		case <-time.After(2 * waitTimeout):
+			t.Fatal("subscribers did not finish")
+		}
+	}
+	assert.Equal(t, 0, s.wait(t), "exit status; stderr:\n%s", s.stderr.String())
+	assert.Contains(t, s.stderr.String(), "shutting down")
+}
+
+// TestServeStatsAndSIGINT: /stats reports the hub's and the server's
+// counters; SIGINT stops the server like SIGTERM.
+func TestServeStatsAndSIGINT(t *testing.T) {
+	s := startServe(t, "--slow-consumer", "drop", "--history-size", "5")
+	sub := dialSubscriber(t, "coder", "ws://"+s.addr+"/ws?topics=st")
+	_, err := sub.read()
+	require.NoError(t, err)
+	for i := 1; i <= 3; i++ {
+		_, err := s.post("st", strconv.Itoa(i))
+		require.NoError(t, err)
+	}
+	for range 3 {
+		_, err := sub.read()
+		require.NoError(t, err)
+	}
+	resp, err := httpClient.Get("http://" + s.addr + "/stats")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var st struct {
+		Server struct {
+			Upgrades uint64 `json:"upgrades"`
+		} `json:"server"`
+		Hub struct {
+			Topics        int    `json:"topics"`
+			Subscriptions int64  `json:"subscriptions"`
+			Clients       int64  `json:"clients"`
+			MessagesIn    uint64 `json:"messages_in"`
+			Deliveries    uint64 `json:"deliveries"`
+		} `json:"hub"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	assert.Equal(t, uint64(1), st.Server.Upgrades)
+	assert.Equal(t, 1, st.Hub.Topics)
+	assert.Equal(t, int64(1), st.Hub.Subscriptions)
+	assert.Equal(t, int64(1), st.Hub.Clients)
+	assert.Equal(t, uint64(3), st.Hub.MessagesIn)
+	assert.Equal(t, uint64(3), st.Hub.Deliveries)
+
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGINT))
+	_, err = sub.read()
+	assert.Equal(t, 1001, closeCode(err), "%v", err)
+	assert.Equal(t, 0, s.wait(t))
+}
+
+// TestServeCommandLine covers --help, unknown flags and commands.
+func TestServeCommandLine(t *testing.T) {
+	code, _, stderr := runFanout(t, "serve", "--help")
+	assert.Equal(t, 0, code)
+	for _, flag := range []string{
+		"-listen", "-workers", "-max-message-bytes", "-max-queue-bytes", "-max-header-bytes",
+		"-max-handshakes", "-handshake-timeout", "-shutdown-timeout", "-echo", "-log-level",
+		"-shards", "-history-size", "-history-age", "-max-subscriptions", "-max-topic-bytes",
+		"-slow-consumer", "-ping-interval", "-idle-timeout", "-frame-timeout",
+	} {
+		assert.Regexp(t, `(?m)^  `+flag+`( |$)`, stderr, "serve --help lists %s", flag)
+	}
+	assert.Contains(t, stderr, "/publish")
+
+	code, _, stderr = runFanout(t, "serve", "--no-such-flag")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "flag provided but not defined")
+
+	code, _, _ = runFanout(t, "serve", "--listen", "127.0.0.1:0", "extra-argument")
+	assert.Equal(t, 2, code)
+
+	code, _, stderr = runFanout(t, "serve", "--listen", "127.0.0.1:0", "--slow-consumer", "ignore")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "slow-consumer")
+
+	code, _, stderr = runFanout(t, "no-such-command")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "unknown command")
+
+	code, stdout, _ := runFanout(t, "help")
+	assert.Equal(t, 0, code)
+	assert.Contains(t, stdout, "fanout [serve] [flags]")
+}
