@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fanout/fanout/bench"
 	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/wsconn"
 )
@@ -41,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		return serve(args, stderr)
+	case "bench":
+		return bench.Main(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -56,6 +59,7 @@ func usage(w io.Writer) {
 
 Usage:
   fanout [serve] [flags]   run the server (the default command)
+  fanout bench SCENARIO    load-test a server; "fanout bench --help" explains
   fanout help              show this text
 
 Run "fanout serve --help" for the server's flags.

@@ -1,0 +1,731 @@
+package bench
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// runner drives the scenarios: it holds the options, the resolved target,
+// the fleet of workers and an HTTP client for /publish and /stats.
+type runner struct {
+	o      *Options
+	t      target
+	plan   fleetPlan
+	fleet  *Fleet
+	httpc  *http.Client
+	log    *slog.Logger
+	stderr io.Writer
+	pid    int // server process; 0: unknown
+	win    uint32
+}
+
+// newRunner resolves the target, plans the fleet for hold connections at
+// once, checks the limits and starts the workers.
+func newRunner(ctx context.Context, o *Options, stderr io.Writer, log *slog.Logger, hold int) (*runner, error) {
+	t, err := resolveTarget(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := planFleet(o, t, hold)
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{o: o, t: t, plan: plan, log: log, stderr: stderr, httpc: newHTTPClient()}
+	r.pid = r.findServerPID()
+	if err := checkServerFiles(r.pid, hold); err != nil {
+		return nil, err
+	}
+	r.fleet, err = startFleet(ctx, plan.Workers, stderr, log)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func newHTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns:        64,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     30 * time.Second,
+		DisableCompression:  true,
+	}}
+}
+
+// findServerPID returns --server-pid, or the process listening on a
+// loopback target's port, or 0.
+func (r *runner) findServerPID() int {
+	switch {
+	case r.o.ServerPID > 0:
+		return r.o.ServerPID
+	case r.o.ServerPID < 0 || !r.t.loopback:
+		return 0
+	}
+	return findListenerPID(int(r.t.addr.Port()))
+}
+
+// close stops the workers.
+func (r *runner) close() {
+	if r.fleet != nil {
+		r.fleet.Close()
+	}
+	r.httpc.CloseIdleConnections()
+}
+
+// sample reads the server's /stats, the kernel's socket accounting and the
+// server's CPU time.
+func (r *runner) sample(ctx context.Context) (Sample, error) {
+	st, err := fetchServerStats(ctx, r.httpc, r.t.statsURL)
+	if err != nil {
+		return Sample{}, err
+	}
+	s := Sample{At: time.Now(), Server: st, Kernel: readSockStat(), ServerCPU: -1}
+	if r.pid > 0 {
+		if cpu, err := processCPU(r.pid); err == nil {
+			s.ServerCPU = cpu
+		}
+	}
+	return s, nil
+}
+
+// usageMark is the workers' resource use at one moment.
+type usageMark struct {
+	at    time.Time
+	usage []usageReply
+}
+
+func (r *runner) usage(ctx context.Context) (usageMark, error) {
+	u, err := broadcastCall[usageReply](ctx, r.fleet, command{Op: "usage"}, 10*time.Second)
+	return usageMark{at: time.Now(), usage: u}, err
+}
+
+// clientUsage is what the workers used between two marks.
+func clientUsage(a, b usageMark) ClientUsage {
+	c := ClientUsage{Workers: len(b.usage), WallSeconds: b.at.Sub(a.at).Seconds()}
+	for i := range b.usage {
+		d := b.usage[i].CPUSeconds
+		if i < len(a.usage) {
+			d -= a.usage[i].CPUSeconds
+		}
+		c.CPUSeconds += d
+		if c.WallSeconds > 0 {
+			c.MaxWorkerCores = max(c.MaxWorkerCores, d/c.WallSeconds)
+		}
+		c.MaxRSSBytes = max(c.MaxRSSBytes, b.usage[i].MaxRSSBytes)
+	}
+	if c.WallSeconds > 0 {
+		c.Cores = c.CPUSeconds / c.WallSeconds
+	}
+	return c
+}
+
+// split divides n over the workers, the first ones taking the remainder.
+func (r *runner) split(n int) []int {
+	k := r.fleet.Size()
+	out := make([]int, k)
+	for i := range out {
+		out[i] = n / k
+		if i < n%k {
+			out[i]++
+		}
+	}
+	return out
+}
+
+// dialCommand builds worker i's dial command for n connections of kind.
+func (r *runner) dialCommand(i int, kind, path string, n int) *dialCommand {
+	src := r.plan.Sources
+	if len(src) > 1 {
+		// Each worker starts at a different address, so that the
+		// addresses are used evenly.
+		k := i * len(src) / r.fleet.Size()
+		src = append(slices.Clone(src[k:]), src[:k]...)
+	}
+	return &dialCommand{
+		Kind:        kind,
+		Target:      r.t.addr.String(),
+		Host:        r.t.host,
+		Path:        path,
+		Sources:     src,
+		N:           n,
+		Concurrency: max(1, r.o.DialConcurrency/r.fleet.Size()),
+		Timeout:     Duration(r.o.DialTimeout),
+	}
+}
+
+// dial opens n connections of kind to path, spread over the workers, with
+// a progress bar.
+func (r *runner) dial(ctx context.Context, kind, path string, n int) (*DialResult, error) {
+	win := r.win
+	p0 := r.fleet.progress(win)
+	bar := r.newBar(int64(n), "connecting "+kind+"s")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := r.fleet.progress(win)
+			bar.Set(p.Open - p0.Open + p.DialFails - p0.DialFails)
+			r.fleet.wait(ctx, 100*time.Millisecond)
+		}
+	}()
+	start := time.Now()
+	counts := r.split(n)
+	replies := make([]dialReply, r.fleet.Size())
+	err := r.fleet.each(func(i int, w *workerProc) error {
+		cmd := command{Op: "dial", Dial: r.dialCommand(i, kind, path, counts[i])}
+		return w.call(ctx, cmd, &replies[i], 0)
+	})
+	close(stop)
+	<-done
+	bar.Done()
+	if err != nil {
+		return nil, err
+	}
+	d := &DialResult{Requested: int64(n), Seconds: time.Since(start).Seconds(), Errors: map[string]int64{}}
+	for _, rep := range replies {
+		d.Open += rep.OK
+		d.Failed += rep.Failed
+		for k, v := range rep.Errors {
+			d.Errors[k] += v
+		}
+	}
+	if d.Seconds > 0 {
+		d.PerSecond = float64(d.Open) / d.Seconds
+	}
+	if d.Failed > 0 {
+		r.log.Warn("some connections failed", "failed", d.Failed, "open", d.Open, "errors", fmtErrors(d.Errors))
+	}
+	if d.Open == 0 {
+		return d, fmt.Errorf("bench: no %s connection could be opened to %s%s", kind, r.t.host, fmtErrors(d.Errors))
+	}
+	return d, nil
+}
+
+// closeAll closes the workers' connections of kind and waits for the
+// server to count them gone.
+func (r *runner) closeAll(ctx context.Context, kind string, serverBefore int64) error {
+	if _, err := broadcastCall[closeReply](ctx, r.fleet, command{Op: "close", Kind: kind}, closeTimeout+10*time.Second); err != nil {
+		return err
+	}
+	if serverBefore >= 0 {
+		r.waitServerConns(ctx, func(n int64) bool { return n <= serverBefore })
+	}
+	return nil
+}
+
+// waitServerConns polls the server's connection count until ok accepts it
+// or it has not changed for --timeout. It returns the last sample.
+func (r *runner) waitServerConns(ctx context.Context, ok func(int64) bool) (Sample, error) {
+	var last int64 = -2
+	changed := time.Now()
+	for {
+		s, err := r.sample(ctx)
+		if err != nil {
+			return s, err
+		}
+		n := s.Server.Connections
+		if n < 0 || ok(n) {
+			return s, nil
+		}
+		if n != last {
+			last, changed = n, time.Now()
+		}
+		if time.Since(changed) > r.o.Timeout {
+			r.log.Warn("server's connection count did not settle", "connections", n)
+			return s, nil
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return s, ctx.Err()
+		}
+	}
+}
+
+// reset starts a measurement window on every worker and returns the
+// connections open as it starts.
+func (r *runner) reset(ctx context.Context, track bool) (int64, error) {
+	reps, err := broadcastCall[resetReply](ctx, r.fleet, command{Op: "reset", Track: track}, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	var open int64
+	for _, rep := range reps {
+		open += rep.Open
+		r.win = rep.Win
+	}
+	return open, nil
+}
+
+// collect gathers the window's counts from every worker and merges them.
+func (r *runner) collect(ctx context.Context, op string, expected int64) (merged windowCounts, hist *hdrhistogram.Histogram, err error) {
+	reps, err := broadcastCall[windowCounts](ctx, r.fleet, command{Op: op, Expected: expected}, 30*time.Second)
+	if err != nil {
+		return merged, nil, err
+	}
+	hist = newHistogram()
+	merged = windowCounts{CloseCodes: map[string]int64{}, Errors: map[string]int64{}, LastLatency: map[string]int64{}}
+	for _, w := range reps {
+		merged.Live += w.Live
+		merged.LiveRecv += w.LiveRecv
+		merged.LiveShort += w.LiveShort
+		merged.Closed += w.Closed
+		merged.ClosedRecv += w.ClosedRecv
+		merged.Receipts += w.Receipts
+		merged.Controls += w.Controls
+		merged.Duplicates += w.Duplicates
+		merged.Echoes += w.Echoes
+		merged.EchoErrors += w.EchoErrors
+		merged.Cycles += w.Cycles
+		merged.ChurnFailed += w.ChurnFailed
+		merged.OpenNow += w.OpenNow
+		for k, v := range w.CloseCodes {
+			merged.CloseCodes[k] += v
+		}
+		for k, v := range w.Errors {
+			merged.Errors[k] += v
+		}
+		for k, v := range w.LastLatency {
+			merged.LastLatency[k] = max(merged.LastLatency[k], v)
+		}
+		if len(w.Histogram) > 0 {
+			h, err := hdrhistogram.Decode(w.Histogram)
+			if err != nil {
+				return merged, nil, fmt.Errorf("bench: decode a worker's histogram: %w", err)
+			}
+			hist.Merge(h)
+		}
+	}
+	return merged, hist, nil
+}
+
+// accounting turns a window's counts into the delivery accounting.
+func accounting(subs, messages int64, w windowCounts) Accounting {
+	return Accounting{
+		Subscribers:      subs,
+		Messages:         messages,
+		Expected:         subs * messages,
+		Receipts:         w.LiveRecv + w.ClosedRecv,
+		Drops:            w.LiveShort,
+		LostToDisconnect: max(0, w.Closed*messages-w.ClosedRecv),
+		Disconnects:      w.Closed,
+		CloseCodes:       w.CloseCodes,
+		Duplicates:       w.Duplicates,
+	}
+}
+
+// publishReply is the body of a publish response.
+type publishReply struct {
+	Seq uint64 `json:"seq"`
+}
+
+// publish posts data to the topic and returns its seq.
+func (r *runner) publish(ctx context.Context, data []byte) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.t.publishURL, bytes.NewReader(data))
+	if err != nil {
+		return 0, fmt.Errorf("bench: publish: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.httpc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("bench: publish: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return 0, fmt.Errorf("bench: publish: read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+		return 0, fmt.Errorf("bench: publish to %s: %s: %s", r.t.publishURL, resp.Status, truncate(body, 200))
+	}
+	var rep publishReply
+	if err := json.Unmarshal(body, &rep); err != nil {
+		return 0, fmt.Errorf("bench: publish: response %q: %w", truncate(body, 200), err)
+	}
+	return rep.Seq, nil
+}
+
+// delivered reports how far the window has come: receipts plus the
+// deliveries that can no longer happen because their subscriber is gone.
+func (r *runner) delivered(subs, published int64) (int64, progress) {
+	p := r.fleet.progress(r.win)
+	gone := max(0, subs-p.Open)
+	return p.Receipts + gone*published, p
+}
+
+// waitDelivered waits until every subscriber has every published message,
+// or --timeout passes without a receipt. It returns the time of the last
+// receipt it saw and whether everything arrived.
+func (r *runner) waitDelivered(ctx context.Context, subs, published int64) (time.Time, bool) {
+	want := subs * published
+	lastChange := time.Now()
+	got, _ := r.delivered(subs, published)
+	for got < want {
+		if time.Since(lastChange) > r.o.Timeout || ctx.Err() != nil {
+			return lastChange, false
+		}
+		r.fleet.wait(ctx, 50*time.Millisecond)
+		if n, _ := r.delivered(subs, published); n != got {
+			got, lastChange = n, time.Now()
+		}
+	}
+	return lastChange, true
+}
+
+// idle measures the server before and after n idle subscribers connect.
+func (r *runner) idle(ctx context.Context, n int) (*IdleResult, *DialResult, error) {
+	before, err := r.sample(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	u0, err := r.usage(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := r.dial(ctx, "subscriber", r.t.subPath, n)
+	if err != nil {
+		return nil, d, err
+	}
+	if before.Server.Connections >= 0 {
+		if _, err := r.waitServerConns(ctx, func(c int64) bool { return c >= before.Server.Connections+d.Open }); err != nil {
+			return nil, d, err
+		}
+	}
+	if err := sleep(ctx, r.o.Settle); err != nil {
+		return nil, d, err
+	}
+	after, err := r.sample(ctx)
+	if err != nil {
+		return nil, d, err
+	}
+	u1, err := r.usage(ctx)
+	if err != nil {
+		return nil, d, err
+	}
+	x := &IdleResult{Conns: d.Open, Before: before, After: after, Client: clientUsage(u0, u1)}
+	x.PerConn = PerConn{
+		RSSBytes:        perConn(before.Server.RSSBytes, after.Server.RSSBytes, d.Open),
+		HeapBytes:       perConn(before.Server.HeapBytes, after.Server.HeapBytes, d.Open),
+		FDs:             perConn(before.Server.OpenFDs, after.Server.OpenFDs, d.Open),
+		Goroutines:      perConn(before.Server.Goroutines, after.Server.Goroutines, d.Open),
+		KernelTCPBytes:  perConn(before.Kernel.TCPMemBytes, after.Kernel.TCPMemBytes, d.Open),
+		KernelSockets:   perConn(before.Kernel.SocketsUsed, after.Kernel.SocketsUsed, d.Open),
+		ClientRSSBytes:  float64(x.Client.MaxRSSBytes*int64(x.Client.Workers)) / float64(d.Open),
+		ServerConnDelta: delta(before.Server.Connections, after.Server.Connections),
+	}
+	return x, d, nil
+}
+
+// fanout sends --repeat messages, one at a time, each to every open
+// subscriber, and waits for each to arrive everywhere before the next.
+func (r *runner) fanout(ctx context.Context) (*FanoutResult, error) {
+	subs, err := r.reset(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	u0, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bar := r.newBar(int64(r.o.Repeat), "fanout messages")
+	var published int64
+	for range r.o.Repeat {
+		if _, err := r.publish(ctx, broadcastData(time.Now().UnixNano(), r.o.PayloadBytes)); err != nil {
+			bar.Done()
+			return nil, err
+		}
+		published++
+		if _, ok := r.waitDelivered(ctx, subs, published); !ok {
+			r.log.Warn("fanout: a message did not reach every subscriber", "seq_index", published)
+		}
+		bar.Set(published)
+		if err := sleep(ctx, r.o.Interval); err != nil {
+			bar.Done()
+			return nil, err
+		}
+	}
+	bar.Done()
+	w, hist, err := r.collect(ctx, "collect", published)
+	if err != nil {
+		return nil, err
+	}
+	u1, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	x := &FanoutResult{
+		Accounting: accounting(subs, published, w),
+		Latency:    latencyOf(hist, true),
+		Client:     clientUsage(u0, u1),
+	}
+	x.LastReceipt = lastReceipt(w.LastLatency)
+	return x, nil
+}
+
+// lastReceipt summarises the per-message latency of the last receipt.
+func lastReceipt(m map[string]int64) LastReceipt {
+	var lr LastReceipt
+	type kv struct {
+		seq uint64
+		ns  int64
+	}
+	var all []kv
+	for k, v := range m {
+		var seq uint64
+		if _, err := fmt.Sscan(k, &seq); err == nil {
+			all = append(all, kv{seq, v})
+		}
+	}
+	if len(all) == 0 {
+		return LastReceipt{P50US: -1, MeanUS: -1, MaxUS: -1}
+	}
+	slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(a.seq, b.seq) })
+	sorted := make([]int64, len(all))
+	var sum int64
+	for i, e := range all {
+		us := e.ns / 1000
+		lr.EachUS = append(lr.EachUS, us)
+		sorted[i] = us
+		sum += us
+	}
+	slices.Sort(sorted)
+	lr.P50US = sorted[(len(sorted)-1)/2]
+	lr.MaxUS = sorted[len(sorted)-1]
+	lr.MeanUS = float64(sum) / float64(len(sorted))
+	return lr
+}
+
+// throughput publishes for --duration: closed loop, with at most --window
+// messages not yet received everywhere, or open loop at --rate.
+func (r *runner) throughput(ctx context.Context) (*ThroughputResult, error) {
+	subs, err := r.reset(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	u0, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s0, err := r.sample(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bar := r.newBar(r.o.Duration.Milliseconds(), "throughput (ms)")
+	start := time.Now()
+	end := start.Add(r.o.Duration)
+	var published int64
+	var interval time.Duration
+	if r.o.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / r.o.Rate)
+	}
+	next := start
+	for now := time.Now(); now.Before(end); now = time.Now() {
+		if ctx.Err() != nil {
+			bar.Done()
+			return nil, ctx.Err()
+		}
+		bar.Set(now.Sub(start).Milliseconds())
+		if interval > 0 {
+			if d := next.Sub(now); d > 0 {
+				time.Sleep(min(d, end.Sub(now)))
+				continue
+			}
+			next = next.Add(interval)
+		} else {
+			got, _ := r.delivered(subs, published)
+			if published*subs-got >= int64(r.o.Window)*subs {
+				r.fleet.wait(ctx, 20*time.Millisecond)
+				continue
+			}
+		}
+		if _, err := r.publish(ctx, broadcastData(time.Now().UnixNano(), r.o.PayloadBytes)); err != nil {
+			bar.Done()
+			return nil, err
+		}
+		published++
+	}
+	publishEnd := time.Now()
+	bar.Done()
+	last, complete := r.waitDelivered(ctx, subs, published)
+	if !complete {
+		r.log.Warn("throughput: not every message reached every subscriber", "timeout", r.o.Timeout)
+	}
+	s1, err := r.sample(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, hist, err := r.collect(ctx, "collect", published)
+	if err != nil {
+		return nil, err
+	}
+	u1, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	x := &ThroughputResult{
+		Accounting:            accounting(subs, published, w),
+		PublishSeconds:        publishEnd.Sub(start).Seconds(),
+		Seconds:               last.Sub(start).Seconds(),
+		ServerCPUSeconds:      -1,
+		ServerCPUPerMillion:   -1,
+		ServerDrops:           delta(s0.Server.Drops, s1.Server.Drops),
+		ServerSlowDisconnects: delta(s0.Server.SlowDisconnects, s1.Server.SlowDisconnects),
+		Latency:               latencyOf(hist, true),
+		Client:                clientUsage(u0, u1),
+	}
+	if x.PublishSeconds > 0 {
+		x.PublishRate = float64(published) / x.PublishSeconds
+	}
+	if x.Seconds > 0 {
+		x.DeliveriesPerSecond = float64(x.Receipts) / x.Seconds
+	}
+	if s0.ServerCPU >= 0 && s1.ServerCPU >= 0 {
+		x.ServerCPUSeconds = s1.ServerCPU - s0.ServerCPU
+		if x.Receipts > 0 {
+			x.ServerCPUPerMillion = x.ServerCPUSeconds / float64(x.Receipts) * 1e6
+		}
+	}
+	return x, nil
+}
+
+// echo runs --duration of round trips on the open echo connections.
+func (r *runner) echo(ctx context.Context, conns int) (*EchoResult, error) {
+	if _, err := r.reset(ctx, false); err != nil {
+		return nil, err
+	}
+	u0, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	payload := make([]byte, r.o.Size)
+	_, _ = rand.Read(payload)
+	start := time.Now()
+	if _, err := broadcastCall[struct{}](ctx, r.fleet, command{Op: "echo_start", Payload: payload}, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if err := r.timedBar(ctx, "echo (ms)", r.o.Duration); err != nil {
+		return nil, err
+	}
+	w, hist, err := r.collect(ctx, "echo_stop", 0)
+	if err != nil {
+		return nil, err
+	}
+	secs := time.Since(start).Seconds()
+	u1, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &EchoResult{
+		Concurrency: conns,
+		Size:        r.o.Size,
+		Seconds:     secs,
+		RoundTrips:  w.Echoes,
+		PerSecond:   float64(w.Echoes) / secs,
+		Errors:      w.EchoErrors,
+		Latency:     latencyOf(hist, true),
+		Client:      clientUsage(u0, u1),
+	}, nil
+}
+
+// churn cycles --c connection slots for --duration: connect, subscribe
+// (in the URL), close; then it waits for the server to settle.
+func (r *runner) churn(ctx context.Context) (*ChurnResult, error) {
+	before, err := r.sample(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.reset(ctx, false); err != nil {
+		return nil, err
+	}
+	u0, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	slots := r.split(r.o.Concurrency)
+	start := time.Now()
+	replies := make([]windowCounts, r.fleet.Size())
+	barDone := make(chan error, 1)
+	bctx, cancel := context.WithCancel(ctx)
+	go func() { barDone <- r.timedBar(bctx, "churn (ms)", r.o.Duration) }()
+	err = r.fleet.each(func(i int, w *workerProc) error {
+		if slots[i] == 0 {
+			return nil
+		}
+		cmd := command{Op: "churn", Dial: r.dialCommand(i, "churn", r.t.subPath, 0), Concurrency: slots[i], Duration: Duration(r.o.Duration)}
+		return w.call(ctx, cmd, &replies[i], r.o.Duration+r.o.DialTimeout+closeTimeout+30*time.Second)
+	})
+	cancel()
+	<-barDone
+	if err != nil {
+		return nil, err
+	}
+	secs := time.Since(start).Seconds()
+	u1, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	x := &ChurnResult{Concurrency: r.o.Concurrency, Seconds: secs, Errors: map[string]int64{}, Before: before, Client: clientUsage(u0, u1)}
+	for _, w := range replies {
+		x.Cycles += w.Cycles
+		x.Failed += w.ChurnFailed
+		for k, v := range w.Errors {
+			x.Errors[k] += v
+		}
+	}
+	x.PerSecond = float64(x.Cycles) / secs
+	if before.Server.Connections >= 0 {
+		if _, err := r.waitServerConns(ctx, func(n int64) bool { return n <= before.Server.Connections }); err != nil {
+			return nil, err
+		}
+	}
+	if err := sleep(ctx, r.o.Settle); err != nil {
+		return nil, err
+	}
+	if x.After, err = r.sample(ctx); err != nil {
+		return nil, err
+	}
+	b, a := before.Server, x.After.Server
+	x.Delta = ChurnDelta{
+		Connections: delta(b.Connections, a.Connections),
+		FDs:         delta(b.OpenFDs, a.OpenFDs),
+		Goroutines:  delta(b.Goroutines, a.Goroutines),
+		HeapBytes:   delta(b.HeapBytes, a.HeapBytes),
+		RSSBytes:    delta(b.RSSBytes, a.RSSBytes),
+	}
+	return x, nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// errInterrupted is returned when the run was cut short by a signal.
+var errInterrupted = errors.New("bench: interrupted")

@@ -1,0 +1,252 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fanout/fanout/broadcast"
+)
+
+// These tests run every scenario end to end against fanout in-process, on
+// loopback, with the client fleet in two worker processes (this test
+// binary re-executed). They check the report's structure and that the
+// counts add up; they assert nothing about timing.
+
+func TestIdle(t *testing.T) {
+	ts := startServer(t, broadcast.Config{})
+	o := testOptions(t, ts.url)
+	rep, err := Run(context.Background(), "idle", o, os.Stderr, testLogger())
+	require.NoError(t, err)
+
+	assert.Equal(t, "idle", rep.Scenario)
+	assert.Equal(t, 2, rep.Fleet.Workers)
+	assert.NotEmpty(t, rep.Fleet.Sources)
+	require.NotNil(t, rep.Dial)
+	assert.EqualValues(t, 300, rep.Dial.Open)
+	assert.Zero(t, rep.Dial.Failed)
+	x := rep.Idle
+	require.NotNil(t, x)
+	assert.EqualValues(t, 300, x.Conns)
+	assert.EqualValues(t, 300, x.After.Server.Connections-x.Before.Server.Connections)
+	assert.EqualValues(t, 300, x.PerConn.ServerConnDelta)
+	for _, s := range []Sample{x.Before, x.After} {
+		assert.Positive(t, s.Server.RSSBytes)
+		assert.Positive(t, s.Server.HeapBytes)
+		assert.Positive(t, s.Server.Goroutines)
+		assert.Positive(t, s.Server.OpenFDs)
+		assert.Positive(t, s.Kernel.SocketsUsed)
+		assert.GreaterOrEqual(t, s.ServerCPU, 0.0)
+	}
+	// The test process is both the server and the parent of the fleet,
+	// so its fds grow by one per server connection and no more.
+	assert.InDelta(t, 1.0, x.PerConn.FDs, 0.05)
+	assert.Equal(t, 2, x.Client.Workers)
+	assert.Greater(t, x.Client.CPUSeconds, 0.0)
+	// The subscribers were closed at the end.
+	waitFor(t, func() bool { return ts.srv.Connections() == 0 })
+}
+
+func TestFanout(t *testing.T) {
+	ts := startServer(t, broadcast.Config{})
+	o := testOptions(t, ts.url)
+	rep, err := Run(context.Background(), "fanout", o, os.Stderr, testLogger())
+	require.NoError(t, err)
+
+	x := rep.Fanout
+	require.NotNil(t, x)
+	assert.EqualValues(t, 300, x.Subscribers)
+	assert.EqualValues(t, 5, x.Messages)
+	assert.EqualValues(t, 300*5, x.Expected)
+	assert.True(t, x.Balanced(), "receipts + drops + lost must equal N × R: %+v", x.Accounting)
+	// In-process, nothing is slow enough to drop.
+	assert.EqualValues(t, 300*5, x.Receipts)
+	assert.Zero(t, x.Duplicates)
+	assert.EqualValues(t, x.Receipts, x.Latency.Count, "every receipt is timed")
+	assert.LessOrEqual(t, x.Latency.P50US, x.Latency.P90US)
+	assert.LessOrEqual(t, x.Latency.P90US, x.Latency.P99US)
+	assert.LessOrEqual(t, x.Latency.P99US, x.Latency.P999US)
+	assert.LessOrEqual(t, x.Latency.P999US, x.Latency.MaxUS)
+	assert.NotEmpty(t, x.Latency.CDF)
+	assert.InDelta(t, 1.0, x.Latency.CDF[len(x.Latency.CDF)-1].Q, 1e-9)
+	assert.Len(t, x.LastReceipt.EachUS, 5, "one last-receipt time per message")
+	assert.LessOrEqual(t, x.LastReceipt.P50US, x.LastReceipt.MaxUS)
+	assert.Equal(t, 2, x.Client.Workers)
+	st := ts.hub.Stats()
+	assert.EqualValues(t, 5, st.MessagesIn)
+	assert.EqualValues(t, 300*5, st.Deliveries, "the server's count agrees")
+}
+
+func TestThroughput(t *testing.T) {
+	ts := startServer(t, broadcast.Config{})
+	o := testOptions(t, ts.url)
+	o.Conns = 200
+	rep, err := Run(context.Background(), "throughput", o, os.Stderr, testLogger())
+	require.NoError(t, err)
+
+	x := rep.Throughput
+	require.NotNil(t, x)
+	assert.EqualValues(t, 200, x.Subscribers)
+	assert.Positive(t, x.Messages)
+	assert.Equal(t, x.Subscribers*x.Messages, x.Expected)
+	assert.True(t, x.Balanced(), "receipts + drops + lost must equal N × messages: %+v", x.Accounting)
+	assert.EqualValues(t, ts.hub.Stats().MessagesIn, x.Messages)
+	assert.EqualValues(t, ts.hub.Stats().Deliveries, x.Receipts, "the server's count agrees")
+	assert.Positive(t, x.DeliveriesPerSecond)
+	assert.Positive(t, x.PublishRate)
+	assert.GreaterOrEqual(t, x.ServerCPUSeconds, 0.0, "the server pid is known")
+	assert.GreaterOrEqual(t, x.ServerCPUPerMillion, 0.0)
+	assert.EqualValues(t, 0, x.ServerDrops)
+	assert.EqualValues(t, 0, x.ServerSlowDisconnects)
+	assert.Equal(t, x.Receipts, x.Latency.Count)
+}
+
+// TestThroughputOpenLoop publishes at a fixed rate, with the drop policy,
+// and checks that every delivery is accounted for and that what the
+// clients missed is what the server says it dropped.
+func TestThroughputOpenLoop(t *testing.T) {
+	ts := startServer(t, broadcast.Config{SlowConsumer: broadcast.Drop})
+	o := testOptions(t, ts.url)
+	o.Conns = 100
+	o.Rate = 200
+	o.PayloadBytes = 2000
+	rep, err := Run(context.Background(), "throughput", o, os.Stderr, testLogger())
+	require.NoError(t, err)
+	x := rep.Throughput
+	require.NotNil(t, x)
+	assert.True(t, x.Balanced(), "%+v", x.Accounting)
+	assert.EqualValues(t, ts.hub.Stats().Drops, x.ServerDrops)
+	assert.Equal(t, x.Drops, x.ServerDrops, "what the clients missed is what the server dropped")
+}
+
+func TestEcho(t *testing.T) {
+	ts := startServer(t, broadcast.Config{})
+	o := testOptions(t, ts.url)
+	o.Size = 300
+	rep, err := Run(context.Background(), "echo", o, os.Stderr, testLogger())
+	require.NoError(t, err)
+
+	x := rep.Echo
+	require.NotNil(t, x)
+	assert.Equal(t, 20, x.Concurrency)
+	assert.Equal(t, 300, x.Size)
+	assert.Positive(t, x.RoundTrips)
+	assert.Zero(t, x.Errors)
+	assert.Equal(t, x.RoundTrips, x.Latency.Count, "every round trip is timed")
+	assert.Positive(t, x.PerSecond)
+	waitFor(t, func() bool { return ts.srv.Connections() == 0 })
+}
+
+func TestChurn(t *testing.T) {
+	ts := startServer(t, broadcast.Config{})
+	o := testOptions(t, ts.url)
+	o.Concurrency = 10
+	rep, err := Run(context.Background(), "churn", o, os.Stderr, testLogger())
+	require.NoError(t, err)
+
+	x := rep.Churn
+	require.NotNil(t, x)
+	assert.Equal(t, 10, x.Concurrency)
+	assert.Positive(t, x.Cycles)
+	assert.Zero(t, x.Failed, "errors: %v", x.Errors)
+	assert.Positive(t, x.PerSecond)
+	assert.Zero(t, x.Delta.Connections, "every churned connection is gone")
+	assert.Positive(t, x.Before.Server.OpenFDs)
+	assert.Positive(t, x.After.Server.Goroutines)
+	accepted := ts.srv.Stats().Upgrades
+	assert.GreaterOrEqual(t, int64(accepted), x.Cycles, "each cycle is an upgrade")
+}
+
+// TestMainJSON runs the command line, as "fanout bench fanout --json FILE"
+// does, and reads the JSON back.
+func TestMainJSON(t *testing.T) {
+	ts := startServer(t, broadcast.Config{})
+	path := filepath.Join(t.TempDir(), "report.json")
+	var stdout, stderr bytesBuffer
+	code := Main([]string{"fanout", "--url", ts.url, "-n", "100", "--repeat", "3", "--workers", "2", "--quiet", "--json", path}, &stdout, &stderr)
+	require.Equal(t, 0, code, "stderr: %s", stderr.String())
+	assert.Contains(t, stdout.String(), "fanout: 3 messages, each to 100 subscribers")
+	assert.Contains(t, stdout.String(), "every delivery accounted for")
+
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var rep Report
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.NotNil(t, rep.Fanout)
+	assert.EqualValues(t, 300, rep.Fanout.Receipts)
+	var generic map[string]any
+	require.NoError(t, json.Unmarshal(b, &generic))
+	for _, k := range []string{"scenario", "url", "params", "server", "fleet", "dial", "fanout"} {
+		assert.Contains(t, generic, k)
+	}
+	f := generic["fanout"].(map[string]any)
+	for _, k := range []string{"subscribers", "messages", "expected", "receipts", "drops", "lost_to_disconnect", "latency", "last_receipt", "client"} {
+		assert.Contains(t, f, k)
+	}
+}
+
+// TestCompare runs compare with fanout and a reference server that does
+// not exist, which is skipped with a message. Building the fanout binary
+// takes most of a minute on a cold cache, so this test binary stands in
+// for it (see TestMain); the peers' build path is the real one.
+func TestCompare(t *testing.T) {
+	t.Setenv(testServeEnv, "1")
+	build := buildServerFunc
+	t.Cleanup(func() { buildServerFunc = build })
+	buildServerFunc = func(ctx context.Context, src, dir, name string, stderr io.Writer) (string, error) {
+		if name == "fanout" {
+			return os.Executable()
+		}
+		return build(ctx, src, dir, name, stderr)
+	}
+	root, err := findModuleRoot()
+	require.NoError(t, err)
+	out := t.TempDir()
+	o := testOptions(t, "")
+	o.Conns = 100
+	o.Repeat = 3
+	o.Servers = "fanout,nosuchpeer"
+	o.Src = root
+	o.Out = out
+	o.ServerPID = 0
+	var stdout, stderr bytesBuffer
+	err = Compare(context.Background(), o, &stdout, lockedWriter(&stderr), testLogger())
+	require.NoError(t, err, "stderr: %s", stderr.String())
+
+	assert.Contains(t, stderr.String(), "skipping nosuchpeer")
+	table := stdout.String()
+	assert.Contains(t, table, "| server | RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt | deliveries/s | server CPU-s per M deliveries | drops |")
+	assert.Contains(t, table, "| fanout | ")
+	assert.Contains(t, table, "| nosuchpeer | ")
+
+	b, err := os.ReadFile(filepath.Join(out, "compare.json"))
+	require.NoError(t, err)
+	var cmp Comparison
+	require.NoError(t, json.Unmarshal(b, &cmp))
+	require.Len(t, cmp.Servers, 2)
+	f := cmp.Servers[0]
+	assert.Equal(t, "fanout", f.Name)
+	assert.Empty(t, f.Error)
+	require.NotNil(t, f.Report)
+	assert.Positive(t, f.Report.Server.PID)
+	require.NotNil(t, f.Report.Idle)
+	require.NotNil(t, f.Report.Fanout)
+	require.NotNil(t, f.Report.Throughput)
+	assert.EqualValues(t, 100, f.Report.Idle.Conns)
+	assert.True(t, f.Report.Fanout.Balanced())
+	assert.EqualValues(t, 300, f.Report.Fanout.Expected)
+	assert.True(t, f.Report.Throughput.Balanced())
+	assert.GreaterOrEqual(t, f.Report.Throughput.ServerCPUPerMillion, 0.0)
+	assert.NotEmpty(t, cmp.Servers[1].Skipped)
+	assert.Nil(t, cmp.Servers[1].Report)
+
+	png, err := os.ReadFile(filepath.Join(out, "compare.png"))
+	require.NoError(t, err)
+	assert.Equal(t, "\x89PNG", string(png[:4]))
+}

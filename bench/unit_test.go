@@ -1,0 +1,163 @@
+package bench
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+type bytesBuffer = bytes.Buffer
+
+// waitFor polls cond for up to 15 s: a deadline for a hang, not a timing
+// assertion.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 15 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestParseServerStats(t *testing.T) {
+	nested := `{"server":{"connections":12,"accepted":40},"hub":{"deliveries":7,"drops":2,"slow_consumer_disconnects":1},
+		"queued_bytes":0,"process":{"rss_bytes":1000,"go_heap_bytes":500,"goroutines":9,"open_fds":20}}`
+	s, err := parseServerStats([]byte(nested))
+	require.NoError(t, err)
+	assert.Equal(t, ServerStats{Connections: 12, RSSBytes: 1000, HeapBytes: 500, Goroutines: 9, OpenFDs: 20, Deliveries: 7, Drops: 2, SlowDisconnects: 1}, s)
+
+	flat := `{"connections":3,"rss_bytes":2048,"go_heap_bytes":1024,"goroutines":8,"open_fds":11}`
+	s, err = parseServerStats([]byte(flat))
+	require.NoError(t, err)
+	assert.Equal(t, ServerStats{Connections: 3, RSSBytes: 2048, HeapBytes: 1024, Goroutines: 8, OpenFDs: 11, Deliveries: -1, Drops: -1, SlowDisconnects: -1}, s)
+
+	_, err = parseServerStats([]byte(`[1]`))
+	assert.Error(t, err)
+}
+
+func TestFrames(t *testing.T) {
+	payload := []byte(strings.Repeat("abc", 100))
+	for _, p := range [][]byte{nil, payload[:5], payload, bytes.Repeat(payload, 300)} {
+		f := appendClientFrame(nil, ws.OpBinary, p, [4]byte{1, 2, 3, 4})
+		h, ok := parseFrameHeader(f)
+		require.True(t, ok)
+		assert.True(t, h.fin)
+		assert.True(t, h.masked)
+		assert.Equal(t, ws.OpBinary, h.op)
+		require.EqualValues(t, len(p), h.length)
+		got := append([]byte(nil), f[h.size:]...)
+		ws.Cipher(got, [4]byte{1, 2, 3, 4}, 0)
+		assert.Equal(t, len(p), len(got))
+		assert.True(t, bytes.Equal(p, got))
+		// Every prefix of the header is incomplete, not an error.
+		for i := range h.size {
+			_, ok := parseFrameHeader(f[:i])
+			assert.False(t, ok)
+		}
+	}
+}
+
+func TestParseBroadcast(t *testing.T) {
+	seq, ts, ok := parseBroadcast([]byte(`{"topic":"bench","seq":42,"data":{"t":1700000000123456789}}`))
+	assert.True(t, ok)
+	assert.EqualValues(t, 42, seq)
+	assert.EqualValues(t, 1700000000123456789, ts)
+
+	seq, ts, ok = parseBroadcast([]byte(`{"data": {"p":"xx", "t": 5}, "seq": 7, "topic":"a"}`))
+	assert.True(t, ok)
+	assert.EqualValues(t, 7, seq)
+	assert.EqualValues(t, 5, ts)
+
+	_, _, ok = parseBroadcast([]byte(`{"type":"subscribed","topic":"bench","seq":41}`))
+	assert.False(t, ok, "a control reply is no message, though it has a seq")
+
+	seq, _, ok = parseBroadcast([]byte(`{"seq":3,"data":{"type":"x"}}`))
+	assert.True(t, ok, "a type key inside data is data")
+	assert.EqualValues(t, 3, seq)
+
+	_, _, ok = parseBroadcast([]byte(`{"type":"error"}`))
+	assert.False(t, ok)
+
+	d := broadcastData(123, 100)
+	assert.Len(t, d, 100)
+	_, ts, _ = parseBroadcast(append(append([]byte(`{"seq":1,"data":`), d...), '}'))
+	assert.EqualValues(t, 123, ts)
+}
+
+func TestParseUpgradeResponse(t *testing.T) {
+	key := "dGhlIHNhbXBsZSBub25jZQ=="
+	accept := acceptKey(key)
+	assert.Equal(t, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", accept, "RFC 6455's example")
+	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n"
+	n, err := parseUpgradeResponse([]byte(resp+"\x81\x00"), accept)
+	require.NoError(t, err)
+	assert.Equal(t, len(resp), n)
+
+	n, err = parseUpgradeResponse([]byte(resp[:20]), accept)
+	assert.NoError(t, err)
+	assert.Zero(t, n, "incomplete")
+
+	_, err = parseUpgradeResponse([]byte("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"), accept)
+	assert.ErrorIs(t, err, errHandshake)
+	assert.Contains(t, err.Error(), "404")
+
+	_, err = parseUpgradeResponse([]byte(strings.Replace(resp, accept, "bogus", 1)), accept)
+	assert.ErrorIs(t, err, errHandshake)
+}
+
+func TestPlanFleetLimits(t *testing.T) {
+	o := testOptions(t, "ws://127.0.0.1:1")
+	o.Workers = 0
+	tg := target{loopback: true}
+	tg.addr = mustAddrPort("127.0.0.1:1")
+
+	p, err := planFleet(o, tg, 1000)
+	require.NoError(t, err)
+	assert.Equal(t, 1, p.Workers)
+	assert.Len(t, p.Sources, 1)
+	assert.Equal(t, "127.0.0.2", p.Sources[0])
+
+	o.MaxConnsPerWorker = 300
+	p, err = planFleet(o, tg, 1000)
+	require.NoError(t, err)
+	assert.Equal(t, 4, p.Workers, "ceil(1000 / 300)")
+	assert.Equal(t, 250, p.ConnsPerWorker)
+
+	// One worker cannot hold more than its open-file limit.
+	o.MaxConnsPerWorker = 18000
+	o.Workers = 1
+	_, err = planFleet(o, tg, int(p.OpenFileLimit)+1)
+	var le *limitError
+	require.ErrorAs(t, err, &le)
+	assert.Contains(t, err.Error(), "RLIMIT_NOFILE")
+	assert.Contains(t, err.Error(), "--workers")
+
+	// One source address cannot have more connections than ports.
+	o.Workers = 0
+	o.Sources = 1
+	_, err = planFleet(o, tg, p.PortsPerSource+1)
+	require.ErrorAs(t, err, &le)
+	assert.Contains(t, err.Error(), "ip_local_port_range")
+	assert.Contains(t, err.Error(), "--sources 2")
+}
+
+func TestHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 0, Main([]string{"--help"}, &out, &errOut))
+	for _, s := range append(scenarios, "compare", "--url", "-n", "--repeat", "--duration", "--rate", "--window",
+		"-c", "--size", "--workers", "--sources", "--server-pid", "--json", "--quiet", "--servers") {
+		assert.Contains(t, out.String(), strings.TrimLeft(s, "-"))
+	}
+	assert.Equal(t, 2, Main([]string{"nosuch"}, &out, &errOut))
+	assert.Contains(t, errOut.String(), "unknown scenario")
+}
+
+func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
