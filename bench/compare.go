@@ -117,7 +117,7 @@ func Compare(ctx context.Context, o *Options, stdout, stderr io.Writer, log *slo
 	if chart == "" {
 		chart = filepath.Join(out, "compare.png")
 	}
-	if err := drawChart(chart, cmp); err != nil {
+	if err := drawChart(ctx, src, jsonPath, chart); err != nil {
 		errs = append(errs, err)
 	} else {
 		fmt.Fprintf(stdout, "chart: %s\n", chart)
@@ -153,6 +153,20 @@ func findModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// drawChart draws the chart from the JSON at jsonPath with the chart
+// command (bench/chart), which keeps the plotting library out of the fanout
+// binary.
+func drawChart(ctx context.Context, src, jsonPath, chart string) error {
+	cmd := exec.CommandContext(ctx, "go", "run", "./bench/chart", "-in", jsonPath, "-out", chart)
+	cmd.Dir = src
+	var msg bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &msg, &msg
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("chart (%s in %s): %w\n%s", strings.Join(cmd.Args, " "), src, err, msg.Bytes())
+	}
+	return nil
 }
 
 // buildServerFunc is buildServer; tests replace it.

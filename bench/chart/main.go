@@ -1,8 +1,23 @@
-package bench
+// Command chart draws the chart of a "fanout bench compare" run from its
+// compare.json: memory per connection (bars) and the fanout latency CDF of
+// each server (lines), as a PNG.
+//
+// It is a command of its own so that the fanout binary does not link the
+// plotting library, whose fonts are parsed at start-up and would cost every
+// "fanout serve" several MiB. "fanout bench compare" runs it with go run.
+//
+// Usage:
+//
+//	go run ./bench/chart -in compare.json -out compare.png
+package main
 
 import (
+	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
+
+	"github.com/fanout/fanout/bench"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -15,7 +30,7 @@ import (
 // drawChart draws the comparison as a PNG at path: memory per connection
 // (server RSS and Go heap, bars) on the left, and the fanout latency CDF of
 // each server (one line each) on the right.
-func drawChart(path string, c *Comparison) error {
+func drawChart(path string, c *bench.Comparison) error {
 	var names []string
 	var rss, heap plotter.Values
 	mem := plot.New()
@@ -48,7 +63,7 @@ func drawChart(path string, c *Comparison) error {
 			}
 			line, err := plotter.NewLine(pts)
 			if err != nil {
-				return fmt.Errorf("bench: chart: %w", err)
+				return fmt.Errorf("chart: %w", err)
 			}
 			line.Color = plotutil.Color(i)
 			line.Dashes = plotutil.Dashes(i)
@@ -61,13 +76,13 @@ func drawChart(path string, c *Comparison) error {
 		w := vg.Points(18)
 		br, err := plotter.NewBarChart(rss, w)
 		if err != nil {
-			return fmt.Errorf("bench: chart: %w", err)
+			return fmt.Errorf("chart: %w", err)
 		}
 		br.Color = plotutil.Color(0)
 		br.Offset = -w / 2
 		bh, err := plotter.NewBarChart(heap, w)
 		if err != nil {
-			return fmt.Errorf("bench: chart: %w", err)
+			return fmt.Errorf("chart: %w", err)
 		}
 		bh.Color = plotutil.Color(1)
 		bh.Offset = w / 2
@@ -87,14 +102,36 @@ func drawChart(path string, c *Comparison) error {
 
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("bench: chart: %w", err)
+		return fmt.Errorf("chart: %w", err)
 	}
 	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
 		f.Close()
-		return fmt.Errorf("bench: chart: write %s: %w", path, err)
+		return fmt.Errorf("chart: write %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("bench: chart: %w", err)
+		return fmt.Errorf("chart: %w", err)
 	}
 	return nil
+}
+
+func main() {
+	in := flag.String("in", "compare.json", "the `file` that fanout bench compare wrote")
+	out := flag.String("out", "compare.png", "the PNG `file` to write")
+	flag.Parse()
+	if err := run(*in, *out); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run(in, out string) error {
+	b, err := os.ReadFile(in)
+	if err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	var c bench.Comparison
+	if err := json.Unmarshal(b, &c); err != nil {
+		return fmt.Errorf("chart: %s: %w", in, err)
+	}
+	return drawChart(out, &c)
 }
