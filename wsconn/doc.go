@@ -1,0 +1,26 @@
+// Package wsconn serves WebSocket connections with no goroutine per
+// connection.
+//
+// A Server accepts raw sockets on a reactor (package poller) and hands ready
+// connections to a bounded worker pool. Each connection is one fd and a
+// small Conn:
+//
+//   - The upgrade is read incrementally, within an absolute deadline and a
+//     size limit, and run through the gobwas/ws Upgrader's hooks. No net/http
+//     buffers stay behind. A request that is not an upgrade is served as
+//     plain HTTP on the same port.
+//   - The frame reader (Reader) is incremental. Between reads a connection
+//     keeps only the bytes of an unfinished frame header and a little state,
+//     so a slow or hostile client never holds a worker. It enforces RFC 6455:
+//     masking, reserved bits and opcodes, control-frame rules, fragmentation,
+//     UTF-8 validated as it streams in, close codes and the message size
+//     limit.
+//   - Writes go through a per-connection queue of references to shared frame
+//     bytes, bounded in bytes. One writer at a time flushes it with writev,
+//     without blocking; on EAGAIN it waits for writability.
+//   - A sweep on a coarse tick enforces the handshake and close deadlines,
+//     pings quiet connections and closes idle or stalled ones. There is no
+//     timer per connection.
+//
+// The hot paths (frame parsing, queueing, flushing) allocate nothing.
+package wsconn
