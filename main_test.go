@@ -440,3 +440,21 @@ func TestServeCommandLine(t *testing.T) {
 	assert.Equal(t, 0, code)
 	assert.Contains(t, stdout, "fanout [serve] [flags]")
 }
+
+// TestServeEchoFlag: /echo is on by default and --echo=false turns it off.
+func TestServeEchoFlag(t *testing.T) {
+	on := startServe(t)
+	c, _, err := gorilla.DefaultDialer.Dial("ws://"+on.addr+"/echo", nil)
+	require.NoError(t, err)
+	require.NoError(t, c.WriteMessage(gorilla.TextMessage, []byte("hi")))
+	_, got, err := c.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, "hi", string(got))
+	require.NoError(t, c.Close())
+
+	off := startServe(t, "--echo=false")
+	_, resp, err := gorilla.DefaultDialer.Dial("ws://"+off.addr+"/echo", nil)
+	require.Error(t, err)
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+}

@@ -81,7 +81,11 @@ func Compare(ctx context.Context, o *Options, stdout, stderr io.Writer, log *slo
 			break
 		}
 		oc := ServerOutcome{Name: name}
-		bin, err := buildServerFunc(ctx, src, out, name, stderr)
+		build := o.build
+		if build == nil {
+			build = buildServer
+		}
+		bin, err := build(ctx, src, out, name, stderr)
 		switch {
 		case errors.Is(err, errNoPeer):
 			oc.Skipped = err.Error()
@@ -168,9 +172,6 @@ func drawChart(ctx context.Context, src, jsonPath, chart string) error {
 	}
 	return nil
 }
-
-// buildServerFunc is buildServer; tests replace it.
-var buildServerFunc = buildServer
 
 // buildServer builds server name into dir and returns the binary's path.
 func buildServer(ctx context.Context, src, dir, name string, stderr io.Writer) (string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,6 +17,9 @@ import (
 // Options are the flags of "fanout bench". Each scenario reads the ones it
 // needs; the zero value is not useful, see register for the defaults.
 type Options struct {
+	// build builds a server for compare; nil means buildServer. Tests set it.
+	build func(ctx context.Context, src, dir, name string, stderr io.Writer) (string, error)
+
 	URL        string // server base URL, ws://host:port
 	PublishURL string // default http://host:port/publish
 	StatsURL   string // default http://host:port/stats

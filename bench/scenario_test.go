@@ -197,18 +197,16 @@ func TestMainJSON(t *testing.T) {
 // for it (see TestMain); the peers' build path is the real one.
 func TestCompare(t *testing.T) {
 	t.Setenv(testServeEnv, "1")
-	build := buildServerFunc
-	t.Cleanup(func() { buildServerFunc = build })
-	buildServerFunc = func(ctx context.Context, src, dir, name string, stderr io.Writer) (string, error) {
-		if name == "fanout" {
-			return os.Executable()
-		}
-		return build(ctx, src, dir, name, stderr)
-	}
 	root, err := findModuleRoot()
 	require.NoError(t, err)
 	out := t.TempDir()
 	o := testOptions(t, "")
+	o.build = func(ctx context.Context, src, dir, name string, stderr io.Writer) (string, error) {
+		if name == "fanout" {
+			return os.Executable()
+		}
+		return buildServer(ctx, src, dir, name, stderr)
+	}
 	o.Conns = 100
 	o.Repeat = 3
 	o.Servers = "fanout,nosuchpeer"
