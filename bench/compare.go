@@ -311,23 +311,23 @@ func freePort() (string, error) {
 
 // writeTable prints the comparison as one markdown table.
 func writeTable(w io.Writer, c *Comparison) {
-	fmt.Fprintln(w, "| server | RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt | deliveries/s | server CPU-s per M deliveries | drops |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt | deliveries/s | server CPU-s per M deliveries | drops |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, s := range c.Servers {
 		if s.Report == nil {
 			why := s.Skipped
 			if why == "" {
 				why = "failed: " + firstLine(s.Error)
 			}
-			fmt.Fprintf(w, "| %s | %s |||||||||| \n", s.Name, why)
+			fmt.Fprintf(w, "| %s | %s ||||||||||| \n", s.Name, why)
 			continue
 		}
 		cells := []string{s.Name}
 		rep := s.Report
 		if x := rep.Idle; x != nil {
-			cells = append(cells, fmtBytes(x.PerConn.RSSBytes), fmtBytes(x.PerConn.HeapBytes), fmtInt(x.After.Server.Goroutines))
+			cells = append(cells, fmtBytes(x.PerConn.RSSBytes), fmtBytes(x.PerConn.RSSAnonBytes), fmtBytes(x.PerConn.HeapBytes), fmtInt(x.After.Server.Goroutines))
 		} else {
-			cells = append(cells, "", "", "")
+			cells = append(cells, "", "", "", "")
 		}
 		if x := rep.Fanout; x != nil {
 			cells = append(cells, fmtUS(x.Latency.P50US), fmtUS(x.Latency.P99US), fmtUS(x.Latency.MaxUS), fmtUS(x.LastReceipt.P50US))

@@ -171,6 +171,7 @@ type IdleResult struct {
 // PerConn are the idle scenario's differences divided by the connections.
 type PerConn struct {
 	RSSBytes        float64 `json:"rss_bytes"`
+	RSSAnonBytes    float64 `json:"rss_anon_bytes"` // anonymous RSS: the binary's pages paged in meanwhile left out
 	HeapBytes       float64 `json:"go_heap_bytes"`
 	FDs             float64 `json:"fds"`
 	Goroutines      float64 `json:"goroutines"`
@@ -388,6 +389,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 			fmt.Fprintf(w, "  %-22s %12s %12s %14s\n", label, fmtInt(b), fmtInt(a), fmtFloat(per, 2))
 		}
 		row("server RSS", x.Before.Server.RSSBytes, x.After.Server.RSSBytes, x.PerConn.RSSBytes, true)
+		if x.Before.Server.RSSAnonBytes >= 0 {
+			row("server anon RSS", x.Before.Server.RSSAnonBytes, x.After.Server.RSSAnonBytes, x.PerConn.RSSAnonBytes, true)
+		}
 		row("server Go heap", x.Before.Server.HeapBytes, x.After.Server.HeapBytes, x.PerConn.HeapBytes, true)
 		row("server open fds", x.Before.Server.OpenFDs, x.After.Server.OpenFDs, x.PerConn.FDs, false)
 		row("server goroutines", x.Before.Server.Goroutines, x.After.Server.Goroutines, x.PerConn.Goroutines, false)

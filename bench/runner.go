@@ -422,6 +422,7 @@ func (r *runner) idle(ctx context.Context, n int) (*IdleResult, *DialResult, err
 	x := &IdleResult{Conns: d.Open, Before: before, After: after, Client: clientUsage(u0, u1)}
 	x.PerConn = PerConn{
 		RSSBytes:        perConn(before.Server.RSSBytes, after.Server.RSSBytes, d.Open),
+		RSSAnonBytes:    perConn(before.Server.RSSAnonBytes, after.Server.RSSAnonBytes, d.Open),
 		HeapBytes:       perConn(before.Server.HeapBytes, after.Server.HeapBytes, d.Open),
 		FDs:             perConn(before.Server.OpenFDs, after.Server.OpenFDs, d.Open),
 		Goroutines:      perConn(before.Server.Goroutines, after.Server.Goroutines, d.Open),

@@ -24,6 +24,7 @@ import (
 type ServerStats struct {
 	Connections     int64 `json:"connections"`
 	RSSBytes        int64 `json:"rss_bytes"`
+	RSSAnonBytes    int64 `json:"rss_anon_bytes"` // resident anonymous memory: not the binary's pages
 	HeapBytes       int64 `json:"go_heap_bytes"`
 	Goroutines      int64 `json:"goroutines"`
 	OpenFDs         int64 `json:"open_fds"`
@@ -59,6 +60,7 @@ func parseServerStats(b []byte) (ServerStats, error) {
 	return ServerStats{
 		Connections:     get("connections"),
 		RSSBytes:        get("rss_bytes"),
+		RSSAnonBytes:    get("rss_anon_bytes"),
 		HeapBytes:       get("go_heap_bytes"),
 		Goroutines:      get("goroutines"),
 		OpenFDs:         get("open_fds"),

@@ -348,7 +348,12 @@ func (s *Server) forget(c *Conn) {
 // each calls f for every registered connection, a shard at a time, without
 // holding the shard lock while f runs.
 func (s *Server) each(f func(c *Conn)) {
-	var batch []*Conn
+	s.eachWith(nil, f)
+}
+
+// eachWith is each with a batch buffer to reuse; it returns it for the
+// next call, so that a sweep of many connections allocates nothing.
+func (s *Server) eachWith(batch []*Conn, f func(c *Conn)) []*Conn {
 	for i := range s.registry {
 		r := &s.registry[i]
 		r.mu.Lock()
@@ -358,6 +363,8 @@ func (s *Server) each(f func(c *Conn)) {
 			f(c)
 		}
 	}
+	clear(batch) // no references kept to released connections
+	return batch[:0]
 }
 
 // sweepInterval is how often the sweep runs: a fifth of the shortest
@@ -388,6 +395,7 @@ func (s *Server) sweep() {
 	defer t.Stop()
 	ms := func(d time.Duration) uint32 { return uint32(d.Milliseconds()) }
 	ping, idle, frame := ms(s.cfg.PingInterval), ms(s.cfg.IdleTimeout), ms(s.cfg.FrameTimeout)
+	var batch []*Conn
 	for {
 		select {
 		case <-s.stopSweep:
@@ -398,7 +406,7 @@ func (s *Server) sweep() {
 		now := wall.UnixNano()
 		tick := uint32(wall.Sub(s.started).Milliseconds())
 		s.clock.Store(tick)
-		s.each(func(c *Conn) {
+		batch = s.eachWith(batch, func(c *Conn) {
 			var close ws.StatusCode
 			var reason string
 			c.mu.Lock()
@@ -541,6 +549,15 @@ func (s *Server) stop() {
 // written. It walks every connection: for stats, not for hot paths.
 func (s *Server) QueuedBytes() int64 {
 	var n int64
-	s.each(func(c *Conn) { n += int64(c.QueuedBytes()) })
+	for i := range s.registry {
+		r := &s.registry[i]
+		// Under the shard lock, with no copy: QueuedBytes only takes each
+		// connection's lock briefly and never blocks.
+		r.mu.Lock()
+		for _, c := range r.conns {
+			n += int64(c.QueuedBytes())
+		}
+		r.mu.Unlock()
+	}
 	return n
 }

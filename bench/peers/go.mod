@@ -7,6 +7,7 @@ require (
 	github.com/gorilla/websocket v1.5.3
 	github.com/lesismal/nbio v1.6.9
 	github.com/lxzan/gws v1.8.9
+	golang.org/x/sys v0.0.0-20210423082822-04245dca01da
 )
 
 require (
@@ -15,5 +16,4 @@ require (
 	github.com/klauspost/compress v1.17.9 // indirect
 	github.com/lesismal/llib v1.2.2 // indirect
 	golang.org/x/crypto v0.0.0-20210513122933-cd7d49e622d5 // indirect
-	golang.org/x/sys v0.0.0-20210423082822-04245dca01da // indirect
 )

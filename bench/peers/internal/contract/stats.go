@@ -13,9 +13,10 @@ import (
 // Stats is what GET /stats reports.
 type Stats struct {
 	Server      string `json:"server"`
-	Connections int64  `json:"connections"`   // open WebSocket connections (subscribers once subscribed, and echo)
-	RSSBytes    int64  `json:"rss_bytes"`     // VmRSS of /proc/self/status; -1 where there is none
-	GoHeapBytes uint64 `json:"go_heap_bytes"` // runtime/metrics /memory/classes/heap/objects:bytes
+	Connections int64  `json:"connections"`    // open WebSocket connections (subscribers once subscribed, and echo)
+	RSSBytes    int64  `json:"rss_bytes"`      // VmRSS of /proc/self/status; -1 where there is none
+	RSSAnon     int64  `json:"rss_anon_bytes"` // RssAnon of /proc/self/status: heap and stacks, not the binary
+	GoHeapBytes uint64 `json:"go_heap_bytes"`  // runtime/metrics /memory/classes/heap/objects:bytes
 	Goroutines  int    `json:"goroutines"`
 	OpenFDs     int    `json:"open_fds"` // entries of /proc/self/fd; -1 where there is none
 	GoMaxProcs  int    `json:"gomaxprocs"`
@@ -27,6 +28,7 @@ func ReadStats(server string, connections int64) Stats {
 		Server:      server,
 		Connections: connections,
 		RSSBytes:    -1,
+		RSSAnon:     -1,
 		OpenFDs:     -1,
 		Goroutines:  runtime.NumGoroutine(),
 		GoMaxProcs:  runtime.GOMAXPROCS(0),
@@ -34,17 +36,18 @@ func ReadStats(server string, connections int64) Stats {
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		for line := range strings.Lines(string(b)) {
 			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-				if err == nil {
+				if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64); err == nil {
 					st.RSSBytes = kb << 10
 				}
-				break
+			}
+			if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+				if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64); err == nil {
+					st.RSSAnon = kb << 10
+				}
 			}
 		}
 	}
-	if entries, err := os.ReadDir("/proc/self/fd"); err == nil {
-		st.OpenFDs = len(entries)
-	}
+	st.OpenFDs = countOpenFDs()
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(sample)
 	if sample[0].Value.Kind() == metrics.KindUint64 {
