@@ -1,13 +1,13 @@
 module github.com/fanout/fanout/bench/peers
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/gobwas/ws v1.5.0
 	github.com/gorilla/websocket v1.5.3
 	github.com/lesismal/nbio v1.6.9
 	github.com/lxzan/gws v1.8.9
-	golang.org/x/sys v0.0.0-20210423082822-04245dca01da
+	golang.org/x/sys v0.49.0
 )
 
 require (
