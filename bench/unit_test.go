@@ -29,15 +29,15 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestParseServerStats(t *testing.T) {
 	nested := `{"server":{"connections":12,"accepted":40},"hub":{"deliveries":7,"drops":2,"slow_consumer_disconnects":1},
-		"queued_bytes":0,"process":{"rss_bytes":1000,"go_heap_bytes":500,"goroutines":9,"open_fds":20}}`
+		"queued_bytes":0,"process":{"rss_bytes":1000,"rss_anon_bytes":600,"go_heap_bytes":500,"goroutines":9,"open_fds":20}}`
 	s, err := parseServerStats([]byte(nested))
 	require.NoError(t, err)
-	assert.Equal(t, ServerStats{Connections: 12, RSSBytes: 1000, HeapBytes: 500, Goroutines: 9, OpenFDs: 20, Deliveries: 7, Drops: 2, SlowDisconnects: 1}, s)
+	assert.Equal(t, ServerStats{Connections: 12, RSSBytes: 1000, RSSAnonBytes: 600, HeapBytes: 500, Goroutines: 9, OpenFDs: 20, Deliveries: 7, Drops: 2, SlowDisconnects: 1}, s)
 
 	flat := `{"connections":3,"rss_bytes":2048,"go_heap_bytes":1024,"goroutines":8,"open_fds":11}`
 	s, err = parseServerStats([]byte(flat))
 	require.NoError(t, err)
-	assert.Equal(t, ServerStats{Connections: 3, RSSBytes: 2048, HeapBytes: 1024, Goroutines: 8, OpenFDs: 11, Deliveries: -1, Drops: -1, SlowDisconnects: -1}, s)
+	assert.Equal(t, ServerStats{Connections: 3, RSSBytes: 2048, RSSAnonBytes: -1, HeapBytes: 1024, Goroutines: 8, OpenFDs: 11, Deliveries: -1, Drops: -1, SlowDisconnects: -1}, s)
 
 	_, err = parseServerStats([]byte(`[1]`))
 	assert.Error(t, err)
