@@ -219,7 +219,7 @@ func TestCompare(t *testing.T) {
 
 	assert.Contains(t, stderr.String(), "skipping nosuchpeer")
 	table := stdout.String()
-	assert.Contains(t, table, "| server | RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt | deliveries/s | server CPU-s per M deliveries | drops |")
+	assert.Contains(t, table, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt | deliveries/s | server CPU-s per M deliveries | drops |")
 	assert.Contains(t, table, "| fanout | ")
 	assert.Contains(t, table, "| nosuchpeer | ")
 

@@ -57,8 +57,12 @@ func parseServerStats(b []byte) (ServerStats, error) {
 		}
 		return -1
 	}
+	conns := get("websockets") // fanout's: WebSockets only, as the peers count
+	if conns < 0 {
+		conns = get("connections")
+	}
 	return ServerStats{
-		Connections:     get("connections"),
+		Connections:     conns,
 		RSSBytes:        get("rss_bytes"),
 		RSSAnonBytes:    get("rss_anon_bytes"),
 		HeapBytes:       get("go_heap_bytes"),

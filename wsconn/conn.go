@@ -518,6 +518,9 @@ func (c *Conn) release() {
 	c.hs = nil
 	c.srv.forget(c)
 	if opened {
+		c.srv.websockets.Add(-1)
+	}
+	if opened {
 		c.handler.OnClose(c)
 	}
 }

@@ -150,6 +150,7 @@ type Server struct {
 	closeOnce  sync.Once
 
 	connections     atomic.Int64
+	websockets      atomic.Int64 // upgraded and not yet released
 	handshakes      atomic.Int64 // accepted, not yet upgraded
 	accepted        atomic.Uint64
 	upgrades        atomic.Uint64
@@ -453,7 +454,8 @@ func (s *Server) Connections() int { return int(s.connections.Load()) }
 
 // Stats are counters of a Server since it started.
 type Stats struct {
-	Connections     int64  `json:"connections"`
+	Connections     int64  `json:"connections"` // every connection held: WebSocket, handshaking or plain HTTP
+	WebSockets      int64  `json:"websockets"`  // upgraded connections not yet released
 	Handshakes      int64  `json:"handshakes_in_flight"`
 	Accepted        uint64 `json:"accepted"`
 	Upgrades        uint64 `json:"upgrades"`
@@ -472,6 +474,7 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	return Stats{
 		Connections:     s.connections.Load(),
+		WebSockets:      s.websockets.Load(),
 		Handshakes:      s.handshakes.Load(),
 		Accepted:        s.accepted.Load(),
 		Upgrades:        s.upgrades.Load(),

@@ -87,6 +87,7 @@ func (c *Conn) readHandshake(p []byte) {
 	c.state = stateOpen
 	c.srv.handshakes.Add(-1)
 	c.srv.upgrades.Add(1)
+	c.srv.websockets.Add(1)
 	c.deadline = 0
 	c.lastSeen = c.srv.ticks()
 	c.handler = handler
