@@ -22,44 +22,66 @@ import (
 )
 
 // The subscriber side of the fan-out benchmark runs in a child process (this
-// test binary again, running TestHelperSubscribers), so that the server
+// test binary again, see TestMain), so that the server
 // process holds only its own fds: one process holds fewer than 20000.
 const (
 	envHelperAddr = "FANOUT_BENCH_SUBSCRIBE_ADDR"
 	envHelperN    = "FANOUT_BENCH_SUBSCRIBERS"
 )
 
-// TestHelperSubscribers is not a test: it is the child process of
-// BenchmarkPublish. It holds N subscribers of topic "bench", reads and
-// discards what they receive, and exits when its stdin closes.
-func TestHelperSubscribers(t *testing.T) {
-	addr := os.Getenv(envHelperAddr)
-	if addr == "" {
-		t.Skip("helper process for BenchmarkPublish")
+// TestMain runs this test binary as BenchmarkPublish's subscriber process
+// when the environment says so, and as the tests otherwise.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(envHelperAddr); addr != "" {
+		if err := holdSubscribers(addr, os.Getenv(envHelperN)); err != nil {
+			fmt.Fprintln(os.Stderr, "subscribers:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
-	n, err := strconv.Atoi(os.Getenv(envHelperN))
-	require.NoError(t, err)
+	os.Exit(m.Run())
+}
+
+// holdSubscribers is the child process of BenchmarkPublish. It holds n
+// subscribers of topic "bench" on addr, reads and discards what they
+// receive, and returns when its stdin closes.
+func holdSubscribers(addr, count string) error {
+	n, err := strconv.Atoi(count)
+	if err != nil {
+		return fmt.Errorf("subscriber count: %w", err)
+	}
 	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
 	for i := range n {
 		// Spread over source addresses so ports never run out.
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%8))}}
 		c, err := d.Dial("tcp", addr)
-		require.NoError(t, err)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
 		_, err = fmt.Fprintf(c, "GET /ws?topics=bench HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-		require.NoError(t, err)
+		if err != nil {
+			return err
+		}
 		br := bufio.NewReaderSize(c, 512)
 		resp, err := http.ReadResponse(br, nil)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-		conns = append(conns, c)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			return fmt.Errorf("upgrade: %s", resp.Status)
+		}
 		go func() { _, _ = io.Copy(io.Discard, io.MultiReader(br, c)) }()
 	}
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, os.Stdin)
-	for _, c := range conns {
-		_ = c.Close()
-	}
+	return nil
 }
 
 // BenchmarkPublish publishes 64-byte messages to 10,000 subscribers over
@@ -83,7 +105,7 @@ func BenchmarkPublish(b *testing.B) {
 		_ = srv.Shutdown(ctx)
 	}()
 
-	child := exec.Command(os.Args[0], "-test.run=^TestHelperSubscribers$")
+	child := exec.Command(os.Args[0])
 	child.Env = append(os.Environ(), envHelperAddr+"="+ln.Addr().String(), envHelperN+"="+strconv.Itoa(subscribers))
 	stdin, err := child.StdinPipe()
 	require.NoError(b, err)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -505,35 +506,18 @@ func (c *rawClient) readFrame(d time.Duration) (rawFrame, error) {
 	if err := c.conn.SetReadDeadline(time.Now().Add(d)); err != nil {
 		return rawFrame{}, err
 	}
-	var h [2]byte
-	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+	h, err := ws.ReadHeader(c.br)
+	switch {
+	case err != nil:
 		return rawFrame{}, err
-	}
-	if h[0]&0xf0 != 0x80 {
-		return rawFrame{}, fmt.Errorf("server frame with first byte %#x: want FIN and no RSV bits", h[0])
-	}
-	if h[1]&0x80 != 0 {
+	case !h.Fin || h.Rsv != 0:
+		return rawFrame{}, fmt.Errorf("server frame with fin %v, rsv %#x: want FIN and no RSV bits", h.Fin, h.Rsv)
+	case h.Masked:
 		return rawFrame{}, errors.New("server frame is masked")
+	case h.Length > 16<<20:
+		return rawFrame{}, fmt.Errorf("server frame of %d bytes", h.Length)
 	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var ext [2]byte
-		if _, err := io.ReadFull(c.br, ext[:]); err != nil {
-			return rawFrame{}, err
-		}
-		n = uint64(binary.BigEndian.Uint16(ext[:]))
-	case 127:
-		var ext [8]byte
-		if _, err := io.ReadFull(c.br, ext[:]); err != nil {
-			return rawFrame{}, err
-		}
-		n = binary.BigEndian.Uint64(ext[:])
-	}
-	if n > 16<<20 {
-		return rawFrame{}, fmt.Errorf("server frame of %d bytes", n)
-	}
-	f := rawFrame{Op: h[0] & 0x0f, Payload: make([]byte, n)}
+	f := rawFrame{Op: byte(h.OpCode), Payload: make([]byte, h.Length)}
 	if _, err := io.ReadFull(c.br, f.Payload); err != nil {
 		return rawFrame{}, err
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -261,35 +262,18 @@ func (c *rawClient) writeFrames(frames [][]byte, bytewise bool) error {
 // readFrame reads one server frame. Server frames must not be masked and
 // must not have reserved bits set.
 func (c *rawClient) readFrame() (serverFrame, error) {
-	var h [2]byte
-	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+	h, err := ws.ReadHeader(c.br)
+	switch {
+	case err != nil:
 		return serverFrame{}, err
-	}
-	if h[0]&(bitRSV1|bitRSV2|bitRSV3) != 0 {
-		return serverFrame{}, fmt.Errorf("server frame with reserved bits: %#x", h[0])
-	}
-	if h[1]&0x80 != 0 {
+	case h.Rsv != 0:
+		return serverFrame{}, fmt.Errorf("server frame with reserved bits: %#x", h.Rsv)
+	case h.Masked:
 		return serverFrame{}, fmt.Errorf("server frame is masked")
+	case h.Length > 64<<20:
+		return serverFrame{}, fmt.Errorf("server frame of %d bytes", h.Length)
 	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var ext [2]byte
-		if _, err := io.ReadFull(c.br, ext[:]); err != nil {
-			return serverFrame{}, err
-		}
-		n = uint64(binary.BigEndian.Uint16(ext[:]))
-	case 127:
-		var ext [8]byte
-		if _, err := io.ReadFull(c.br, ext[:]); err != nil {
-			return serverFrame{}, err
-		}
-		n = binary.BigEndian.Uint64(ext[:])
-	}
-	if n > 64<<20 {
-		return serverFrame{}, fmt.Errorf("server frame of %d bytes", n)
-	}
-	f := serverFrame{Fin: h[0]&bitFIN != 0, Op: h[0] & 0x0f, Payload: make([]byte, n)}
+	f := serverFrame{Fin: h.Fin, Op: byte(h.OpCode), Payload: make([]byte, h.Length)}
 	if _, err := io.ReadFull(c.br, f.Payload); err != nil {
 		return serverFrame{}, err
 	}

@@ -116,11 +116,8 @@ func (c *Conn) RemoteAddr() netip.AddrPort {
 func (c *Conn) Send(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != stateOpen {
-		return ErrClosed
-	}
-	if c.overLimitLocked(len(frame)) {
-		return ErrQueueFull
+	if err := c.admitLocked(len(frame)); err != nil {
+		return err
 	}
 	c.enqueueLocked(frame)
 	return nil
@@ -143,11 +140,17 @@ func (c *Conn) SendUnbounded(frame []byte) error {
 	return nil
 }
 
-// overLimitLocked reports whether queueing n more bytes would pass the
+// admitLocked returns the error of Send for a frame of n bytes: ErrClosed
+// unless the connection is open, ErrQueueFull if queueing it would pass the
 // queue limit. An empty queue always takes a frame, however large.
-func (c *Conn) overLimitLocked(n int) bool {
-	counted := c.queued - c.exempt
-	return counted > 0 && counted+n > c.srv.cfg.MaxQueueBytes
+func (c *Conn) admitLocked(n int) error {
+	if c.state != stateOpen {
+		return ErrClosed
+	}
+	if counted := c.queued - c.exempt; counted > 0 && counted+n > c.srv.cfg.MaxQueueBytes {
+		return ErrQueueFull
+	}
+	return nil
 }
 
 // SendCopy is Send for a frame the caller will reuse: what the socket does
@@ -155,11 +158,8 @@ func (c *Conn) overLimitLocked(n int) bool {
 func (c *Conn) SendCopy(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != stateOpen {
-		return ErrClosed
-	}
-	if c.overLimitLocked(len(frame)) {
-		return ErrQueueFull
+	if err := c.admitLocked(len(frame)); err != nil {
+		return err
 	}
 	c.enqueueCopyLocked(frame)
 	return nil
@@ -175,19 +175,11 @@ func (c *Conn) SendCopy(frame []byte) error {
 func (c *Conn) Queue(frame []byte) (first bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != stateOpen {
-		return false, ErrClosed
-	}
-	if c.overLimitLocked(len(frame)) {
-		return false, ErrQueueFull
+	if err := c.admitLocked(len(frame)); err != nil {
+		return false, err
 	}
 	first = c.queued == 0
-	if c.q == nil {
-		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
-	}
-	c.q.frames = append(c.q.frames, frame)
-	c.q.quiet = false
-	c.queued += len(frame)
+	c.appendLocked(frame)
 	return first, nil
 }
 
@@ -295,30 +287,59 @@ func (c *Conn) enqueueLocked(frame []byte) {
 	if len(frame) == 0 {
 		return
 	}
-	if c.queued == 0 && !c.wantWrite {
-		// Fast path: write directly; queue only what the socket did not take.
-		n, err := writeAll(int(c.fd), frame)
-		if err != nil && err != unix.EAGAIN {
-			c.breakLocked()
-			return
+	if n, direct := c.writeNowLocked(frame); direct {
+		if n < len(frame) && !c.broken {
+			c.queueStartedLocked(frame, n)
+			c.flushLocked()
 		}
-		c.srv.bytesOut.Add(uint64(n))
-		if n == len(frame) {
-			return
-		}
-		c.queueStartedLocked(frame, n)
-		c.flushLocked()
 		return
 	}
+	c.appendLocked(frame)
+	if !c.wantWrite {
+		c.flushLocked()
+	}
+}
+
+// enqueueCopyLocked is enqueueLocked for bytes the caller keeps: it writes
+// what it can at once and copies only what the socket did not take.
+func (c *Conn) enqueueCopyLocked(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if n, direct := c.writeNowLocked(p); direct {
+		if n < len(p) && !c.broken {
+			c.queueStartedLocked(bytes.Clone(p), n)
+			c.flushLocked()
+		}
+		return
+	}
+	c.enqueueLocked(bytes.Clone(p))
+}
+
+// writeNowLocked is the fast path of a write: with nothing queued ahead, p
+// is written at once with write(2). direct reports whether it was tried; n
+// is how much the socket took. A failed write breaks the connection.
+func (c *Conn) writeNowLocked(p []byte) (n int, direct bool) {
+	if c.queued > 0 || c.wantWrite {
+		return 0, false
+	}
+	n, err := writeAll(int(c.fd), p)
+	if err != nil && err != unix.EAGAIN {
+		c.breakLocked()
+		return 0, true
+	}
+	c.srv.bytesOut.Add(uint64(n))
+	return n, true
+}
+
+// appendLocked appends frame to the queue without writing it.
+func (c *Conn) appendLocked(frame []byte) {
 	if c.q == nil {
 		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
 	}
 	c.q.frames = append(c.q.frames, frame)
 	c.q.quiet = false
 	c.queued += len(frame)
-	if !c.wantWrite {
-		c.flushLocked()
-	}
 }
 
 // queueStartedLocked queues the rest of frame, whose first n bytes are
@@ -326,32 +347,12 @@ func (c *Conn) enqueueLocked(frame []byte) {
 // that Evict sees it has begun and keeps it: a frame cut short would break
 // the stream.
 func (c *Conn) queueStartedLocked(frame []byte, n int) {
-	if c.q == nil {
-		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
+	if c.q != nil {
+		c.q.frames = c.q.frames[:0] // empty already: nothing is queued
 	}
-	c.q.frames = append(c.q.frames[:0], frame)
+	c.appendLocked(frame)
 	c.q.off = n
-	c.q.quiet = false
-	c.queued = len(frame) - n
-}
-
-// enqueueCopyLocked is enqueueLocked for bytes the caller keeps: it writes
-// what it can at once and copies only what the socket did not take.
-func (c *Conn) enqueueCopyLocked(p []byte) {
-	if c.queued == 0 && !c.wantWrite && len(p) > 0 {
-		n, err := writeAll(int(c.fd), p)
-		if err != nil && err != unix.EAGAIN {
-			c.breakLocked()
-			return
-		}
-		c.srv.bytesOut.Add(uint64(n))
-		if n < len(p) {
-			c.queueStartedLocked(bytes.Clone(p), n)
-			c.flushLocked()
-		}
-		return
-	}
-	c.enqueueLocked(bytes.Clone(p))
+	c.queued -= n
 }
 
 // writeAll writes p with write(2), retrying on EINTR.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -270,20 +269,22 @@ func (s *Server) Serve(ln net.Listener) error {
 // acceptAll accepts connections until none is pending.
 func (s *Server) acceptAll(lfd int) error {
 	for !s.closing.Load() {
-		fd, addr, err := poller.AcceptAddr(lfd)
+		// AcceptAddr, not Accept: it allocates nothing. The address is not
+		// kept; RemoteAddr asks the socket (see Conn).
+		fd, _, err := poller.AcceptAddr(lfd)
 		if err == unix.EAGAIN {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		s.open(fd, addr)
+		s.open(fd)
 	}
 	return nil
 }
 
 // open registers an accepted socket.
-func (s *Server) open(fd int, addr netip.AddrPort) {
+func (s *Server) open(fd int) {
 	s.accepted.Add(1)
 	if s.handshakes.Load() >= int64(s.cfg.MaxHandshakes) || s.closing.Load() {
 		s.refused.Add(1)
