@@ -97,6 +97,7 @@ type serveOptions struct {
 	idleTimeout      time.Duration
 	frameTimeout     time.Duration
 	pprof            bool
+	noAuth           bool
 }
 
 func (o *serveOptions) flags(fs *flag.FlagSet) {
@@ -120,6 +121,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.pingInterval, "ping-interval", 30*time.Second, "ping a connection after this much silence (0: never)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 75*time.Second, "close a connection (1001) after this much silence; a pong counts as traffic (0: never)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ (for diagnosis; do not expose publicly)")
+	fs.BoolVar(&o.noAuth, "no-auth", false, "INSECURE: serve without authentication; anyone may subscribe to and publish on any topic")
 	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "close a connection (1008) whose half-received frame has stalled this long (0: never)")
 }
 
@@ -152,7 +154,14 @@ Flags:
 		fmt.Fprintf(stderr, "fanout serve: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
+	if !o.noAuth {
+		fmt.Fprintln(stderr, "fanout serve: no authentication configured; pass --no-auth to run without it (insecure)")
+		return 2
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	if o.noAuth {
+		log.Warn("running WITHOUT authentication (--no-auth): anyone may subscribe and publish")
+	}
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {

@@ -154,7 +154,7 @@ func startServe(t *testing.T, args ...string) *server {
 	t.Helper()
 	bin := fanoutBinary(t)
 	s := &server{addr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(bin, append([]string{"serve", "--listen", s.addr}, args...)...)
+	s.cmd = exec.Command(bin, append([]string{"serve", "--listen", s.addr}, withAuth(args)...)...)
 	s.cmd.Stdout = io.Discard
 	s.cmd.Stderr = s.stderr
 	require.NoError(t, s.cmd.Start())
@@ -190,6 +190,16 @@ func startServe(t *testing.T, args ...string) *server {
 		}
 		require.True(t, time.Now().Before(deadline), "fanout serve not ready: %v\n%s", err, s.stderr.String())
 	}
+}
+
+// withAuth adds --no-auth to args unless they configure authentication.
+func withAuth(args []string) []string {
+	for _, a := range args {
+		if strings.HasPrefix(strings.TrimLeft(a, "-"), "jwt-") || strings.TrimLeft(a, "-") == "no-auth" {
+			return args
+		}
+	}
+	return append([]string{"--no-auth"}, args...)
 }
 
 // wait waits for the process to exit and returns its exit code.
@@ -425,10 +435,10 @@ func TestServeCommandLine(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "flag provided but not defined")
 
-	code, _, _ = runFanout(t, "serve", "--listen", "127.0.0.1:0", "extra-argument")
+	code, _, _ = runFanout(t, "serve", "--no-auth", "--listen", "127.0.0.1:0", "extra-argument")
 	assert.Equal(t, 2, code)
 
-	code, _, stderr = runFanout(t, "serve", "--listen", "127.0.0.1:0", "--slow-consumer", "ignore")
+	code, _, stderr = runFanout(t, "serve", "--no-auth", "--listen", "127.0.0.1:0", "--slow-consumer", "ignore")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "slow-consumer")
 

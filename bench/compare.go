@@ -204,7 +204,7 @@ func compareOne(ctx context.Context, o *Options, plan fleetPlan, fleet *Fleet, n
 	}
 	args := []string{"--listen", addr}
 	if name == "fanout" {
-		args = []string{"serve", "--listen", addr, "--log-level", "warn", "--shutdown-timeout", "3s"}
+		args = []string{"serve", "--listen", addr, "--no-auth", "--log-level", "warn", "--shutdown-timeout", "3s"}
 	}
 	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)

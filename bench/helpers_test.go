@@ -49,6 +49,7 @@ func serveForCompare(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:8080", "")
 	fs.String("log-level", "", "")
 	fs.String("shutdown-timeout", "", "")
+	fs.Bool("no-auth", false, "")
 	if len(args) > 0 && args[0] == "serve" {
 		args = args[1:]
 	}
