@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fanout/fanout/auth"
 	"github.com/fanout/fanout/bench"
 	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/wsconn"
@@ -97,7 +99,18 @@ type serveOptions struct {
 	idleTimeout      time.Duration
 	frameTimeout     time.Duration
 	pprof            bool
-	noAuth           bool
+	maxPublishBytes  int
+	messageRate      float64
+	messageBurst     int
+
+	noAuth         bool
+	jwtSecret      string
+	jwtPublicKey   string
+	jwtIssuer      string
+	jwtAudience    string
+	jwtLeeway      time.Duration
+	publishKey     string
+	allowedOrigins string
 }
 
 func (o *serveOptions) flags(fs *flag.FlagSet) {
@@ -121,7 +134,18 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.pingInterval, "ping-interval", 30*time.Second, "ping a connection after this much silence (0: never)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 75*time.Second, "close a connection (1001) after this much silence; a pong counts as traffic (0: never)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ (for diagnosis; do not expose publicly)")
+	fs.IntVar(&o.maxPublishBytes, "max-publish-bytes", 64<<10, "largest published message data in `bytes` (POST /publish body or publish message data); larger gets 413 or error too_large")
+	fs.Float64Var(&o.messageRate, "max-message-rate", 100, "messages per second one /ws client may send (token bucket; 0: no limit); over it a message gets error rate_limited, and a client that keeps on is closed with 1008")
+	fs.IntVar(&o.messageBurst, "message-burst", 0, "bucket size of --max-message-rate in messages (0: 2 × the rate)")
+
 	fs.BoolVar(&o.noAuth, "no-auth", false, "INSECURE: serve without authentication; anyone may subscribe to and publish on any topic")
+	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HMAC `secret` of HS256 tokens (default: $FANOUT_JWT_SECRET; the environment keeps it out of ps)")
+	fs.StringVar(&o.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or ECDSA P-256 (ES256) public key that verifies tokens")
+	fs.StringVar(&o.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss")
+	fs.StringVar(&o.jwtAudience, "jwt-audience", "", "if set, tokens' aud must include this")
+	fs.DurationVar(&o.jwtLeeway, "jwt-leeway", 0, "clock skew allowed when checking exp and nbf")
+	fs.StringVar(&o.publishKey, "publish-key", "", "`key` that grants POST /publish on every topic, as Authorization: Bearer KEY (default: $FANOUT_PUBLISH_KEY)")
+	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host[:port], *.host for subdomains) allowed to open WebSockets; others get 403 (empty: any)")
 	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "close a connection (1008) whose half-received frame has stalled this long (0: never)")
 }
 
@@ -154,13 +178,27 @@ Flags:
 		fmt.Fprintf(stderr, "fanout serve: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if !o.noAuth {
-		fmt.Fprintln(stderr, "fanout serve: no authentication configured; pass --no-auth to run without it (insecure)")
+	verifier, err := o.verifier()
+	if err != nil {
+		fmt.Fprintln(stderr, "fanout serve:", err)
+		return 2
+	}
+	origins, err := auth.ParseOrigins(o.allowedOrigins)
+	if err != nil {
+		fmt.Fprintln(stderr, "fanout serve: --allowed-origins:", err)
+		return 2
+	}
+	policy, err := broadcast.ParsePolicy(o.slowConsumer)
+	if err != nil {
+		fmt.Fprintln(stderr, "fanout serve: --slow-consumer:", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	if o.noAuth {
-		log.Warn("running WITHOUT authentication (--no-auth): anyone may subscribe and publish")
+	if verifier == nil {
+		log.Warn("running WITHOUT authentication (--no-auth): anyone may subscribe and publish on any topic")
+		if o.publishKey == "" {
+			log.Warn("POST /publish is open to anyone: set --publish-key to restrict it")
+		}
 	}
 
 	ln, err := net.Listen("tcp", o.listen)
@@ -168,22 +206,22 @@ Flags:
 		log.Error("listen", "err", err)
 		return 1
 	}
-	policy, err := broadcast.ParsePolicy(o.slowConsumer)
-	if err != nil {
-		fmt.Fprintln(stderr, "fanout serve: --slow-consumer:", err)
-		return 2
-	}
 	hub := broadcast.New(broadcast.Config{
 		Shards:           o.shards,
 		HistorySize:      o.historySize,
 		HistoryAge:       o.historyAge,
 		MaxSubscriptions: o.maxSubscriptions,
 		MaxTopicBytes:    o.maxTopicBytes,
+		MaxDataBytes:     o.maxPublishBytes,
 		SlowConsumer:     policy,
+		Auth:             verifier,
+		PublishKey:       o.publishKey,
+		MessageRate:      o.messageRate,
+		MessageBurst:     o.messageBurst,
 		Logger:           log,
 	})
 	var srv *wsconn.Server
-	srv, err = wsconn.NewServer(o.config(log, hub, func() *wsconn.Server { return srv }))
+	srv, err = wsconn.NewServer(o.config(log, hub, origins, func() *wsconn.Server { return srv }))
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
@@ -192,7 +230,8 @@ Flags:
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("fanout listening", "addr", ln.Addr().String(), "echo", o.echo, "workers", srv.Config().Workers, "shards", hub.Config().Shards)
+	log.Info("fanout listening", "addr", ln.Addr().String(), "auth", verifier != nil, "origins", origins.String(),
+		"echo", o.echo, "workers", srv.Config().Workers, "shards", hub.Config().Shards)
 
 	select {
 	case err := <-errc:
@@ -214,9 +253,42 @@ Flags:
 	return 0
 }
 
+// verifier returns the token verifier the auth flags configure, or nil with
+// --no-auth. Running without either is an error: an open server must be
+// asked for.
+func (o *serveOptions) verifier() (*auth.Verifier, error) {
+	secret := cmp.Or(o.jwtSecret, os.Getenv("FANOUT_JWT_SECRET"))
+	o.publishKey = cmp.Or(o.publishKey, os.Getenv("FANOUT_PUBLISH_KEY"))
+	switch {
+	case o.noAuth && (secret != "" || o.jwtPublicKey != ""):
+		return nil, errors.New("--no-auth and --jwt-secret/--jwt-public-key exclude each other")
+	case o.noAuth:
+		return nil, nil
+	case secret == "" && o.jwtPublicKey == "":
+		return nil, errors.New("no authentication configured: set --jwt-secret or --jwt-public-key, or pass --no-auth to run open to all (insecure)")
+	case secret != "" && o.jwtPublicKey != "":
+		return nil, errors.New("set one of --jwt-secret and --jwt-public-key, not both")
+	}
+	cfg := auth.Config{Secret: []byte(secret), Issuer: o.jwtIssuer, Audience: o.jwtAudience, Leeway: o.jwtLeeway}
+	if o.jwtPublicKey != "" {
+		pem, err := os.ReadFile(o.jwtPublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-public-key: %w", err)
+		}
+		if cfg.PublicKey, err = auth.LoadPublicKey(pem); err != nil {
+			return nil, fmt.Errorf("--jwt-public-key %s: %w", o.jwtPublicKey, err)
+		}
+	}
+	v, err := auth.NewVerifier(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("authentication: %w", err)
+	}
+	return v, nil
+}
+
 // config builds the server configuration from the flags. srv returns the
 // server once it exists, for /stats.
-func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, srv func() *wsconn.Server) wsconn.Config {
+func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *auth.Origins, srv func() *wsconn.Server) wsconn.Config {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -241,7 +313,7 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, srv func() *
 	return wsconn.Config{
 		Workers:          o.workers,
 		MaxMessageBytes:  o.maxMessageBytes,
-		MaxBodyBytes:     o.maxMessageBytes, // a published message is a message
+		MaxBodyBytes:     int64(o.maxPublishBytes),
 		MaxQueueBytes:    o.maxQueueBytes,
 		MaxHeaderBytes:   o.maxHeaderBytes,
 		MaxHandshakes:    o.maxHandshakes,
@@ -250,6 +322,9 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, srv func() *
 		IdleTimeout:      o.idleTimeout,
 		FrameTimeout:     o.frameTimeout,
 		Upgrade: func(r *wsconn.Request) (wsconn.Handler, error) {
+			if !origins.Allowed(r.Origin) {
+				return nil, wsconn.Reject(http.StatusForbidden, "origin not allowed")
+			}
 			switch {
 			case r.Path == "/ws":
 				return hub.Upgrade(r)

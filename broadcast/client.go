@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gobwas/ws"
 
+	"github.com/fanout/fanout/auth"
 	"github.com/fanout/fanout/wsconn"
 )
 
@@ -25,16 +27,27 @@ const (
 	CodeInvalidData          = "invalid_data"           // publish without valid JSON data
 	CodeBinaryUnsupported    = "binary_unsupported"     // the protocol is text frames of JSON
 	CodeUnavailable          = "unavailable"            // the server is shutting down
+	CodeForbidden            = "forbidden"              // the token does not grant the topic
+	CodeTokenExpired         = "token_expired"          // the token's exp has passed; reconnect with a new one
+	CodeRateLimited          = "rate_limited"           // over the message rate; the message was not handled
+	CodeTooLarge             = "too_large"              // publish data over the size limit
 )
+
+// CloseRateLimit is the close code (policy violation) of a client that kept
+// sending over the message rate after it was told.
+const CloseRateLimit = ws.StatusPolicyViolation
 
 // client is one subscriber connection: the wsconn.Handler of a /ws
 // connection. Its methods run on the connection's worker, one at a time.
-// It is kept to 48 bytes: there is one per connection.
+// It is kept to 64 bytes: there is one per connection.
 type client struct {
 	shard   *shard
 	conn    *wsconn.Conn
-	topics  []*Topic // subscribed
-	initial *string  // the URL's query, until OnOpen
+	topics  []*Topic      // subscribed
+	initial *string       // the URL's query, until OnOpen
+	id      auth.Identity // zero without authentication
+	tokens  float32       // rate bucket: messages the client may send now; negative: over
+	filled  uint32        // rate bucket: Hub.started-relative ms of the last refill
 }
 
 func (cl *client) hub() *Hub { return cl.shard.hub }
@@ -44,13 +57,34 @@ func (cl *client) hub() *Hub { return cl.shard.hub }
 // those topics published after the given seqs. A bad query is rejected with
 // 400, a shutting-down hub with 503.
 func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
+	var id auth.Identity
+	if h.cfg.Auth != nil {
+		var err error
+		if id, err = h.cfg.Auth.Verify(auth.Token(r.Authorization, r.RawQuery)); err != nil {
+			h.authFailures.Add(1)
+			return nil, unauthorized(err)
+		}
+		if !h.validTopic(id.UserTopic()) {
+			h.authFailures.Add(1)
+			return nil, unauthorized(errors.New("sub is too long for a user topic"))
+		}
+	}
 	n := 0
-	err := h.walkQuery(r.RawQuery, func(string, uint64, bool) { n++ })
+	var forbidden string
+	err := h.walkQuery(r.RawQuery, func(topic string, _ uint64, _ bool) {
+		n++
+		if h.cfg.Auth != nil && forbidden == "" && !id.CanSubscribe(topic) {
+			forbidden = topic
+		}
+	})
 	switch {
 	case err != nil:
 		return nil, wsconn.Reject(http.StatusBadRequest, err.Error())
 	case n > h.cfg.MaxSubscriptions:
 		return nil, wsconn.Reject(http.StatusBadRequest, "too many topics")
+	case forbidden != "":
+		h.forbidden.Add(1)
+		return nil, wsconn.Reject(http.StatusForbidden, "token does not grant topic "+strconv.Quote(forbidden))
 	}
 	h.gate.RLock()
 	closed := h.closed
@@ -58,7 +92,7 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 	if closed {
 		return nil, wsconn.Reject(http.StatusServiceUnavailable, "shutting down")
 	}
-	cl := &client{shard: h.nextShard()}
+	cl := &client{shard: h.nextShard(), id: id, tokens: float32(h.cfg.MessageBurst), filled: h.clock()}
 	if n > 0 {
 		// Only the query is kept, and parsed again in OnOpen: the
 		// garbage of every handshake adds to the heap that thousands of
@@ -67,6 +101,16 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 		cl.initial = &q
 	}
 	return cl, nil
+}
+
+// unauthorized is the rejection of a handshake without a valid token, with
+// the WWW-Authenticate header of RFC 6750.
+func unauthorized(err error) error {
+	if errors.Is(err, auth.ErrNoToken) {
+		return wsconn.RejectHeader(http.StatusUnauthorized, "missing token", http.Header{"Www-Authenticate": {`Bearer realm="fanout"`}})
+	}
+	return wsconn.RejectHeader(http.StatusUnauthorized, "invalid token: "+strings.TrimPrefix(err.Error(), "auth: "),
+		http.Header{"Www-Authenticate": {`Bearer realm="fanout", error="invalid_token"`}})
 }
 
 // walkQuery checks the query of a /ws request and calls f for each topic in
@@ -179,6 +223,12 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 		})
 		cl.initial = nil
 	}
+	if !cl.id.IsZero() {
+		// Every connection of a user hears the user's own topic.
+		if own := cl.id.UserTopic(); cl.subscribed(own) < 0 {
+			cl.subscribe(own, nil, "")
+		}
+	}
 }
 
 // clientMessage is a message from a client (wire protocol v1).
@@ -194,6 +244,9 @@ type clientMessage struct {
 // an error frame; the connection stays open.
 func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 	cl.hub().clientMsgs.Add(1)
+	if !cl.allow() {
+		return
+	}
 	if op != ws.OpText {
 		cl.sendError(CodeBinaryUnsupported, "messages are JSON text frames")
 		return
@@ -253,6 +306,8 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 	case !h.validTopic(name):
 		cl.sendError(CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
 		return
+	case !cl.may(name, auth.Identity.CanSubscribe):
+		return
 	case cl.subscribed(name) >= 0:
 		cl.sendError(CodeAlreadySubscribed, "already subscribed to "+strconv.Quote(name))
 		return
@@ -301,6 +356,9 @@ func (cl *client) unsubscribe(name string) {
 }
 
 func (cl *client) publish(name string, data json.RawMessage) {
+	if cl.hub().validTopic(name) && !cl.may(name, auth.Identity.CanPublish) {
+		return
+	}
 	seq, err := cl.hub().Publish(name, data)
 	switch err {
 	case nil:
@@ -309,9 +367,62 @@ func (cl *client) publish(name string, data json.RawMessage) {
 		cl.sendError(CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
 	case ErrInvalidData:
 		cl.sendError(CodeInvalidData, "publish needs data, a JSON value")
+	case ErrTooLarge:
+		cl.sendError(CodeTooLarge, "data is larger than "+strconv.Itoa(cl.hub().cfg.MaxDataBytes)+" bytes")
 	default:
 		cl.sendError(CodeUnavailable, "server shutting down")
 	}
+}
+
+// may reports whether the client's token grants it topic by the check
+// can; if not, it sends the error frame that says why. Without
+// authentication everything is granted.
+func (cl *client) may(topic string, can func(auth.Identity, string) bool) bool {
+	h := cl.hub()
+	switch {
+	case h.cfg.Auth == nil:
+		return true
+	case cl.id.Expired(time.Now()):
+		cl.sendError(CodeTokenExpired, "token expired; reconnect with a new token")
+	case !can(cl.id, topic):
+		h.forbidden.Add(1)
+		cl.sendError(CodeForbidden, "token does not grant topic "+strconv.Quote(topic))
+	default:
+		return true
+	}
+	return false
+}
+
+// allow takes a message from the client's rate bucket. Over the rate, the
+// message is refused with an error frame and the bucket goes into debt;
+// a client whose debt reaches a whole burst is closed with 1008, since it
+// kept sending after it was told.
+func (cl *client) allow() bool {
+	h := cl.hub()
+	rate := h.cfg.MessageRate
+	if rate <= 0 {
+		return true
+	}
+	now := h.clock()
+	burst := float32(h.cfg.MessageBurst)
+	if cl.tokens <= -burst {
+		return false // closing already
+	}
+	cl.tokens = min(burst, cl.tokens+float32(float64(now-cl.filled)*rate/1000))
+	cl.filled = now
+	if cl.tokens >= 1 {
+		cl.tokens--
+		return true
+	}
+	cl.tokens--
+	if cl.tokens <= -burst {
+		h.rateCloses.Add(1)
+		cl.conn.Close(CloseRateLimit, "message rate exceeded")
+		return false
+	}
+	h.rateLimited.Add(1)
+	cl.sendError(CodeRateLimited, "over "+strconv.FormatFloat(rate, 'g', -1, 64)+" messages per second; message dropped")
+	return false
 }
 
 func (cl *client) sendError(code, message string) {

@@ -4,13 +4,21 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/fanout/fanout/auth"
 )
 
 // PublishHandler serves POST /publish?topic=NAME: the body, a JSON value, is
 // published to the topic. It answers 202 with {"seq":N}, 400 when the topic
-// or the body is invalid, 405 for another method and 503 once the hub is
-// closed. (The server answers 413 for a body over its size limit before this
-// handler runs.)
+// or the body is invalid, 405 for another method, 413 for a body over
+// MaxDataBytes and 503 once the hub is closed.
+//
+// With Auth or PublishKey configured, the request needs
+// "Authorization: Bearer CREDENTIAL", where the credential is the publish key
+// or a token whose publish patterns grant the topic: 401 without a valid
+// one, 403 when the token does not grant the topic.
 func (h *Hub) PublishHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -18,12 +26,20 @@ func (h *Hub) PublishHandler() http.Handler {
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "use POST"})
 			return
 		}
+		topic := r.URL.Query().Get("topic")
+		if status, msg := h.authorizePublish(r.Header.Get("Authorization"), topic); status != 0 {
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="fanout"`)
+			}
+			writeJSON(w, status, map[string]string{"error": msg})
+			return
+		}
 		data, err := io.ReadAll(r.Body)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "cannot read body: " + err.Error()})
 			return
 		}
-		seq, err := h.Publish(r.URL.Query().Get("topic"), data)
+		seq, err := h.Publish(topic, data)
 		switch err {
 		case nil:
 			writeJSON(w, http.StatusAccepted, map[string]uint64{"seq": seq})
@@ -31,10 +47,44 @@ func (h *Hub) PublishHandler() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid or missing topic"})
 		case ErrInvalidData:
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body is not valid JSON"})
+		case ErrTooLarge:
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body is larger than " + strconv.Itoa(h.cfg.MaxDataBytes) + " bytes"})
 		default:
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "shutting down"})
 		}
 	})
+}
+
+// authorizePublish checks the credential of a publish to topic; it returns
+// status 0 if the publish may go ahead, else the status and why.
+func (h *Hub) authorizePublish(authorization, topic string) (status int, msg string) {
+	if h.cfg.Auth == nil && h.cfg.PublishKey == "" {
+		return 0, ""
+	}
+	// From the header only: a query string ends up in access logs.
+	cred := auth.Token(authorization, "")
+	switch {
+	case cred == "":
+		h.authFailures.Add(1)
+		return http.StatusUnauthorized, "missing credential: send Authorization: Bearer with the publish key or a token"
+	case auth.KeyMatches(cred, h.cfg.PublishKey):
+		return 0, ""
+	case h.cfg.Auth == nil:
+		h.authFailures.Add(1)
+		return http.StatusUnauthorized, "invalid publish key"
+	}
+	id, err := h.cfg.Auth.Verify(cred)
+	switch {
+	case err != nil:
+		h.authFailures.Add(1)
+		return http.StatusUnauthorized, "invalid token: " + strings.TrimPrefix(err.Error(), "auth: ")
+	case !h.validTopic(topic):
+		return 0, "" // Publish answers 400
+	case !id.CanPublish(topic):
+		h.forbidden.Add(1)
+		return http.StatusForbidden, "token does not grant publishing on " + strconv.Quote(topic)
+	}
+	return 0, ""
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

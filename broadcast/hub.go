@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/auth"
 )
 
 // Policy says what happens to a subscriber whose write queue is full.
@@ -66,8 +68,24 @@ type Config struct {
 	MaxSubscriptions int
 	// MaxTopicBytes limits the length of a topic name. Default: 128.
 	MaxTopicBytes int
+	// MaxDataBytes limits the data of a published message. Default: 64 KiB.
+	MaxDataBytes int
 	// SlowConsumer is the policy for a subscriber whose queue is full.
 	SlowConsumer Policy
+
+	// Auth verifies the token of every /ws connection and decides what it
+	// may subscribe to and publish on. Nil: no authentication; anyone may
+	// do anything.
+	Auth *auth.Verifier
+	// PublishKey, if set, is a key that grants POST /publish on every
+	// topic (sent as "Authorization: Bearer KEY").
+	PublishKey string
+	// MessageRate limits the messages a client sends, per second, with
+	// bursts of up to MessageBurst. Zero: no limit.
+	MessageRate float64
+	// MessageBurst is the bucket size of MessageRate. Default: 2 ×
+	// MessageRate, at least 1.
+	MessageBurst int
 	// Logger receives the hub's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -88,6 +106,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.MaxTopicBytes <= 0 {
 		cfg.MaxTopicBytes = 128
 	}
+	if cfg.MaxDataBytes <= 0 {
+		cfg.MaxDataBytes = 64 << 10
+	}
+	if cfg.MessageRate > 0 && cfg.MessageBurst <= 0 {
+		cfg.MessageBurst = max(1, int(2*cfg.MessageRate))
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -98,6 +122,7 @@ func (cfg Config) withDefaults() Config {
 var (
 	ErrInvalidTopic = errors.New("broadcast: invalid topic name")
 	ErrInvalidData  = errors.New("broadcast: data is not valid JSON")
+	ErrTooLarge     = errors.New("broadcast: data is larger than MaxDataBytes")
 	ErrClosed       = errors.New("broadcast: hub closed")
 )
 
@@ -116,8 +141,9 @@ type Hub struct {
 	gate   sync.RWMutex
 	closed bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	started time.Time // the clock of the clients' rate buckets
 
 	nextShardIdx  atomic.Uint64
 	published     atomic.Uint64
@@ -125,16 +151,21 @@ type Hub struct {
 	clients       atomic.Int64
 	clientMsgs    atomic.Uint64
 	replayed      atomic.Uint64
+	authFailures  atomic.Uint64
+	forbidden     atomic.Uint64
+	rateLimited   atomic.Uint64
+	rateCloses    atomic.Uint64
 }
 
 // New starts a hub with cfg. Close stops it.
 func New(cfg Config) *Hub {
 	cfg = cfg.withDefaults()
 	h := &Hub{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		topics: make(map[string]*Topic),
-		stop:   make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		topics:  make(map[string]*Topic),
+		stop:    make(chan struct{}),
+		started: time.Now(),
 	}
 	h.shards = make([]*shard, cfg.Shards)
 	for i := range h.shards {
@@ -159,19 +190,7 @@ func (h *Hub) Config() Config { return h.cfg }
 // validTopic reports whether name is a valid topic name: 1 to MaxTopicBytes
 // of ASCII letters, digits and "-_.:@/".
 func (h *Hub) validTopic(name string) bool {
-	if len(name) == 0 || len(name) > h.cfg.MaxTopicBytes {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		b := name[i]
-		switch {
-		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
-		case b == '-' || b == '_' || b == '.' || b == ':' || b == '@' || b == '/':
-		default:
-			return false
-		}
-	}
-	return true
+	return len(name) > 0 && len(name) <= h.cfg.MaxTopicBytes && auth.TopicChars(name)
 }
 
 // topic returns the named topic, creating it if need be.
@@ -224,6 +243,9 @@ func (h *Hub) exit() { h.gate.RUnlock() }
 func (h *Hub) Publish(topic string, data []byte) (uint64, error) {
 	if !h.validTopic(topic) {
 		return 0, ErrInvalidTopic
+	}
+	if len(data) > h.cfg.MaxDataBytes {
+		return 0, ErrTooLarge
 	}
 	// json.Valid lets invalid UTF-8 through inside strings, and a text
 	// frame must be UTF-8.
@@ -303,6 +325,10 @@ type Stats struct {
 	Replayed        uint64 `json:"replayed"`
 	Drops           uint64 `json:"drops"`
 	SlowDisconnects uint64 `json:"slow_consumer_disconnects"`
+	AuthFailures    uint64 `json:"auth_failures"`     // handshakes and publishes refused 401
+	Forbidden       uint64 `json:"forbidden"`         // refused 403 or with error forbidden
+	RateLimited     uint64 `json:"rate_limited"`      // client messages refused for their rate
+	RateCloses      uint64 `json:"rate_limit_closes"` // connections closed 1008 for sustained abuse
 }
 
 // Stats returns the hub's counters.
@@ -317,6 +343,10 @@ func (h *Hub) Stats() Stats {
 		MessagesIn:     h.published.Load(),
 		ClientMessages: h.clientMsgs.Load(),
 		Replayed:       h.replayed.Load(),
+		AuthFailures:   h.authFailures.Load(),
+		Forbidden:      h.forbidden.Load(),
+		RateLimited:    h.rateLimited.Load(),
+		RateCloses:     h.rateCloses.Load(),
 	}
 	for _, s := range h.shards {
 		st.Deliveries += s.deliveries.Load()
@@ -325,6 +355,10 @@ func (h *Hub) Stats() Stats {
 	}
 	return st
 }
+
+// clock returns the milliseconds since the hub started, the time of the
+// clients' rate buckets; uint32 differences survive its wrap-around.
+func (h *Hub) clock() uint32 { return uint32(time.Since(h.started).Milliseconds()) }
 
 // nextShard spreads connections over the shards, round robin.
 func (h *Hub) nextShard() *shard {

@@ -30,6 +30,13 @@ func Reject(status int, reason string) error {
 	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
 }
 
+// RejectHeader is Reject with header fields for the response, such as the
+// WWW-Authenticate of a 401.
+func RejectHeader(status int, reason string, header http.Header) error {
+	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason),
+		ws.RejectionHeader(ws.HandshakeHeaderHTTP(header)))
+}
+
 var crlfcrlf = []byte("\r\n\r\n")
 
 // readHandshake collects the request bytes in p and, once the request is
