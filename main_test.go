@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +27,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 	gorilla "github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -467,4 +474,226 @@ func TestServeEchoFlag(t *testing.T) {
 	require.Error(t, err)
 	require.NotNil(t, resp)
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+// serveToken signs a token of user alice that may subscribe to and publish
+// on every topic: HS256 with a []byte secret, ES256 with an ECDSA key.
+func serveToken(t *testing.T, key any, issuer string) string {
+	t.Helper()
+	var method jwt.SigningMethod = jwt.SigningMethodHS256
+	if _, ok := key.(*ecdsa.PrivateKey); ok {
+		method = jwt.SigningMethodES256
+	}
+	tok, err := jwt.NewWithClaims(method, jwt.MapClaims{
+		"sub": "alice", "iss": issuer, "exp": time.Now().Add(time.Hour).Unix(),
+		"subscribe": []string{"*"}, "publish": []string{"*"},
+	}).SignedString(key)
+	require.NoError(t, err)
+	return tok
+}
+
+// upgrade sends a WebSocket upgrade request for /ws to s with the extra
+// header fields and returns the response (its body unread). The
+// connection is closed when the test ends.
+func (s *server) upgrade(t *testing.T, header http.Header) *http.Response {
+	t.Helper()
+	return s.upgradePath(t, "/ws", header)
+}
+
+// upgradePath sends a WebSocket upgrade request for path with the extra
+// header fields and returns the response.
+func (s *server) upgradePath(t *testing.T, path string, header http.Header) *http.Response {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", s.addr, waitTimeout)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	require.NoError(t, conn.SetDeadline(time.Now().Add(waitTimeout)))
+	var req bytes.Buffer
+	req.WriteString("GET " + path + " HTTP/1.1\r\nHost: " + s.addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+	require.NoError(t, header.Write(&req))
+	req.WriteString("\r\n")
+	_, err = conn.Write(req.Bytes())
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodGet})
+	require.NoError(t, err)
+	return resp
+}
+
+// writePublicKey writes the PEM of pub to a file in a temporary directory
+// and returns its path.
+func writePublicKey(t *testing.T, pub any) string {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "jwt.pem")
+	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600))
+	return path
+}
+
+// TestServeAuthConfig: "fanout serve" refuses to start without a choice
+// of authentication, with two, or with a key it cannot use; it exits 2
+// and says why.
+func TestServeAuthConfig(t *testing.T) {
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	require.NoError(t, err)
+	p256, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	require.NoError(t, os.WriteFile(garbage, []byte("not a key"), 0o600))
+	for _, tc := range []struct {
+		name, envSecret string
+		args            []string
+		stderr          string
+	}{
+		{"no auth flag", "", nil, "--no-auth"},
+		{"--no-auth and --jwt-secret", "", []string{"--no-auth", "--jwt-secret", "s3cret"}, "exclude each other"},
+		{"--no-auth and FANOUT_JWT_SECRET", "s3cret", []string{"--no-auth"}, "exclude each other"},
+		{"a secret and a public key", "", []string{"--jwt-secret", "s3cret", "--jwt-public-key", writePublicKey(t, &p256.PublicKey)}, "not both"},
+		{"no such key file", "", []string{"--jwt-public-key", filepath.Join(t.TempDir(), "missing.pem")}, "--jwt-public-key"},
+		{"not a key", "", []string{"--jwt-public-key", garbage}, "--jwt-public-key"},
+		{"P-384 key", "", []string{"--jwt-public-key", writePublicKey(t, &p384.PublicKey)}, "P-256"},
+		{"bad origin", "", []string{"--no-auth", "--allowed-origins", "app.example.com"}, "--allowed-origins"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("FANOUT_JWT_SECRET", tc.envSecret)
+			code, _, stderr := runFanout(t, append([]string{"serve", "--listen", "127.0.0.1:0"}, tc.args...)...)
+			assert.Equal(t, 2, code, "stderr:\n%s", stderr)
+			assert.Contains(t, stderr, tc.stderr)
+		})
+	}
+}
+
+// TestServeJWT: a server started with each way of giving the key refuses a
+// handshake without a token or with a token of another key (401 with a
+// challenge), and accepts its own tokens in the header (101) and in
+// ?token=, where the user topic is subscribed.
+func TestServeJWT(t *testing.T) {
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name, envSecret string
+		args            []string
+		key             any
+		issuer          string
+	}{
+		{"--jwt-secret", "", []string{"--jwt-secret", "flag-secret"}, []byte("flag-secret"), ""},
+		// An issuer flag, so that startServe adds no --no-auth.
+		{"FANOUT_JWT_SECRET", "env-secret", []string{"--jwt-issuer", "https://issuer.example"}, []byte("env-secret"), "https://issuer.example"},
+		{"--jwt-public-key", "", []string{"--jwt-public-key", writePublicKey(t, &ec.PublicKey)}, ec, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("FANOUT_JWT_SECRET", tc.envSecret)
+			s := startServe(t, tc.args...)
+			tok := serveToken(t, tc.key, tc.issuer)
+
+			resp := s.upgrade(t, nil)
+			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+			assert.Equal(t, `Bearer realm="fanout"`, resp.Header.Get("WWW-Authenticate"))
+			resp = s.upgrade(t, http.Header{"Authorization": {"Bearer " + serveToken(t, []byte("other-secret"), tc.issuer)}})
+			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+			assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`)
+			resp = s.upgrade(t, http.Header{"Authorization": {"Bearer " + tok}})
+			assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+			// /echo is behind the same token.
+			assert.Equal(t, http.StatusUnauthorized, s.upgradePath(t, "/echo", nil).StatusCode)
+			assert.Equal(t, http.StatusSwitchingProtocols, s.upgradePath(t, "/echo?token="+tok, nil).StatusCode)
+
+			sub := dialSubscriber(t, "gorilla", "ws://"+s.addr+"/ws?token="+tok)
+			p, err := sub.read()
+			require.NoError(t, err)
+			var m message
+			require.NoError(t, json.Unmarshal(p, &m))
+			assert.Equal(t, message{Type: "subscribed", Topic: "user:alice"}, m, "%s", p)
+		})
+	}
+}
+
+// TestServeAllowedOrigins: with --allowed-origins, a handshake from
+// another origin gets 403; a listed origin, or none (not a browser), is
+// upgraded.
+func TestServeAllowedOrigins(t *testing.T) {
+	s := startServe(t, "--allowed-origins", "https://app.example.com")
+	for _, tc := range []struct {
+		origin string
+		status int
+	}{
+		{"https://evil.example", http.StatusForbidden},
+		{"https://app.example.com:8443", http.StatusForbidden},
+		{"http://app.example.com", http.StatusForbidden},
+		{"https://app.example.com", http.StatusSwitchingProtocols},
+		{"", http.StatusSwitchingProtocols},
+	} {
+		header := http.Header{}
+		if tc.origin != "" {
+			header.Set("Origin", tc.origin)
+		}
+		assert.Equal(t, tc.status, s.upgrade(t, header).StatusCode, "Origin %q", tc.origin)
+	}
+}
+
+// TestServePublishKey: --publish-key (or $FANOUT_PUBLISH_KEY) guards POST
+// /publish; --max-publish-bytes bounds its body.
+func TestServePublishKey(t *testing.T) {
+	t.Setenv("FANOUT_PUBLISH_KEY", "")
+	byFlag := startServe(t, "--publish-key", "flag-key", "--max-publish-bytes", "16")
+	t.Setenv("FANOUT_PUBLISH_KEY", "env-key")
+	byEnv := startServe(t)
+	for _, tc := range []struct {
+		name          string
+		s             *server
+		authorization string
+		body          string
+		status        int
+	}{
+		{"no key", byFlag, "", `1`, http.StatusUnauthorized},
+		{"wrong key", byFlag, "Bearer other-key", `1`, http.StatusUnauthorized},
+		{"the key", byFlag, "Bearer flag-key", `1`, http.StatusAccepted},
+		{"the key, at the size limit", byFlag, "Bearer flag-key", `"` + strings.Repeat("x", 14) + `"`, http.StatusAccepted},
+		{"the key, over the size limit", byFlag, "Bearer flag-key", `"` + strings.Repeat("x", 15) + `"`, http.StatusRequestEntityTooLarge},
+		{"env: no key", byEnv, "", `1`, http.StatusUnauthorized},
+		{"env: the key", byEnv, "Bearer env-key", `1`, http.StatusAccepted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, "http://"+tc.s.addr+"/publish?topic=keyed", strings.NewReader(tc.body))
+			require.NoError(t, err)
+			if tc.authorization != "" {
+				req.Header.Set("Authorization", tc.authorization)
+			}
+			resp, err := httpClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			assert.Equal(t, tc.status, resp.StatusCode, "%s", b)
+		})
+	}
+}
+
+// TestServeNoAuthWarning: running open is logged as a warning, and so is
+// an open POST /publish; a server with a token key logs neither.
+func TestServeNoAuthWarning(t *testing.T) {
+	t.Setenv("FANOUT_PUBLISH_KEY", "")
+	t.Setenv("FANOUT_JWT_SECRET", "")
+	const open, openPublish = "running WITHOUT authentication", "POST /publish is open"
+	for _, tc := range []struct {
+		name           string
+		args           []string
+		warn, warnPost bool
+	}{
+		{"--no-auth", []string{"--no-auth"}, true, true},
+		{"--no-auth --publish-key", []string{"--no-auth", "--publish-key", "k"}, true, false},
+		{"--jwt-secret", []string{"--jwt-secret", "s3cret"}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServe(t, tc.args...)
+			// The warnings come before this line; stderr reaches the
+			// buffer through a pipe, so it may lag behind /healthz.
+			require.Eventually(t, func() bool { return strings.Contains(s.stderr.String(), "fanout listening") },
+				waitTimeout, 10*time.Millisecond)
+			log := s.stderr.String()
+			assert.Equal(t, tc.warn, strings.Contains(log, "level=WARN msg=\""+open), "%s", log)
+			assert.Equal(t, tc.warnPost, strings.Contains(log, "level=WARN msg=\""+openPublish), "%s", log)
+		})
+	}
 }

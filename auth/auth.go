@@ -59,6 +59,7 @@ type Verifier struct {
 	parser *jwt.Parser
 	key    any
 	now    func() time.Time
+	leeway time.Duration
 }
 
 // NewVerifier returns a Verifier for cfg.
@@ -97,7 +98,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
-	return &Verifier{parser: jwt.NewParser(opts...), key: key, now: now}, nil
+	return &Verifier{parser: jwt.NewParser(opts...), key: key, now: now, leeway: cfg.Leeway}, nil
 }
 
 // LoadPublicKey parses a PEM-encoded public key ("PUBLIC KEY", "RSA PUBLIC
@@ -158,7 +159,9 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 		publish:   strings.Join(c.Publish, ","),
 	}
 	if c.ExpiresAt != nil {
-		g.expires = c.ExpiresAt.Unix()
+		// With the leeway, as the parser checked it: a token accepted
+		// here must not count as expired at its first subscribe.
+		g.expires = c.ExpiresAt.Add(v.leeway).Unix()
 	}
 	return Identity{h: unique.Make(g)}, nil
 }
@@ -203,7 +206,7 @@ type grant struct {
 	user      string
 	subscribe string
 	publish   string
-	expires   int64 // unix seconds; 0: none
+	expires   int64 // unix seconds, exp plus the leeway; 0: none
 }
 
 // UserTopicPrefix starts the name of every user's own topic, user:<sub>.
@@ -223,7 +226,8 @@ func (id Identity) User() string {
 // UserTopic returns the user's own topic, "user:" + sub.
 func (id Identity) UserTopic() string { return UserTopicPrefix + id.User() }
 
-// Expired reports whether the token's exp has passed at now.
+// Expired reports whether the token's exp, plus the verifier's leeway, has
+// passed at now.
 func (id Identity) Expired(now time.Time) bool {
 	if id.IsZero() {
 		return true

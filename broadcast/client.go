@@ -57,21 +57,13 @@ func (cl *client) hub() *Hub { return cl.shard.hub }
 // those topics published after the given seqs. A bad query is rejected with
 // 400, a shutting-down hub with 503.
 func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
-	var id auth.Identity
-	if h.cfg.Auth != nil {
-		var err error
-		if id, err = h.cfg.Auth.Verify(auth.Token(r.Authorization, r.RawQuery)); err != nil {
-			h.authFailures.Add(1)
-			return nil, unauthorized(err)
-		}
-		if !h.validTopic(id.UserTopic()) {
-			h.authFailures.Add(1)
-			return nil, unauthorized(errors.New("sub is too long for a user topic"))
-		}
+	id, err := h.Authenticate(r)
+	if err != nil {
+		return nil, err
 	}
 	n := 0
 	var forbidden string
-	err := h.walkQuery(r.RawQuery, func(topic string, _ uint64, _ bool) {
+	err = h.walkQuery(r.RawQuery, func(topic string, _ uint64, _ bool) {
 		n++
 		if h.cfg.Auth != nil && forbidden == "" && !id.CanSubscribe(topic) {
 			forbidden = topic
@@ -103,15 +95,36 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 	return cl, nil
 }
 
-// unauthorized is the rejection of a handshake without a valid token, with
-// the WWW-Authenticate header of RFC 6750.
-func unauthorized(err error) error {
-	if errors.Is(err, auth.ErrNoToken) {
-		return wsconn.RejectHeader(http.StatusUnauthorized, "missing token", http.Header{"Www-Authenticate": {`Bearer realm="fanout"`}})
+// Authenticate verifies the token of an upgrade request (Authorization:
+// Bearer, or ?token=) and returns the identity it grants. Without Auth it
+// returns the zero Identity and no error. A missing or invalid token gives
+// an error for Config.Upgrade that rejects the upgrade with 401 and a
+// WWW-Authenticate challenge (RFC 6750).
+func (h *Hub) Authenticate(r *wsconn.Request) (auth.Identity, error) {
+	if h.cfg.Auth == nil {
+		return auth.Identity{}, nil
 	}
-	return wsconn.RejectHeader(http.StatusUnauthorized, "invalid token: "+strings.TrimPrefix(err.Error(), "auth: "),
-		http.Header{"Www-Authenticate": {`Bearer realm="fanout", error="invalid_token"`}})
+	id, err := h.cfg.Auth.Verify(auth.Token(r.Authorization, r.RawQuery))
+	if err == nil && !h.validTopic(id.UserTopic()) {
+		err = errors.New("sub is too long for a user topic")
+	}
+	switch {
+	case err == nil:
+		return id, nil
+	case errors.Is(err, auth.ErrNoToken):
+		h.authFailures.Add(1)
+		return id, wsconn.RejectHeader(http.StatusUnauthorized, "missing token", http.Header{"Www-Authenticate": {challengeMissing}})
+	}
+	h.authFailures.Add(1)
+	return id, wsconn.RejectHeader(http.StatusUnauthorized, "invalid token: "+strings.TrimPrefix(err.Error(), "auth: "),
+		http.Header{"Www-Authenticate": {challengeInvalid}})
 }
+
+// The WWW-Authenticate challenges of a 401 (RFC 6750).
+const (
+	challengeMissing = `Bearer realm="fanout"`
+	challengeInvalid = `Bearer realm="fanout", error="invalid_token"`
+)
 
 // walkQuery checks the query of a /ws request and calls f for each topic in
 // topics=, once, with its seq from since= if there is one.

@@ -29,7 +29,11 @@ func (h *Hub) PublishHandler() http.Handler {
 		topic := r.URL.Query().Get("topic")
 		if status, msg := h.authorizePublish(r.Header.Get("Authorization"), topic); status != 0 {
 			if status == http.StatusUnauthorized {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="fanout"`)
+				challenge := challengeInvalid
+				if auth.Token(r.Header.Get("Authorization"), "") == "" {
+					challenge = challengeMissing
+				}
+				w.Header().Set("WWW-Authenticate", challenge)
 			}
 			writeJSON(w, status, map[string]string{"error": msg})
 			return
