@@ -48,9 +48,10 @@ const (
 // Send, WriteMessage, Close and the accessors are safe for concurrent use.
 // Handler callbacks for one connection never run concurrently.
 type Conn struct {
-	srv  *Server
-	fd   int32
-	slot int32 // index in the server's registry shard
+	srv      *Server
+	fd       int32
+	slot     int32  // index in the server's registry shard
+	peerSlot uint32 // the source address's entry in Server.peers, set at accept; 0: not counted
 
 	// sched serializes turns: a connection is served by one worker at a time.
 	sched atomic.Uint32
@@ -61,13 +62,16 @@ type Conn struct {
 	shutWrite bool   // write side shut down after the final frame
 	expired   bool   // the sweep found the deadline passed: release on the next turn
 	broken    bool   // a write failed: release on the next turn
-	midFrame  bool   // the reader holds part of a frame or message
 	pinged    bool   // the sweep pinged; cleared by any input
 	lastSeen  uint32 // Server.ticks at the last input
-	deadline  int64  // unix nanoseconds; 0 means none (handshake or close timeout)
-	queued    int    // bytes in q not yet written
-	exempt    int    // of queued, bytes sent by SendUnbounded: not counted against the limit
-	q         *writeQueue
+	// deadline is the tick (see Server.deadlineAfter) by which the
+	// handshake must be read, the close finished, or, while open, the
+	// frame or fragmented message in progress be complete; 0 means none.
+	// Ticks, not a time.Time or unix nanoseconds: 4 bytes, not 24 or 8.
+	deadline uint32
+	queued   int // bytes in q not yet written
+	exempt   int // of queued, bytes sent by SendUnbounded: not counted against the limit
+	q        *writeQueue
 
 	rd Reader
 	hs *handshake // the request so far, while in stateHandshake
@@ -266,7 +270,7 @@ func (c *Conn) closeLocked(final []byte) {
 		c.srv.handshakes.Add(-1)
 	}
 	c.state = stateClosing
-	c.deadline = c.srv.now().Add(c.srv.cfg.CloseTimeout).UnixNano()
+	c.deadline = c.srv.deadlineAfter(c.srv.cfg.CloseTimeout)
 	c.enqueueLocked(final)
 	if c.queued == 0 {
 		c.shutdownWriteLocked()

@@ -5,6 +5,9 @@
 // connections to a bounded worker pool. Each connection is one fd and a
 // small Conn:
 //
+//   - Past a limit (connections held, connections from one address,
+//     handshakes in flight) a new connection gets 503 at accept and is
+//     closed, before it costs more than the answer.
 //   - The upgrade is read incrementally, within an absolute deadline and a
 //     size limit, and run through the gobwas/ws Upgrader's hooks. No net/http
 //     buffers stay behind. A request that is not an upgrade is served as
@@ -18,9 +21,9 @@
 //   - Writes go through a per-connection queue of references to shared frame
 //     bytes, bounded in bytes. One writer at a time flushes it with writev,
 //     without blocking; on EAGAIN it waits for writability.
-//   - A sweep on a coarse tick enforces the handshake and close deadlines,
-//     pings quiet connections and closes idle or stalled ones. There is no
-//     timer per connection.
+//   - A sweep on a coarse tick enforces the handshake, frame and close
+//     deadlines, all absolute, pings quiet connections and closes idle ones.
+//     There is no timer per connection.
 //
 // The hot paths (frame parsing, queueing, flushing) allocate nothing.
 package wsconn

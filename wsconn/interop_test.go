@@ -109,17 +109,27 @@ func TestEchoGorilla(t *testing.T) {
 	})
 }
 
+// coderTimeout bounds each subtest of TestEchoCoder: a budget of its own,
+// since the 16 MiB echoes take seconds under -race on a loaded machine.
+const coderTimeout = 30 * time.Second
+
+// testContext returns a context that ends after coderTimeout or with t.
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), coderTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func TestEchoCoder(t *testing.T) {
 	_, addr := startServer(t, wsconn.Config{MaxMessageBytes: bigLimit})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/echo", nil)
+	c, _, err := websocket.Dial(testContext(t), "ws://"+addr+"/echo", nil)
 	require.NoError(t, err)
 	defer c.CloseNow()
 	c.SetReadLimit(bigLimit + 1)
 
 	for _, tc := range echoCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
 			typ := websocket.MessageText
 			if tc.binary {
 				typ = websocket.MessageBinary
@@ -133,6 +143,7 @@ func TestEchoCoder(t *testing.T) {
 	}
 
 	t.Run("fragmented", func(t *testing.T) {
+		ctx := testContext(t)
 		w, err := c.Writer(ctx, websocket.MessageBinary)
 		require.NoError(t, err)
 		var want []byte
@@ -150,6 +161,7 @@ func TestEchoCoder(t *testing.T) {
 	})
 
 	t.Run("ping pong", func(t *testing.T) {
+		ctx := testContext(t)
 		// Ping waits for the pong, which is read by a concurrent Read.
 		readErr := make(chan error, 1)
 		rctx, rcancel := context.WithCancel(ctx)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -50,6 +52,17 @@ type Config struct {
 	// MaxHandshakes limits connections accepted but not yet upgraded;
 	// past it new connections get 503. Default: 10000.
 	MaxHandshakes int
+	// MaxConnections limits the connections held, upgraded or not; past
+	// it new connections get 503 and are closed. Default: the process's
+	// soft limit on open files (RLIMIT_NOFILE) when NewServer runs, less 64
+	// kept for listeners and other files, so that the server refuses
+	// clients instead of failing accept with EMFILE.
+	MaxConnections int
+	// MaxConnectionsPerIP limits the connections held from one source IP
+	// address; past it new connections from that address get 503 and are
+	// closed. Zero: no limit, the default, since behind a reverse proxy
+	// every client has the proxy's address.
+	MaxConnectionsPerIP int
 	// HandshakeTimeout is the absolute time a client has to send its
 	// request. Default: 5 s.
 	HandshakeTimeout time.Duration
@@ -62,9 +75,10 @@ type Config struct {
 	// IdleTimeout is the silence (no frame at all; a pong counts) after
 	// which an open connection is closed with 1001. Zero: no limit.
 	IdleTimeout time.Duration
-	// FrameTimeout is how long a frame or fragmented message may stay
-	// half-received with nothing arriving before the connection is closed
-	// with 1008. Zero: no limit.
+	// FrameTimeout is the absolute time a client has to send a whole frame,
+	// or a whole fragmented message (control frames in between included),
+	// from its first byte; past it the connection is closed with 1008, even
+	// if bytes keep trickling in. Zero: no limit.
 	FrameTimeout time.Duration
 
 	// Upgrade routes a WebSocket upgrade request to a Handler. r is valid
@@ -99,6 +113,10 @@ func (cfg Config) withDefaults() Config {
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = 10000
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = defaultMaxConnections()
+	}
+	cfg.MaxConnectionsPerIP = max(cfg.MaxConnectionsPerIP, 0)
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 5 * time.Second
 	}
@@ -115,6 +133,20 @@ func (cfg Config) withDefaults() Config {
 		cfg.Logger = slog.Default()
 	}
 	return cfg
+}
+
+// fileReserve is how many open files the default MaxConnections leaves for
+// what is not a connection: listeners, the poller, logs, a data file.
+const fileReserve = 64
+
+// defaultMaxConnections is the default of Config.MaxConnections: the soft
+// RLIMIT_NOFILE less fileReserve, at least 1.
+func defaultMaxConnections() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > math.MaxInt32 {
+		return math.MaxInt32 // unknown or unlimited: no limit of our own
+	}
+	return max(int(lim.Cur)-fileReserve, 1)
 }
 
 const (
@@ -137,6 +169,7 @@ type Server struct {
 	now       func() time.Time
 
 	registry [registryShards]registryShard
+	peers    peerCounts // only with MaxConnectionsPerIP
 
 	mu         sync.Mutex // orders Serve's start against stopAccepting
 	serving    sync.WaitGroup
@@ -154,7 +187,9 @@ type Server struct {
 	accepted        atomic.Uint64
 	upgrades        atomic.Uint64
 	handshakeErrors atomic.Uint64
-	refused         atomic.Uint64 // over MaxHandshakes
+	refused         atomic.Uint64 // at accept, for any reason
+	refusedConns    atomic.Uint64 // over MaxConnections
+	refusedPerIP    atomic.Uint64 // over MaxConnectionsPerIP
 	httpRequests    atomic.Uint64
 	protocolErrors  atomic.Uint64
 	messagesIn      atomic.Uint64
@@ -269,34 +304,51 @@ func (s *Server) Serve(ln net.Listener) error {
 // acceptAll accepts connections until none is pending.
 func (s *Server) acceptAll(lfd int) error {
 	for !s.closing.Load() {
-		// AcceptAddr, not Accept: it allocates nothing. The address is not
-		// kept; RemoteAddr asks the socket (see Conn).
-		fd, _, err := poller.AcceptAddr(lfd)
+		// AcceptAddr, not Accept: it allocates nothing. The address serves
+		// MaxConnectionsPerIP and is not kept; RemoteAddr asks the socket
+		// (see Conn).
+		fd, addr, err := poller.AcceptAddr(lfd)
 		if err == unix.EAGAIN {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		s.open(fd)
+		s.open(fd, addr.Addr().Unmap())
 	}
 	return nil
 }
 
-// open registers an accepted socket.
-func (s *Server) open(fd int) {
+// open registers a socket accepted from addr, or refuses it with 503 when
+// the server is over a limit or closing.
+func (s *Server) open(fd int, addr netip.Addr) {
 	s.accepted.Add(1)
-	if s.handshakes.Load() >= int64(s.cfg.MaxHandshakes) || s.closing.Load() {
+	var peerSlot uint32
+	switch {
+	case s.closing.Load(), s.handshakes.Load() >= int64(s.cfg.MaxHandshakes):
 		s.refused.Add(1)
-		_, _ = unix.Write(fd, []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
-		_ = unix.Close(fd)
+		refuse(fd)
 		return
+	case s.connections.Load() >= int64(s.cfg.MaxConnections):
+		// Only Serve adds connections, so with one listener this is exact.
+		s.refused.Add(1)
+		s.refusedConns.Add(1)
+		refuse(fd)
+		return
+	case s.cfg.MaxConnectionsPerIP > 0:
+		var ok bool
+		if peerSlot, ok = s.peers.add(addr, s.cfg.MaxConnectionsPerIP); !ok {
+			s.refused.Add(1)
+			s.refusedPerIP.Add(1)
+			refuse(fd)
+			return
+		}
 	}
 	// Small frames should leave at once; batching happens in writev.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	c := &Conn{srv: s, fd: int32(fd)}
+	c := &Conn{srv: s, fd: int32(fd), peerSlot: peerSlot}
 	c.rd.Reset(s.cfg.MaxMessageBytes)
-	c.deadline = s.now().Add(s.cfg.HandshakeTimeout).UnixNano()
+	c.deadline = s.deadlineAfter(s.cfg.HandshakeTimeout)
 	s.handshakes.Add(1)
 	s.remember(c)
 	c.mu.Lock()
@@ -331,7 +383,11 @@ func (s *Server) remember(c *Conn) {
 	s.connections.Add(1)
 }
 
+// forget removes c from the registry and from the per-address counts.
 func (s *Server) forget(c *Conn) {
+	if c.peerSlot != 0 {
+		s.peers.remove(c.peerSlot)
+	}
 	r := s.shard(c)
 	r.mu.Lock()
 	last := len(r.conns) - 1
@@ -387,16 +443,33 @@ func (s *Server) sweepInterval() time.Duration {
 // clock costs an atomic load; uint32 differences survive its wrap-around.
 func (s *Server) ticks() uint32 { return s.clock.Load() }
 
+// tickAt returns the exact clock at t, in the unit of ticks.
+func (s *Server) tickAt(t time.Time) uint32 { return uint32(t.Sub(s.started).Milliseconds()) }
+
+// maxDeadline bounds the timeouts that deadlineAfter measures: deadlines
+// are compared as signed 32-bit differences of ticks.
+const maxDeadline = math.MaxInt32 * time.Millisecond
+
+// deadlineAfter returns the tick d from now, for Conn.deadline. It is never
+// 0, which means no deadline.
+func (s *Server) deadlineAfter(d time.Duration) uint32 {
+	return max(s.tickAt(s.now())+uint32(min(d, maxDeadline).Milliseconds()), 1)
+}
+
+// passed reports whether tick is at or after deadline, a value of
+// deadlineAfter; it survives the clock's wrap-around.
+func passed(tick, deadline uint32) bool { return int32(tick-deadline) >= 0 }
+
 // sweep walks the connections on a coarse tick: it expires those past their
-// handshake or close deadline, pings the quiet ones, and closes the idle
-// ones and those stalled mid-frame. It reads the clock once per pass, not
-// once per connection.
+// handshake or close deadline, closes those past their frame deadline,
+// pings the quiet ones and closes the idle ones. It reads the clock once per
+// pass, not once per connection.
 func (s *Server) sweep() {
 	defer close(s.done)
 	t := time.NewTicker(s.sweepInterval())
 	defer t.Stop()
 	ms := func(d time.Duration) uint32 { return uint32(d.Milliseconds()) }
-	ping, idle, frame := ms(s.cfg.PingInterval), ms(s.cfg.IdleTimeout), ms(s.cfg.FrameTimeout)
+	ping, idle := ms(s.cfg.PingInterval), ms(s.cfg.IdleTimeout)
 	var batch []*Conn
 	for {
 		select {
@@ -404,15 +477,13 @@ func (s *Server) sweep() {
 			return
 		case <-t.C:
 		}
-		wall := s.now()
-		now := wall.UnixNano()
-		tick := uint32(wall.Sub(s.started).Milliseconds())
+		tick := s.tickAt(s.now())
 		s.clock.Store(tick)
 		batch = s.eachWith(batch, func(c *Conn) {
 			var close ws.StatusCode
 			var reason string
 			c.mu.Lock()
-			late := c.deadline != 0 && now >= c.deadline && c.state != stateClosed
+			late := c.deadline != 0 && passed(tick, c.deadline) && c.state != stateClosed
 			if c.q != nil && c.queued == 0 {
 				// An idle connection keeps no queue; one that is busy
 				// keeps it, so that fan-out allocates nothing per delivery.
@@ -425,8 +496,10 @@ func (s *Server) sweep() {
 			if c.state == stateOpen {
 				quiet := tick - c.lastSeen
 				switch {
-				case frame > 0 && c.midFrame && quiet >= frame:
-					close, reason = ws.StatusPolicyViolation, "frame stalled"
+				case late:
+					// An open connection's deadline is its frame deadline.
+					late = false
+					close, reason = ws.StatusPolicyViolation, "frame timeout"
 				case idle > 0 && quiet >= idle:
 					close, reason = ws.StatusGoingAway, "idle timeout"
 				case ping > 0 && quiet >= ping && !c.pinged:
@@ -453,41 +526,52 @@ var sweepPing = NewFrame(ws.OpPing, nil)
 // Connections returns the number of connections held, upgraded or not.
 func (s *Server) Connections() int { return int(s.connections.Load()) }
 
-// Stats are counters of a Server since it started.
+// Stats are a Server's gauges (the connections held now) and its counters
+// since it started.
 type Stats struct {
-	Connections     int64  `json:"connections"` // every connection held: WebSocket, handshaking or plain HTTP
-	WebSockets      int64  `json:"websockets"`  // upgraded connections not yet released
-	Handshakes      int64  `json:"handshakes_in_flight"`
-	Accepted        uint64 `json:"accepted"`
-	Upgrades        uint64 `json:"upgrades"`
-	HandshakeErrors uint64 `json:"handshake_errors"`
-	Refused         uint64 `json:"refused"`
-	HTTPRequests    uint64 `json:"http_requests"`
-	ProtocolErrors  uint64 `json:"protocol_errors"`
-	MessagesIn      uint64 `json:"messages_in"`
-	BytesIn         uint64 `json:"bytes_in"`
-	BytesOut        uint64 `json:"bytes_out"`
-	Pings           uint64 `json:"pings"`
-	IdleCloses      uint64 `json:"idle_closes"`
+	Connections int64 `json:"connections"`          // every connection held: WebSocket, handshaking or plain HTTP
+	WebSockets  int64 `json:"websockets"`           // upgraded connections not yet released
+	Handshakes  int64 `json:"handshakes_in_flight"` // accepted, not yet upgraded nor answered
+
+	Accepted        uint64 `json:"accepted"`         // connections accepted, refused ones included
+	Upgrades        uint64 `json:"upgrades"`         // WebSocket upgrades that succeeded
+	HandshakeErrors uint64 `json:"handshake_errors"` // upgrade requests answered with an error status
+	// Refused counts the connections answered with 503 and closed at
+	// accept, for any reason: over MaxHandshakes, MaxConnections or
+	// MaxConnectionsPerIP, or while the server shuts down.
+	Refused            uint64 `json:"refused"`
+	RefusedConnections uint64 `json:"refused_connections"` // of Refused, over MaxConnections
+	RefusedPerIP       uint64 `json:"refused_per_ip"`      // of Refused, over MaxConnectionsPerIP
+	HTTPRequests       uint64 `json:"http_requests"`       // plain HTTP requests served
+	ProtocolErrors     uint64 `json:"protocol_errors"`     // connections failed for breaking RFC 6455 or a limit
+	MessagesIn         uint64 `json:"messages_in"`         // data messages received
+	BytesIn            uint64 `json:"bytes_in"`
+	BytesOut           uint64 `json:"bytes_out"`
+	Pings              uint64 `json:"pings"` // pings sent by the sweep
+	// IdleCloses counts the connections the sweep closed: idle past
+	// IdleTimeout (1001), or a frame not complete within FrameTimeout (1008).
+	IdleCloses uint64 `json:"idle_closes"`
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Connections:     s.connections.Load(),
-		WebSockets:      s.websockets.Load(),
-		Handshakes:      s.handshakes.Load(),
-		Accepted:        s.accepted.Load(),
-		Upgrades:        s.upgrades.Load(),
-		HandshakeErrors: s.handshakeErrors.Load(),
-		Refused:         s.refused.Load(),
-		HTTPRequests:    s.httpRequests.Load(),
-		ProtocolErrors:  s.protocolErrors.Load(),
-		MessagesIn:      s.messagesIn.Load(),
-		BytesIn:         s.bytesIn.Load(),
-		BytesOut:        s.bytesOut.Load(),
-		Pings:           s.pings.Load(),
-		IdleCloses:      s.idleCloses.Load(),
+		Connections:        s.connections.Load(),
+		WebSockets:         s.websockets.Load(),
+		Handshakes:         s.handshakes.Load(),
+		Accepted:           s.accepted.Load(),
+		Upgrades:           s.upgrades.Load(),
+		HandshakeErrors:    s.handshakeErrors.Load(),
+		Refused:            s.refused.Load(),
+		RefusedConnections: s.refusedConns.Load(),
+		RefusedPerIP:       s.refusedPerIP.Load(),
+		HTTPRequests:       s.httpRequests.Load(),
+		ProtocolErrors:     s.protocolErrors.Load(),
+		MessagesIn:         s.messagesIn.Load(),
+		BytesIn:            s.bytesIn.Load(),
+		BytesOut:           s.bytesOut.Load(),
+		Pings:              s.pings.Load(),
+		IdleCloses:         s.idleCloses.Load(),
 	}
 }
 

@@ -83,9 +83,6 @@ func (c *Conn) turn(buf []byte) {
 			c.readHandshake(buf[off : off+n])
 		case stateOpen:
 			c.readFrames(buf[:off+n])
-			c.mu.Lock()
-			c.lastSeen, c.pinged, c.midFrame = c.srv.ticks(), false, !c.rd.Idle()
-			c.mu.Unlock()
 		case stateClosing:
 			// Discard: we are waiting for the peer's FIN.
 		}
@@ -95,8 +92,14 @@ func (c *Conn) turn(buf []byte) {
 	}
 }
 
-// readFrames handles the frames in p.
+// readFrames handles the frames in p, input just read, and restarts the
+// idle clock and the frame deadline.
 func (c *Conn) readFrames(p []byte) {
+	// fresh: a message ended in p, so whatever is left half-read began in
+	// p, and its deadline starts now. Otherwise a client that streams
+	// messages back to back, with reads never ending between two, would
+	// be held to one deadline for all of them.
+	fresh := false
 	for len(p) > 0 {
 		m, n, ok, err := c.rd.Next(p)
 		p = p[n:]
@@ -105,12 +108,26 @@ func (c *Conn) readFrames(p []byte) {
 			return
 		}
 		if !ok {
-			return
+			break
 		}
+		// A control frame inside a fragmented message leaves the reader
+		// busy: the message's deadline goes on.
+		fresh = fresh || c.rd.Idle()
 		if !c.handleMessage(m) {
 			return
 		}
 	}
+	c.mu.Lock()
+	if c.state == stateOpen {
+		c.lastSeen, c.pinged = c.srv.ticks(), false
+		switch {
+		case c.rd.Idle():
+			c.deadline = 0
+		case c.srv.cfg.FrameTimeout > 0 && (fresh || c.deadline == 0):
+			c.deadline = c.srv.deadlineAfter(c.srv.cfg.FrameTimeout)
+		}
+	}
+	c.mu.Unlock()
 }
 
 // handleMessage acts on one message and reports whether the connection is
