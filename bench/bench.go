@@ -63,8 +63,13 @@ Scenarios:
   echo        -c connections to /echo, each with one --size-byte message in flight, for
               --duration: round trips per second and round-trip latency percentiles.
   churn       -c slots that connect, subscribe (?topics=) and close, over and over, for
-              --duration: cycles per second, and the server's connections, fds,
-              goroutines and Go heap before and after.
+              --duration, or until --cycles cycles are done (shared out among the worker
+              processes): cycles per second, and the server's connections, open fds,
+              goroutines, hub clients and subscriptions, Go heap and RSS before the first
+              cycle and after the last, each read once the server has settled (two
+              readings in a row agree). If the server serves /debug/pprof/ (fanout serve
+              --pprof), it is asked for a GC before each reading, so that the heap figures
+              are live memory rather than garbage not yet collected.
   compare     Builds fanout (go build -o OUT/fanout .) and each server of --servers from
               bench/peers (go build -o OUT/NAME ./NAME), runs each in turn on a fresh
               loopback port through the same idle, fanout and throughput runs at -n, and
@@ -87,6 +92,7 @@ Examples:
   fanout bench fanout -n 15000 --repeat 50 --json f.json
   fanout bench throughput -n 5000 --duration 30s --server-pid 1234
   fanout bench echo -c 200 --size 1024 --url ws://10.0.0.5:8080 --bind 10.0.0.9
+  fanout bench churn -c 100 --cycles 200000           do fds, goroutines and heap come back?
   fanout bench compare -n 15000 --out bench-results
 
 Flags (one dash or two; every scenario reads the ones it needs):
@@ -209,7 +215,7 @@ func (r *runner) newReport(scenario string) *Report {
 		Started:  time.Now(),
 		Params: Params{
 			Conns: o.Conns, Repeat: o.Repeat, Duration: o.Duration.Seconds(), Rate: o.Rate, Window: o.Window,
-			PayloadBytes: o.PayloadBytes, Concurrency: o.Concurrency, Size: o.Size, Topic: o.Topic,
+			PayloadBytes: o.PayloadBytes, Concurrency: o.Concurrency, Cycles: o.Cycles, Size: o.Size, Topic: o.Topic,
 		},
 		Server: ServerInfo{PID: r.pid},
 		Fleet:  r.plan,

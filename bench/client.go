@@ -192,9 +192,11 @@ type engine struct {
 	echoErrors  atomic.Int64
 
 	churnRunning atomic.Bool
-	churnActive  atomic.Int64
-	cycles       atomic.Int64
-	churnFailed  atomic.Int64
+	churnActive  atomic.Int64  // slots still cycling
+	churnLimited atomic.Bool   // the run stops after a number of cycles
+	churnBudget  atomic.Int64  // with churnLimited: cycles not yet started
+	cycles       atomic.Int64  // completed churn cycles in the window
+	churnFailed  atomic.Int64  // churn connections that failed in the window
 	churnIdle    chan struct{} // signalled when churnActive drops to 0
 }
 
@@ -730,21 +732,47 @@ func (c *conn) release(err error) {
 			e.cycles.Add(1)
 		} else {
 			e.churnFailed.Add(1)
+			if e.churnLimited.Load() {
+				e.churnBudget.Add(1) // the cycle is still to be done
+			}
 		}
 		switch {
-		case !e.churnRunning.Load():
-			if e.churnActive.Add(-1) == 0 {
-				select {
-				case e.churnIdle <- struct{}{}:
-				default:
-				}
-			}
+		case !e.churnRunning.Load() || !e.claimCycle():
+			e.churnSlotDone()
 		case wasOpen:
 			e.start(c.plan)
 		default:
 			// A failed connect may fail again at once: pause, so a
 			// broken target does not turn into a busy loop.
 			time.AfterFunc(churnRetryDelay, func() { e.start(c.plan) })
+		}
+	}
+}
+
+// claimCycle takes one cycle from the budget of a run limited in cycles,
+// and reports whether there was one to take. A run limited in time always
+// has one.
+func (e *engine) claimCycle() bool {
+	if !e.churnLimited.Load() {
+		return true
+	}
+	for {
+		b := e.churnBudget.Load()
+		if b <= 0 {
+			return false
+		}
+		if e.churnBudget.CompareAndSwap(b, b-1) {
+			return true
+		}
+	}
+}
+
+// churnSlotDone retires a churn slot; the last one wakes runChurn.
+func (e *engine) churnSlotDone() {
+	if e.churnActive.Add(-1) == 0 {
+		select {
+		case e.churnIdle <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -924,23 +952,67 @@ func (e *engine) startEcho(payload []byte) {
 	}
 }
 
-// runChurn keeps concurrency churn connections of plan cycling for d, then
-// waits (up to closeTimeout more) for the last ones to finish.
-func (e *engine) runChurn(plan *dialPlan, concurrency int, d time.Duration) {
+// runChurn keeps concurrency churn connections of plan cycling, then
+// waits (up to closeTimeout more) for the last ones to finish. It runs for
+// d or, if cycles is positive, until cycles cycles are complete; failed
+// connections do not count, and are tried again. A run limited in cycles
+// stops early when no cycle completes for stall, so that a server that
+// stopped answering does not keep the worker forever.
+func (e *engine) runChurn(plan *dialPlan, concurrency int, d time.Duration, cycles int64, stall time.Duration) {
+	select {
+	case <-e.churnIdle: // a stale signal from an earlier run
+	default:
+	}
+	e.churnLimited.Store(cycles > 0)
+	e.churnBudget.Store(cycles)
 	e.churnRunning.Store(true)
 	e.churnActive.Store(int64(concurrency))
 	for range concurrency {
-		e.start(plan)
+		if e.claimCycle() {
+			e.start(plan)
+		} else {
+			e.churnSlotDone()
+		}
 	}
-	select {
-	case <-time.After(d):
-	case <-e.stop:
+	if cycles > 0 {
+		e.awaitCycles(stall)
+	} else {
+		select {
+		case <-time.After(d):
+		case <-e.stop:
+		}
 	}
 	e.churnRunning.Store(false)
 	select {
 	case <-e.churnIdle:
 	case <-time.After(plan.timeout + closeTimeout):
 	case <-e.stop:
+	}
+	e.churnLimited.Store(false)
+}
+
+// awaitCycles waits until every slot of a run limited in cycles is done,
+// or no cycle completed for stall. It leaves churnIdle signalled if the
+// slots are done, for runChurn.
+func (e *engine) awaitCycles(stall time.Duration) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	last, progressed := e.cycles.Load(), time.Now()
+	for {
+		select {
+		case <-e.churnIdle:
+			e.churnIdle <- struct{}{} // for runChurn; nobody else sends now
+			return
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		if n := e.cycles.Load(); n != last {
+			last, progressed = n, time.Now()
+		} else if stall > 0 && time.Since(progressed) > stall {
+			e.log.Warn("churn: no cycle completed; stopping", "stall", stall, "cycles", n)
+			return
+		}
 	}
 }
 

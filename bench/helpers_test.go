@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -69,8 +70,8 @@ func serveForCompare(args []string) int {
 }
 
 // testServer is fanout in-process: a wsconn.Server serving a broadcast.Hub
-// on loopback, wired as "fanout serve" wires them, with /stats in fanout's
-// nested shape.
+// on loopback, wired as "fanout serve --pprof" wires them, with /stats in
+// fanout's nested shape.
 type testServer struct {
 	hub *broadcast.Hub
 	srv *wsconn.Server
@@ -94,6 +95,8 @@ func newTestServer(addr string, hcfg broadcast.Config) (ts *testServer, stop fun
 	ts = &testServer{hub: hub}
 	mux := http.NewServeMux()
 	mux.Handle("/publish", hub.PublishHandler())
+	// As "fanout serve --pprof": churn asks for a GC through it.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{

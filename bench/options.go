@@ -38,11 +38,12 @@ type Options struct {
 
 	Repeat       int           // R: fanout messages
 	Interval     time.Duration // fanout pause between messages
-	Duration     time.Duration // D: throughput, echo and churn length
+	Duration     time.Duration // D: throughput, echo and churn length (churn: unless Cycles)
 	Rate         float64       // throughput messages per second (0: windowed)
 	Window       int           // throughput messages in flight (windowed)
 	PayloadBytes int           // fanout and throughput data size
 	Concurrency  int           // C: echo connections, churn slots
+	Cycles       int64         // churn: stop after this many cycles (0: after Duration)
 	Size         int           // S: echo message size
 
 	Settle    time.Duration // pause before an "after" sample
@@ -80,12 +81,13 @@ func (o *Options) register(fs *flag.FlagSet) {
 
 	fs.IntVar(&o.Repeat, "repeat", 50, "`R`: messages the fanout scenario sends, one at a time")
 	fs.DurationVar(&o.Interval, "interval", 0, "fanout: pause between a message's last receipt and the next message")
-	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "`D`: length of throughput, echo and churn")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "`D`: length of throughput, echo and churn (unless --cycles)")
 	fs.Float64Var(&o.Rate, "rate", 0, "throughput: messages per second, open loop (0: closed loop, see --window)")
 	fs.IntVar(&o.Window, "window", 16, "throughput, closed loop: messages published but not yet received by every subscriber")
 	fs.IntVar(&o.PayloadBytes, "payload-bytes", 0, "fanout and throughput: pad each message's data to this many `bytes`")
 	fs.IntVar(&o.Concurrency, "c", 100, "`C`: echo connections, each with one message in flight; churn slots")
 	fs.IntVar(&o.Size, "size", 64, "`S`: echo message size in bytes")
+	fs.Int64Var(&o.Cycles, "cycles", 0, "churn: stop after `N` cycles in all, spread over the worker processes, instead of after --duration (0: --duration)")
 
 	fs.DurationVar(&o.Settle, "settle", 2*time.Second, "wait this long before an \"after\" sample (idle, churn)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Second, "give up waiting for receipts or for the server after this long without progress")
@@ -120,6 +122,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("-c must be at least 1")
 	case o.Size < 0:
 		return fmt.Errorf("--size must not be negative")
+	case o.Cycles < 0:
+		return fmt.Errorf("--cycles must not be negative")
 	case o.DialConcurrency < 1:
 		return fmt.Errorf("--dial-concurrency must be at least 1")
 	case o.Timeout <= 0:

@@ -72,6 +72,20 @@ func (r *runner) timedBar(ctx context.Context, desc string, d time.Duration) err
 	}
 }
 
+// cyclesBar shows the fleet's churn cycles, towards n, until ctx ends; it
+// returns ctx's error.
+func (r *runner) cyclesBar(ctx context.Context, desc string, n int64) error {
+	b := r.newBar(n, desc)
+	defer b.Done()
+	for {
+		b.Set(r.fleet.progress(r.win).Cycles)
+		r.fleet.wait(ctx, 100*time.Millisecond)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
 // isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)

@@ -42,6 +42,7 @@ type Params struct {
 	Window       int     `json:"window"`
 	PayloadBytes int     `json:"payload_bytes"`
 	Concurrency  int     `json:"c"`
+	Cycles       int64   `json:"cycles,omitempty"`
 	Size         int     `json:"size"`
 	Topic        string  `json:"topic"`
 }
@@ -226,9 +227,12 @@ type EchoResult struct {
 	Client      ClientUsage `json:"client"`
 }
 
-// ChurnResult is the churn scenario: connect, subscribe, disconnect.
+// ChurnResult is the churn scenario: connect, subscribe, disconnect. Before
+// and After are the server once settled (see runner.settledSample), before
+// the first cycle and after the last.
 type ChurnResult struct {
 	Concurrency int              `json:"c"`
+	Requested   int64            `json:"requested_cycles,omitempty"` // --cycles; 0: the run lasted --duration
 	Seconds     float64          `json:"seconds"`
 	Cycles      int64            `json:"cycles"`
 	PerSecond   float64          `json:"per_second"`
@@ -237,16 +241,30 @@ type ChurnResult struct {
 	Before      Sample           `json:"before"`
 	After       Sample           `json:"after"`
 	Delta       ChurnDelta       `json:"delta"`
-	Client      ClientUsage      `json:"client"`
+	// SettleSeconds is the time from the last cycle to the After sample.
+	SettleSeconds float64 `json:"settle_s"`
+	// Settled says whether the server's figures stopped changing before
+	// --timeout; if not, After is the last sample taken.
+	Settled bool `json:"settled"`
+	// HeapAfterGC says whether each heap figure was read right after a
+	// garbage collection the harness asked for (see runner.collectGarbage;
+	// fanout serves it with --pprof). Without one, the figures include
+	// garbage not yet collected, and may differ by megabytes from one
+	// reading to the next.
+	HeapAfterGC bool        `json:"heap_after_gc"`
+	Client      ClientUsage `json:"client"`
 }
 
 // ChurnDelta is after minus before; -1 where the server does not report.
 type ChurnDelta struct {
-	Connections int64 `json:"connections"`
-	FDs         int64 `json:"fds"`
-	Goroutines  int64 `json:"goroutines"`
-	HeapBytes   int64 `json:"go_heap_bytes"`
-	RSSBytes    int64 `json:"rss_bytes"`
+	Connections   int64 `json:"connections"`
+	FDs           int64 `json:"fds"`
+	Goroutines    int64 `json:"goroutines"`
+	Clients       int64 `json:"clients"`
+	Subscriptions int64 `json:"subscriptions"`
+	HeapBytes     int64 `json:"go_heap_bytes"`
+	RSSBytes      int64 `json:"rss_bytes"`
+	RSSAnonBytes  int64 `json:"rss_anon_bytes"`
 }
 
 // delta returns after - before, or -1 if either is unknown.
@@ -425,24 +443,56 @@ func (r *Report) WriteSummary(w io.Writer) {
 		fmt.Fprintf(w, "  client         %s\n", fmtClient(x.Client))
 	}
 	if x := r.Churn; x != nil {
-		fmt.Fprintf(w, "\nchurn: %d slots, connect + subscribe + close, %.1fs\n", x.Concurrency, x.Seconds)
+		run := fmt.Sprintf("%.1fs", x.Seconds)
+		if x.Requested > 0 {
+			run = fmt.Sprintf("%d cycles requested, %.1fs", x.Requested, x.Seconds)
+		}
+		fmt.Fprintf(w, "\nchurn: %d slots, connect + subscribe + close, %s\n", x.Concurrency, run)
 		fmt.Fprintf(w, "  cycles         %d (%.0f/s), %d failed%s\n", x.Cycles, x.PerSecond, x.Failed, fmtErrors(x.Errors))
+		settled := "once two readings in a row agreed"
+		if !x.Settled {
+			settled = "NOT SETTLED: still changing after --timeout"
+		}
+		fmt.Fprintf(w, "  server         read %.1fs after the last cycle, %s\n", x.SettleSeconds, settled)
 		fmt.Fprintf(w, "  %-22s %12s %12s %12s\n", "", "before", "after", "delta")
 		row := func(label string, b, a, d int64) {
 			fmt.Fprintf(w, "  %-22s %12s %12s %12s\n", label, fmtInt(b), fmtInt(a), fmtInt(d))
 		}
-		row("server connections", x.Before.Server.Connections, x.After.Server.Connections, x.Delta.Connections)
-		row("server open fds", x.Before.Server.OpenFDs, x.After.Server.OpenFDs, x.Delta.FDs)
-		row("server goroutines", x.Before.Server.Goroutines, x.After.Server.Goroutines, x.Delta.Goroutines)
-		fmt.Fprintf(w, "  %-22s %12s %12s %12s\n", "server Go heap", fmtBytes(float64(x.Before.Server.HeapBytes)), fmtBytes(float64(x.After.Server.HeapBytes)), signedBytes(x.Delta.HeapBytes, x.Before.Server.HeapBytes))
+		bytesRow := func(label string, b, a int64) {
+			fmt.Fprintf(w, "  %-22s %12s %12s %12s\n", label, fmtBytes(float64(b)), fmtBytes(float64(a)), signedBytes(b, a))
+		}
+		b, a := x.Before.Server, x.After.Server
+		row("server connections", b.Connections, a.Connections, x.Delta.Connections)
+		row("server open fds", b.OpenFDs, a.OpenFDs, x.Delta.FDs)
+		row("server goroutines", b.Goroutines, a.Goroutines, x.Delta.Goroutines)
+		if b.Clients >= 0 || a.Clients >= 0 {
+			row("hub clients", b.Clients, a.Clients, x.Delta.Clients)
+			row("hub subscriptions", b.Subscriptions, a.Subscriptions, x.Delta.Subscriptions)
+		}
+		heap := "server Go heap"
+		if x.HeapAfterGC {
+			heap += " (GC'd)"
+		}
+		bytesRow(heap, b.HeapBytes, a.HeapBytes)
+		bytesRow("server RSS", b.RSSBytes, a.RSSBytes)
+		if b.RSSAnonBytes >= 0 {
+			bytesRow("server anon RSS", b.RSSAnonBytes, a.RSSAnonBytes)
+		}
+		if !x.HeapAfterGC {
+			fmt.Fprintf(w, "  note           the heap figures include garbage not yet collected; a server with\n"+
+				"                 /debug/pprof/ (fanout serve --pprof) is asked for a GC before each reading\n")
+		}
 		fmt.Fprintf(w, "  client         %s\n", fmtClient(x.Client))
 	}
 }
 
-func signedBytes(d, before int64) string {
-	if before < 0 {
+// signedBytes formats after - before with its sign; -1 (unknown) in either
+// gives n/a.
+func signedBytes(before, after int64) string {
+	if before < 0 || after < 0 {
 		return "n/a"
 	}
+	d := after - before
 	if d < 0 {
 		return "-" + fmtBytes(float64(-d))
 	}

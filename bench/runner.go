@@ -645,10 +645,12 @@ func (r *runner) echo(ctx context.Context, conns int) (*EchoResult, error) {
 	}, nil
 }
 
-// churn cycles --c connection slots for --duration: connect, subscribe
-// (in the URL), close; then it waits for the server to settle.
+// churn cycles --c connection slots for --duration, or until --cycles
+// cycles are done: connect, subscribe (in the URL), close. The server is
+// sampled once settled, before the first cycle and after the last.
 func (r *runner) churn(ctx context.Context) (*ChurnResult, error) {
-	before, err := r.sample(ctx)
+	gc := r.collectGarbage(ctx) // and whether the server can
+	before, _, err := r.settledSample(ctx, gc, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -660,29 +662,45 @@ func (r *runner) churn(ctx context.Context) (*ChurnResult, error) {
 		return nil, err
 	}
 	slots := r.split(r.o.Concurrency)
+	quotas := shareOut(r.o.Cycles, slots)
 	start := time.Now()
 	replies := make([]windowCounts, r.fleet.Size())
 	barDone := make(chan error, 1)
 	bctx, cancel := context.WithCancel(ctx)
-	go func() { barDone <- r.timedBar(bctx, "churn (ms)", r.o.Duration) }()
+	if r.o.Cycles > 0 {
+		go func() { barDone <- r.cyclesBar(bctx, "churn cycles", r.o.Cycles) }()
+	} else {
+		go func() { barDone <- r.timedBar(bctx, "churn (ms)", r.o.Duration) }()
+	}
 	err = r.fleet.each(func(i int, w *workerProc) error {
-		if slots[i] == 0 {
+		if slots[i] == 0 || (r.o.Cycles > 0 && quotas[i] == 0) {
 			return nil
 		}
 		cmd := command{Op: "churn", Dial: r.dialCommand(i, "churn", r.t.subPath, 0), Concurrency: slots[i], Duration: Duration(r.o.Duration)}
-		return w.call(ctx, cmd, &replies[i], r.o.Duration+r.o.DialTimeout+closeTimeout+30*time.Second)
+		timeout := r.o.Duration + r.o.DialTimeout + closeTimeout + 30*time.Second
+		if r.o.Cycles > 0 {
+			// The run takes as long as its cycles take, so the parent sets
+			// no bound: the worker gives up by itself after --timeout
+			// without a completed cycle.
+			cmd.Cycles, cmd.Stall, timeout = quotas[i], Duration(r.o.Timeout), 0
+		}
+		return w.call(ctx, cmd, &replies[i], timeout)
 	})
 	cancel()
 	<-barDone
 	if err != nil {
 		return nil, err
 	}
-	secs := time.Since(start).Seconds()
+	end := time.Now()
+	secs := end.Sub(start).Seconds()
 	u1, err := r.usage(ctx)
 	if err != nil {
 		return nil, err
 	}
-	x := &ChurnResult{Concurrency: r.o.Concurrency, Seconds: secs, Errors: map[string]int64{}, Before: before, Client: clientUsage(u0, u1)}
+	x := &ChurnResult{
+		Concurrency: r.o.Concurrency, Requested: r.o.Cycles, Seconds: secs, Errors: map[string]int64{},
+		Before: before, HeapAfterGC: gc, Client: clientUsage(u0, u1),
+	}
 	for _, w := range replies {
 		x.Cycles += w.Cycles
 		x.Failed += w.ChurnFailed
@@ -699,18 +717,117 @@ func (r *runner) churn(ctx context.Context) (*ChurnResult, error) {
 	if err := sleep(ctx, r.o.Settle); err != nil {
 		return nil, err
 	}
-	if x.After, err = r.sample(ctx); err != nil {
+	if x.After, x.Settled, err = r.settledSample(ctx, gc, before.Server.Connections); err != nil {
 		return nil, err
 	}
+	x.SettleSeconds = time.Since(end).Seconds()
 	b, a := before.Server, x.After.Server
 	x.Delta = ChurnDelta{
-		Connections: delta(b.Connections, a.Connections),
-		FDs:         delta(b.OpenFDs, a.OpenFDs),
-		Goroutines:  delta(b.Goroutines, a.Goroutines),
-		HeapBytes:   delta(b.HeapBytes, a.HeapBytes),
-		RSSBytes:    delta(b.RSSBytes, a.RSSBytes),
+		Connections:   delta(b.Connections, a.Connections),
+		FDs:           delta(b.OpenFDs, a.OpenFDs),
+		Goroutines:    delta(b.Goroutines, a.Goroutines),
+		Clients:       delta(b.Clients, a.Clients),
+		Subscriptions: delta(b.Subscriptions, a.Subscriptions),
+		HeapBytes:     delta(b.HeapBytes, a.HeapBytes),
+		RSSBytes:      delta(b.RSSBytes, a.RSSBytes),
+		RSSAnonBytes:  delta(b.RSSAnonBytes, a.RSSAnonBytes),
+	}
+	if r.o.Cycles > 0 && x.Cycles < r.o.Cycles {
+		return x, fmt.Errorf("bench: churn: %d of %d cycles done; the workers gave up after --timeout (%v) without one", x.Cycles, r.o.Cycles, r.o.Timeout)
 	}
 	return x, nil
+}
+
+// shareOut divides n in proportion to weights; the remainder goes one by
+// one to the first that have a weight.
+func shareOut(n int64, weights []int) []int64 {
+	out := make([]int64, len(weights))
+	var total int64
+	for _, w := range weights {
+		total += int64(w)
+	}
+	if total <= 0 || n <= 0 {
+		return out
+	}
+	var given int64
+	for i, w := range weights {
+		out[i] = n * int64(w) / total
+		given += out[i]
+	}
+	for i := 0; given < n; i = (i + 1) % len(weights) {
+		if weights[i] > 0 {
+			out[i]++
+			given++
+		}
+	}
+	return out
+}
+
+// settleInterval is the pause between the samples that settledSample
+// compares.
+const settleInterval = 250 * time.Millisecond
+
+// settledSample samples the server until two samples in a row,
+// settleInterval apart, agree on its connections, open fds, goroutines, and
+// hub clients and subscriptions, with the connections at most maxConns
+// (unless it is negative) and, where the server tells, no connection but
+// the /stats request itself that is not a WebSocket; or until --timeout
+// passes. A server releases a closed connection's fd, goroutines and
+// subscriptions a little after the client sees it close, and a plain-HTTP
+// or half-done connection holds an fd too. With gc, each sample follows a
+// garbage collection (see collectGarbage). It returns the last sample and
+// whether the server settled.
+func (r *runner) settledSample(ctx context.Context, gc bool, maxConns int64) (Sample, bool, error) {
+	deadline := time.Now().Add(r.o.Timeout)
+	var prev Sample
+	for i := 0; ; i++ {
+		if gc {
+			r.collectGarbage(ctx)
+		}
+		s, err := r.sample(ctx)
+		if err != nil {
+			return s, false, err
+		}
+		p, n := prev.Server, s.Server
+		others := n.AllConnections - n.Connections // plain HTTP and handshakes, this request included
+		if i > 0 && (maxConns < 0 || n.Connections <= maxConns) && (n.AllConnections < 0 || others <= 1) &&
+			p.Connections == n.Connections && p.OpenFDs == n.OpenFDs && p.Goroutines == n.Goroutines &&
+			p.Clients == n.Clients && p.Subscriptions == n.Subscriptions {
+			return s, true, nil
+		}
+		if time.Now().After(deadline) {
+			r.log.Warn("server's figures did not settle", "connections", n.Connections, "open_fds", n.OpenFDs, "goroutines", n.Goroutines)
+			return s, false, nil
+		}
+		prev = s
+		if err := sleep(ctx, settleInterval); err != nil {
+			return s, false, err
+		}
+	}
+}
+
+// collectGarbage asks the server for a garbage collection, through
+// GET /debug/pprof/heap?gc=1 (Go's net/http/pprof, which fanout serves with
+// --pprof), so that the heap it reports next is what is live rather than
+// wherever the last collection left it. It reports whether the server did.
+//
+// The profile comes as text (debug=1): the default, gzipped form leaves
+// about 1 MiB of compressor state behind as garbage, in the very heap that
+// is read next; the text form leaves tens of KiB.
+func (r *runner) collectGarbage(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.t.host+"/debug/pprof/heap?gc=1&debug=1", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := r.httpc.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode == http.StatusOK
 }
 
 // sleep waits d or until ctx ends.

@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -161,6 +163,49 @@ func TestChurn(t *testing.T) {
 	assert.Positive(t, x.After.Server.Goroutines)
 	accepted := ts.srv.Stats().Upgrades
 	assert.GreaterOrEqual(t, int64(accepted), x.Cycles, "each cycle is an upgrade")
+}
+
+// TestChurnCycles runs churn for a number of cycles instead of a time:
+// exactly that many complete, shared out among the workers, and the server
+// is back where it was, read once settled.
+func TestChurnCycles(t *testing.T) {
+	ts := startServer(t, broadcast.Config{})
+	o := testOptions(t, ts.url)
+	o.Concurrency = 10
+	o.Cycles = 500
+	o.Duration = time.Millisecond // were it the end of the run, far fewer cycles would be done
+	rep, err := Run(context.Background(), "churn", o, os.Stderr, testLogger())
+	require.NoError(t, err)
+
+	assert.EqualValues(t, 500, rep.Params.Cycles)
+	x := rep.Churn
+	require.NotNil(t, x)
+	assert.EqualValues(t, 500, x.Requested)
+	assert.EqualValues(t, 500, x.Cycles, "exactly --cycles cycles")
+	assert.Zero(t, x.Failed, "errors: %v", x.Errors)
+	assert.EqualValues(t, 500, ts.srv.Stats().Upgrades, "one upgrade per cycle, and no more")
+	assert.True(t, x.Settled, "the server settled after the cycles")
+	assert.True(t, x.HeapAfterGC, "the test server serves /debug/pprof/, so heap figures follow a GC")
+	assert.Zero(t, x.Delta.Connections, "every churned connection is gone")
+	assert.Zero(t, x.Delta.Clients, "the hub serves no client")
+	assert.Zero(t, x.Delta.Subscriptions, "the hub holds no subscription")
+	assert.Zero(t, x.After.Server.Subscriptions)
+	for _, s := range []Sample{x.Before, x.After} {
+		assert.Positive(t, s.Server.OpenFDs)
+		assert.Positive(t, s.Server.Goroutines)
+		assert.Positive(t, s.Server.HeapBytes)
+	}
+	t.Logf("churn: %d cycles, fds %d -> %d, goroutines %d -> %d, heap %d -> %d", x.Cycles,
+		x.Before.Server.OpenFDs, x.After.Server.OpenFDs, x.Before.Server.Goroutines, x.After.Server.Goroutines,
+		x.Before.Server.HeapBytes, x.After.Server.HeapBytes)
+
+	var out bytes.Buffer
+	rep.WriteSummary(&out)
+	for _, want := range []string{"500 cycles requested", "cycles         500 (", "server open fds", "server goroutines",
+		"hub subscriptions", "server Go heap (GC'd)", "once two readings in a row agreed"} {
+		assert.Contains(t, out.String(), want)
+	}
+	t.Logf("summary:\n%s", out.String())
 }
 
 // TestMainJSON runs the command line, as "fanout bench fanout --json FILE"

@@ -23,6 +23,7 @@ import (
 // report is -1.
 type ServerStats struct {
 	Connections     int64 `json:"connections"`
+	AllConnections  int64 `json:"all_connections"` // fanout's only: WebSockets, handshakes and plain HTTP, the /stats request included
 	RSSBytes        int64 `json:"rss_bytes"`
 	RSSAnonBytes    int64 `json:"rss_anon_bytes"` // resident anonymous memory: not the binary's pages
 	HeapBytes       int64 `json:"go_heap_bytes"`
@@ -31,6 +32,8 @@ type ServerStats struct {
 	Deliveries      int64 `json:"deliveries"`                // fanout's hub only
 	Drops           int64 `json:"drops"`                     // fanout's hub only
 	SlowDisconnects int64 `json:"slow_consumer_disconnects"` // fanout's hub only
+	Clients         int64 `json:"clients"`                   // fanout's hub only: connections it serves
+	Subscriptions   int64 `json:"subscriptions"`             // fanout's hub only
 }
 
 // parseServerStats reads either shape of /stats.
@@ -57,12 +60,13 @@ func parseServerStats(b []byte) (ServerStats, error) {
 		}
 		return -1
 	}
-	conns := get("websockets") // fanout's: WebSockets only, as the peers count
+	conns, all := get("websockets"), get("connections") // fanout's: WebSockets only, as the peers count
 	if conns < 0 {
-		conns = get("connections")
+		conns, all = all, -1
 	}
 	return ServerStats{
 		Connections:     conns,
+		AllConnections:  all,
 		RSSBytes:        get("rss_bytes"),
 		RSSAnonBytes:    get("rss_anon_bytes"),
 		HeapBytes:       get("go_heap_bytes"),
@@ -71,6 +75,8 @@ func parseServerStats(b []byte) (ServerStats, error) {
 		Deliveries:      get("deliveries"),
 		Drops:           get("drops"),
 		SlowDisconnects: get("slow_consumer_disconnects"),
+		Clients:         get("clients"),
+		Subscriptions:   get("subscriptions"),
 	}, nil
 }
 

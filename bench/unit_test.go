@@ -28,19 +28,33 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestParseServerStats(t *testing.T) {
-	nested := `{"server":{"connections":12,"accepted":40},"hub":{"deliveries":7,"drops":2,"slow_consumer_disconnects":1},
+	nested := `{"server":{"connections":12,"accepted":40},"hub":{"deliveries":7,"drops":2,"slow_consumer_disconnects":1,"clients":4,"subscriptions":5},
 		"queued_bytes":0,"process":{"rss_bytes":1000,"rss_anon_bytes":600,"go_heap_bytes":500,"goroutines":9,"open_fds":20}}`
 	s, err := parseServerStats([]byte(nested))
 	require.NoError(t, err)
-	assert.Equal(t, ServerStats{Connections: 12, RSSBytes: 1000, RSSAnonBytes: 600, HeapBytes: 500, Goroutines: 9, OpenFDs: 20, Deliveries: 7, Drops: 2, SlowDisconnects: 1}, s)
+	assert.Equal(t, ServerStats{Connections: 12, RSSBytes: 1000, RSSAnonBytes: 600, HeapBytes: 500, Goroutines: 9, OpenFDs: 20, Deliveries: 7, Drops: 2, SlowDisconnects: 1, Clients: 4, Subscriptions: 5, AllConnections: -1}, s)
+
+	withWebSockets := `{"server":{"connections":12,"websockets":10},"process":{"open_fds":20}}`
+	s, err = parseServerStats([]byte(withWebSockets))
+	require.NoError(t, err)
+	assert.EqualValues(t, 10, s.Connections, "fanout's WebSockets, as the peers count")
+	assert.EqualValues(t, 12, s.AllConnections)
 
 	flat := `{"connections":3,"rss_bytes":2048,"go_heap_bytes":1024,"goroutines":8,"open_fds":11}`
 	s, err = parseServerStats([]byte(flat))
 	require.NoError(t, err)
-	assert.Equal(t, ServerStats{Connections: 3, RSSBytes: 2048, RSSAnonBytes: -1, HeapBytes: 1024, Goroutines: 8, OpenFDs: 11, Deliveries: -1, Drops: -1, SlowDisconnects: -1}, s)
+	assert.Equal(t, ServerStats{Connections: 3, RSSBytes: 2048, RSSAnonBytes: -1, HeapBytes: 1024, Goroutines: 8, OpenFDs: 11, Deliveries: -1, Drops: -1, SlowDisconnects: -1, Clients: -1, Subscriptions: -1, AllConnections: -1}, s)
 
 	_, err = parseServerStats([]byte(`[1]`))
 	assert.Error(t, err)
+}
+
+func TestShareOut(t *testing.T) {
+	assert.Equal(t, []int64{100, 100}, shareOut(200, []int{50, 50}))
+	assert.Equal(t, []int64{4, 3, 3}, shareOut(10, []int{1, 1, 1}), "the remainder goes to the first")
+	assert.Equal(t, []int64{0, 2, 0, 1}, shareOut(3, []int{0, 2, 0, 1}), "nothing for a worker with no slot")
+	assert.Equal(t, []int64{1, 0}, shareOut(1, []int{1, 1}), "fewer cycles than workers")
+	assert.Equal(t, []int64{0, 0}, shareOut(0, []int{3, 3}), "0: no limit")
 }
 
 func TestFrames(t *testing.T) {

@@ -63,7 +63,9 @@ type command struct {
 	Expected    int64        `json:"expected,omitempty"`    // collect: messages per subscriber
 	Payload     []byte       `json:"payload,omitempty"`     // echo_start
 	Concurrency int          `json:"concurrency,omitempty"` // churn
-	Duration    Duration     `json:"duration,omitempty"`    // churn
+	Duration    Duration     `json:"duration,omitempty"`    // churn, unless Cycles
+	Cycles      int64        `json:"cycles,omitempty"`      // churn: stop after this many (0: after Duration)
+	Stall       Duration     `json:"stall,omitempty"`       // churn with Cycles: give up after this long without a cycle
 	Kind        string       `json:"kind,omitempty"`        // close
 }
 
@@ -312,7 +314,7 @@ func handleCommand(e *engine, cmd *command) (any, error) {
 			return nil, err
 		}
 		plan.kind, plan.sem, plan.n = kindChurn, nil, 0
-		e.runChurn(plan, cmd.Concurrency, time.Duration(cmd.Duration))
+		e.runChurn(plan, cmd.Concurrency, time.Duration(cmd.Duration), cmd.Cycles, time.Duration(cmd.Stall))
 		return e.collect(0)
 	case "close":
 		kind, err := parseKind(cmd.Kind)
