@@ -84,6 +84,8 @@ type serveOptions struct {
 	maxQueueBytes   int
 	maxHeaderBytes  int
 	maxHandshakes   int
+	maxConns        int
+	maxConnsPerIP   int
 	handshake       time.Duration
 	shutdown        time.Duration
 	echo            bool
@@ -119,6 +121,8 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.Int64Var(&o.maxMessageBytes, "max-message-bytes", 1<<20, "largest client message in `bytes`, all fragments together; a longer one is closed with 1009")
 	fs.IntVar(&o.maxQueueBytes, "max-queue-bytes", 1<<20, "per-connection write queue limit in `bytes`; past it the connection stops reading (echo) or is a slow consumer")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 8<<10, "largest HTTP request head in `bytes`; a larger one gets 431")
+	fs.IntVar(&o.maxConns, "max-connections", 0, "connections held, upgraded or not; past it new ones get 503 (0: the open-file limit minus 64)")
+	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 0, "connections from one source IP address; past it new ones get 503 (0: no limit; behind a proxy, limit per IP there)")
 	fs.IntVar(&o.maxHandshakes, "max-handshakes", 10000, "connections accepted but not yet upgraded; past it new ones get 503")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 5*time.Second, "absolute time a client has to send its upgrade request")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for connections to close after close 1001")
@@ -146,7 +150,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.jwtLeeway, "jwt-leeway", 0, "clock skew allowed when checking exp and nbf")
 	fs.StringVar(&o.publishKey, "publish-key", "", "`key` that grants POST /publish on every topic, as Authorization: Bearer KEY (default: $FANOUT_PUBLISH_KEY)")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host[:port], *.host for subdomains) allowed to open WebSockets; others get 403 (empty: any)")
-	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "close a connection (1008) whose half-received frame has stalled this long (0: never)")
+	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "a frame or fragmented message must be complete this long after its first byte, or the connection is closed with 1008 (0: never)")
 }
 
 func serve(args []string, stderr io.Writer) int {
@@ -311,16 +315,18 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 	})
 	echo := o.echo
 	return wsconn.Config{
-		Workers:          o.workers,
-		MaxMessageBytes:  o.maxMessageBytes,
-		MaxBodyBytes:     int64(o.maxPublishBytes),
-		MaxQueueBytes:    o.maxQueueBytes,
-		MaxHeaderBytes:   o.maxHeaderBytes,
-		MaxHandshakes:    o.maxHandshakes,
-		HandshakeTimeout: o.handshake,
-		PingInterval:     o.pingInterval,
-		IdleTimeout:      o.idleTimeout,
-		FrameTimeout:     o.frameTimeout,
+		Workers:             o.workers,
+		MaxMessageBytes:     o.maxMessageBytes,
+		MaxBodyBytes:        int64(o.maxPublishBytes),
+		MaxQueueBytes:       o.maxQueueBytes,
+		MaxHeaderBytes:      o.maxHeaderBytes,
+		MaxHandshakes:       o.maxHandshakes,
+		MaxConnections:      o.maxConns,
+		MaxConnectionsPerIP: o.maxConnsPerIP,
+		HandshakeTimeout:    o.handshake,
+		PingInterval:        o.pingInterval,
+		IdleTimeout:         o.idleTimeout,
+		FrameTimeout:        o.frameTimeout,
 		Upgrade: func(r *wsconn.Request) (wsconn.Handler, error) {
 			if !origins.Allowed(r.Origin) {
 				return nil, wsconn.Reject(http.StatusForbidden, "origin not allowed")

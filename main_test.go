@@ -697,3 +697,40 @@ func TestServeNoAuthWarning(t *testing.T) {
 		})
 	}
 }
+
+// TestServeConnectionLimits: --max-connections and --max-connections-per-ip
+// reach the server: past them a new connection gets 503.
+func TestServeConnectionLimits(t *testing.T) {
+	for _, tc := range []struct {
+		flag string
+		from []string // source address of each connection; the last is refused
+	}{
+		{"--max-connections", []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}},
+		{"--max-connections-per-ip", []string{"127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.2"}},
+	} {
+		t.Run(tc.flag, func(t *testing.T) {
+			limit := len(tc.from) - 1
+			if tc.flag == "--max-connections-per-ip" {
+				limit = 2
+			}
+			s := startServe(t, tc.flag, strconv.Itoa(limit))
+			dial := func(from string) net.Conn {
+				d := net.Dialer{Timeout: waitTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+				c, err := d.Dial("tcp", s.addr)
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = c.Close() })
+				return c
+			}
+			for _, from := range tc.from[:len(tc.from)-1] {
+				dial(from) // held silent: a connection in its handshake
+			}
+			// No wait needed: the held connections were established
+			// first, and the server accepts in that order.
+			c := dial(tc.from[len(tc.from)-1])
+			require.NoError(t, c.SetReadDeadline(time.Now().Add(waitTimeout)))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		})
+	}
+}
