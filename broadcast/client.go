@@ -33,6 +33,10 @@ const (
 	CodeTooLarge             = "too_large"              // publish data over the size limit
 )
 
+// CloseTokenExpired is the close code of a connection whose token's exp
+// has passed: it must reconnect with a new token.
+const CloseTokenExpired ws.StatusCode = 4001
+
 // CloseRateLimit is the close code (policy violation) of a client that kept
 // sending over the message rate after it was told.
 const CloseRateLimit = ws.StatusPolicyViolation
@@ -279,6 +283,16 @@ func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 	default:
 		cl.sendError(CodeUnknownType, "unknown message type "+strconv.Quote(m.Type))
 	}
+}
+
+// Expired closes a connection whose token has expired (wsconn.Expirer):
+// the token's grants end at its exp, subscriptions included.
+func (cl *client) Expired(_ *wsconn.Conn, now time.Time) (ws.StatusCode, string, bool) {
+	if cl.hub().cfg.Auth == nil || !cl.id.Expired(now) {
+		return 0, "", false
+	}
+	cl.hub().expiryCloses.Add(1)
+	return CloseTokenExpired, "token expired", true
 }
 
 // OnClose drops the connection's subscriptions.

@@ -155,6 +155,7 @@ type Hub struct {
 	forbidden     atomic.Uint64
 	rateLimited   atomic.Uint64
 	rateCloses    atomic.Uint64
+	expiryCloses  atomic.Uint64
 }
 
 // New starts a hub with cfg. Close stops it.
@@ -325,10 +326,11 @@ type Stats struct {
 	Replayed        uint64 `json:"replayed"`
 	Drops           uint64 `json:"drops"`
 	SlowDisconnects uint64 `json:"slow_consumer_disconnects"`
-	AuthFailures    uint64 `json:"auth_failures"`     // handshakes and publishes refused 401
-	Forbidden       uint64 `json:"forbidden"`         // refused 403 or with error forbidden
-	RateLimited     uint64 `json:"rate_limited"`      // client messages refused for their rate
-	RateCloses      uint64 `json:"rate_limit_closes"` // connections closed 1008 for sustained abuse
+	AuthFailures    uint64 `json:"auth_failures"`       // handshakes and publishes refused 401
+	Forbidden       uint64 `json:"forbidden"`           // refused 403 or with error forbidden
+	RateLimited     uint64 `json:"rate_limited"`        // client messages refused for their rate
+	RateCloses      uint64 `json:"rate_limit_closes"`   // connections closed 1008 for sustained abuse
+	ExpiryCloses    uint64 `json:"token_expiry_closes"` // connections closed 4001 at their token's exp
 }
 
 // Stats returns the hub's counters.
@@ -347,6 +349,7 @@ func (h *Hub) Stats() Stats {
 		Forbidden:      h.forbidden.Load(),
 		RateLimited:    h.rateLimited.Load(),
 		RateCloses:     h.rateCloses.Load(),
+		ExpiryCloses:   h.expiryCloses.Load(),
 	}
 	for _, s := range h.shards {
 		st.Deliveries += s.deliveries.Load()

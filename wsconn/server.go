@@ -35,6 +35,17 @@ type Handler interface {
 	OnClose(c *Conn)
 }
 
+// An Expirer is a Handler whose connections can run out of time of their
+// own, such as when the token a connection was opened with expires. The
+// sweep asks it about each open connection on every pass, instead of a
+// timer per connection. Expired may run concurrently with the Handler's
+// other methods, and must be quick.
+type Expirer interface {
+	// Expired reports whether c must be closed at now, and with which
+	// close code and reason.
+	Expired(c *Conn, now time.Time) (code ws.StatusCode, reason string, expired bool)
+}
+
 // Config configures a Server. Zero fields take the defaults below.
 type Config struct {
 	// Workers is the number of worker goroutines that serve ready
@@ -477,11 +488,13 @@ func (s *Server) sweep() {
 			return
 		case <-t.C:
 		}
-		tick := s.tickAt(s.now())
+		wall := s.now()
+		tick := s.tickAt(wall)
 		s.clock.Store(tick)
 		batch = s.eachWith(batch, func(c *Conn) {
 			var close ws.StatusCode
 			var reason string
+			var expirer Expirer
 			c.mu.Lock()
 			late := c.deadline != 0 && passed(tick, c.deadline) && c.state != stateClosed
 			if c.q != nil && c.queued == 0 {
@@ -507,8 +520,16 @@ func (s *Server) sweep() {
 					s.pings.Add(1)
 					c.enqueueLocked(sweepPing)
 				}
+				if close == 0 {
+					expirer, _ = c.handler.(Expirer)
+				}
 			}
 			c.mu.Unlock()
+			if expirer != nil {
+				if code, why, ok := expirer.Expired(c, wall); ok {
+					c.Close(code, why)
+				}
+			}
 			switch {
 			case late:
 				c.expire()
