@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"bytes"
 	"sync/atomic"
 
 	"github.com/fanout/fanout/wsconn"
@@ -113,13 +114,11 @@ func (s *shard) handle(o op) (stop bool) {
 		// The reply is built here, in the shard's scratch buffer, and
 		// copied only if the socket does not take it at once.
 		s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered)
-		if err := o.cl.conn.SendCopy(s.scratch); err == wsconn.ErrQueueFull {
-			s.slowConsumer(o.cl)
-		}
+		s.reply(o.cl, s.scratch, false)
 		s.subs[o.topic] = append(s.subs[o.topic], o.cl)
 	case opUnsubscribe:
 		s.remove(o.topic, o.cl)
-		s.send(o.cl, o.frame)
+		s.reply(o.cl, o.frame, true)
 	case opLeave:
 		for _, t := range o.topics {
 			s.remove(t, o.cl)
@@ -144,11 +143,29 @@ func (s *shard) queue(cl *client, frame []byte) error {
 	return err
 }
 
-// send writes frame to cl now (behind what is queued), applying the
-// slow-consumer policy like queue.
-func (s *shard) send(cl *client, frame []byte) {
-	if err := cl.conn.Send(frame); err == wsconn.ErrQueueFull {
+// reply writes a subscribed or unsubscribed reply to cl now, behind what is
+// queued; owned says whether frame is cl's to keep (else it is copied if it
+// must wait). A skipped reply, unlike a skipped message, leaves no seq gap
+// to tell the client, so under Drop a reply goes out past the queue limit:
+// there is one per client request, and a client over its limit is not
+// read, so replies cannot pile up. Under Disconnect a full queue evicts cl,
+// as for a message.
+func (s *shard) reply(cl *client, frame []byte, owned bool) {
+	var err error
+	if owned {
+		err = cl.conn.Send(frame)
+	} else {
+		err = cl.conn.SendCopy(frame)
+	}
+	switch {
+	case err != wsconn.ErrQueueFull:
+	case s.hub.cfg.SlowConsumer == Disconnect:
 		s.slowConsumer(cl)
+	default:
+		if !owned {
+			frame = bytes.Clone(frame)
+		}
+		_ = cl.conn.SendUnbounded(frame)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,4 +236,48 @@ func TestSlowConsumerEvictedDuringReplay(t *testing.T) {
 	}
 	slow.requireEOF(t)
 	assert.Less(t, next-1, uint64(n), "the client cannot have got the whole replay")
+}
+
+// TestSlowConsumerDropKeepsReplies: under Drop, a client whose queue is
+// full still gets its subscribed and unsubscribed replies. A skipped
+// message shows as a seq gap; a skipped reply would show as nothing, and a
+// client waiting for it would hang. The flood's messages are smaller than
+// the replies (long topic names), so the queue sits just under its limit,
+// still read from, with no room for a reply.
+func TestSlowConsumerDropKeepsReplies(t *testing.T) {
+	long := func(name string) string { return name + "." + strings.Repeat("x", 100) }
+	ts := startHub(t, broadcast.Config{SlowConsumer: broadcast.Drop}, wsconn.Config{MaxQueueBytes: 16 << 10})
+	slow := dialRaw(t, ts.addr, "/ws?topics=f,"+long("old"), 4096)
+	for range 2 {
+		f, err := slow.readFrame(waitTimeout)
+		require.NoError(t, err)
+		r, err := parseFrame(f.Payload)
+		require.NoError(t, err)
+		require.Equal(t, "subscribed", r.Type, "%s", r)
+	}
+	flood := func(until func(broadcast.Stats) bool) {
+		for i := 0; !until(ts.hub.Stats()); i++ {
+			ts.publish(t, "f", strconv.Itoa(i))
+			require.Less(t, i, 1_000_000, "hub stats %+v", ts.hub.Stats())
+		}
+	}
+	flood(func(st broadcast.Stats) bool { return st.Drops >= 100 })
+	for _, msg := range []string{subscribeMsg(long("new")), unsubscribeMsg(long("old"))} {
+		slow.write(t, clientFrame(opText, len(msg), []byte(msg)))
+	}
+	// The queue stays full while the server reads and answers both.
+	flood(func(st broadcast.Stats) bool { return st.ClientMessages == 2 })
+	flood(func(st broadcast.Stats) bool { return st.Drops >= 200 })
+
+	var replies []string
+	for len(replies) < 2 {
+		f, err := slow.readFrame(waitTimeout)
+		require.NoError(t, err, "replies so far: %v", replies)
+		m, err := parseFrame(f.Payload)
+		require.NoError(t, err)
+		if m.Type != "" {
+			replies = append(replies, m.Type+" "+m.Topic)
+		}
+	}
+	assert.Equal(t, []string{"subscribed " + long("new"), "unsubscribed " + long("old")}, replies)
 }
