@@ -516,6 +516,14 @@ func (c *Conn) release() {
 	if err := c.srv.poller.Del(int(c.fd)); err != nil {
 		c.srv.log.Debug("wsconn: poller del", "fd", c.fd, "err", err)
 	}
+	if c.expired && (c.queued > 0 || unsentBytes(int(c.fd)) > 0) {
+		// Timed out with output the peer never read: a FIN would wait
+		// behind it, and the kernel would keep the orphaned socket and its
+		// send buffer (up to megabytes) until its own timeouts. A reset
+		// frees them now, and tells the peer it missed data.
+		_ = unix.SetsockoptLinger(int(c.fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		c.srv.resets.Add(1)
+	}
 	_ = unix.Close(int(c.fd))
 	c.q, c.queued = nil, 0
 	c.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -253,6 +254,39 @@ func TestFaultHalfOpenPeer(t *testing.T) {
 	c.requireEOF(t)
 	require.NoError(t, c.conn.Close())
 	requireReleased(t, srv, sockets)
+}
+
+// TestFaultUnreadOutputReset: a peer that stops reading with output owed
+// to it (here, the echo of a large message) is closed at its idle timeout;
+// the close frame cannot reach it, and at the close timeout the server
+// resets the connection, so that the kernel frees the socket's buffers at
+// once instead of keeping an orphan that sends to no one.
+func TestFaultUnreadOutputReset(t *testing.T) {
+	srv, addr := startServer(t, wsconn.Config{
+		MaxQueueBytes: 64 << 10,
+		IdleTimeout:   300 * time.Millisecond,
+		CloseTimeout:  300 * time.Millisecond,
+	})
+	sockets := heldSockets(t)
+	c := dialWS(t, addr)
+	require.NoError(t, c.conn.SetReadBuffer(4096))
+	// 4 MiB of echo: far more than both sockets' buffers take.
+	for range 4 {
+		require.NoError(t, c.writeFrames([][]byte{maskedFrame(ws.OpBinary, make([]byte, 1<<20))}, false))
+	}
+	requireServed(t, addr)
+	clientSocket := sockets
+	if sockets >= 0 {
+		clientSocket++ // the client still holds its socket
+	}
+	requireReleased(t, srv, clientSocket)
+	assert.Equal(t, uint64(1), srv.Stats().Resets, "released with a reset")
+	assert.Equal(t, uint64(1), srv.Stats().IdleCloses)
+
+	// What the client reads ends in the reset, not in a clean close.
+	require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(rawTimeout)))
+	_, err := io.Copy(io.Discard, c.conn)
+	assert.ErrorIs(t, err, syscall.ECONNRESET)
 }
 
 // TestFaultSlowlorisHandshake trickles requests, a byte every 50 ms, and

@@ -208,6 +208,7 @@ type Server struct {
 	bytesOut        atomic.Uint64
 	pings           atomic.Uint64
 	idleCloses      atomic.Uint64
+	resets          atomic.Uint64 // timed out with unread output: closed with RST
 }
 
 // NewServer starts the reactor, the worker pool and the sweep of a server
@@ -572,6 +573,10 @@ type Stats struct {
 	// IdleCloses counts the connections the sweep closed: idle past
 	// IdleTimeout (1001), or a frame not complete within FrameTimeout (1008).
 	IdleCloses uint64 `json:"idle_closes"`
+	// Resets counts the connections released at a deadline (handshake or
+	// close timeout) with output the peer never read: they are closed with
+	// a TCP reset, so that the kernel frees their buffers at once.
+	Resets uint64 `json:"resets"`
 }
 
 // Stats returns the server's counters.
@@ -593,6 +598,7 @@ func (s *Server) Stats() Stats {
 		BytesOut:           s.bytesOut.Load(),
 		Pings:              s.pings.Load(),
 		IdleCloses:         s.idleCloses.Load(),
+		Resets:             s.resets.Load(),
 	}
 }
 
