@@ -58,8 +58,11 @@ func (cl *client) hub() *Hub { return cl.shard.hub }
 
 // Upgrade accepts a WebSocket upgrade to the hub's endpoint (wire protocol
 // v1): ?topics=a,b subscribes at connect, ?since=a:41,b:17 recovers what
-// those topics published after the given seqs. A bad query is rejected with
-// 400, a shutting-down hub with 503.
+// those topics published after the given seqs. With Config.Auth, the
+// request's token is checked first (see Authenticate): 401 without a valid
+// one, 403 for a topic it does not grant, and the connection is subscribed
+// to its user's topic too. A bad query is rejected with 400, a
+// shutting-down hub with 503.
 func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 	id, err := h.Authenticate(r)
 	if err != nil {
