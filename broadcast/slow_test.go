@@ -247,37 +247,45 @@ func TestSlowConsumerEvictedDuringReplay(t *testing.T) {
 func TestSlowConsumerDropKeepsReplies(t *testing.T) {
 	long := func(name string) string { return name + "." + strings.Repeat("x", 100) }
 	ts := startHub(t, broadcast.Config{SlowConsumer: broadcast.Drop}, wsconn.Config{MaxQueueBytes: 16 << 10})
-	slow := dialRaw(t, ts.addr, "/ws?topics=f,"+long("old"), 4096)
-	for range 2 {
-		f, err := slow.readFrame(waitTimeout)
-		require.NoError(t, err)
-		r, err := parseFrame(f.Payload)
-		require.NoError(t, err)
-		require.Equal(t, "subscribed", r.Type, "%s", r)
-	}
 	flood := func(until func(broadcast.Stats) bool) {
 		for i := 0; !until(ts.hub.Stats()); i++ {
 			ts.publish(t, "f", strconv.Itoa(i))
 			require.Less(t, i, 1_000_000, "hub stats %+v", ts.hub.Stats())
 		}
 	}
-	flood(func(st broadcast.Stats) bool { return st.Drops >= 100 })
-	for _, msg := range []string{subscribeMsg(long("new")), unsubscribeMsg(long("old"))} {
-		slow.write(t, clientFrame(opText, len(msg), []byte(msg)))
-	}
-	// The queue stays full while the server reads and answers both.
-	flood(func(st broadcast.Stats) bool { return st.ClientMessages == 2 })
-	flood(func(st broadcast.Stats) bool { return st.Drops >= 200 })
-
-	var replies []string
-	for len(replies) < 2 {
-		f, err := slow.readFrame(waitTimeout)
-		require.NoError(t, err, "replies so far: %v", replies)
-		m, err := parseFrame(f.Payload)
-		require.NoError(t, err)
-		if m.Type != "" {
-			replies = append(replies, m.Type+" "+m.Topic)
+	// Whether a reply finds the queue full depends on timing, so several
+	// clients in turn try. Each sends its requests once its queue is full;
+	// the replies then take the queue over its limit and the server stops
+	// reading it, so one client gets one chance.
+	for round := range 4 {
+		slow := dialRaw(t, ts.addr, "/ws?topics=f,"+long("old"), 4096)
+		for range 2 {
+			f, err := slow.readFrame(waitTimeout)
+			require.NoError(t, err)
+			r, err := parseFrame(f.Payload)
+			require.NoError(t, err)
+			require.Equal(t, "subscribed", r.Type, "%s", r)
 		}
+		st := ts.hub.Stats()
+		flood(func(now broadcast.Stats) bool { return now.Drops >= st.Drops+100 })
+		for _, msg := range []string{subscribeMsg(long("new")), unsubscribeMsg(long("old"))} {
+			slow.write(t, clientFrame(opText, len(msg), []byte(msg)))
+		}
+		// The queue stays full while the server reads and answers both.
+		flood(func(now broadcast.Stats) bool { return now.ClientMessages == st.ClientMessages+2 })
+		flood(func(now broadcast.Stats) bool { return now.Drops >= st.Drops+200 })
+
+		var replies []string
+		for len(replies) < 2 {
+			f, err := slow.readFrame(waitTimeout)
+			require.NoError(t, err, "round %d: replies so far: %v", round, replies)
+			m, err := parseFrame(f.Payload)
+			require.NoError(t, err)
+			if m.Type != "" {
+				replies = append(replies, m.Type+" "+m.Topic)
+			}
+		}
+		require.Equal(t, []string{"subscribed " + long("new"), "unsubscribed " + long("old")}, replies, "round %d", round)
+		require.NoError(t, slow.conn.Close())
 	}
-	assert.Equal(t, []string{"subscribed " + long("new"), "unsubscribed " + long("old")}, replies)
 }
