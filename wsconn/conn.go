@@ -509,6 +509,7 @@ func (c *Conn) release() {
 	}
 	if c.state == stateHandshake {
 		c.srv.handshakes.Add(-1)
+		c.srv.handshakeAborts.Add(1)
 	}
 	opened := c.handler != nil && c.state != stateHandshake
 	c.state = stateClosed

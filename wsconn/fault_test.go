@@ -329,6 +329,7 @@ func TestFaultSlowlorisHandshake(t *testing.T) {
 	}
 	requireReleased(t, srv, sockets)
 	assert.Equal(t, uint64(1), srv.Stats().Upgrades, "only the well-behaved client upgraded")
+	assert.Equal(t, uint64(len(cases)), srv.Stats().HandshakeAborts, "the slow requests count as aborted handshakes")
 }
 
 // TestFaultSlowlorisFrame trickles frames into upgraded connections, each

@@ -209,6 +209,7 @@ type Server struct {
 	pings           atomic.Uint64
 	idleCloses      atomic.Uint64
 	resets          atomic.Uint64 // timed out with unread output: closed with RST
+	handshakeAborts atomic.Uint64 // released before the request was complete
 }
 
 // NewServer starts the reactor, the worker pool and the sweep of a server
@@ -558,6 +559,9 @@ type Stats struct {
 	Accepted        uint64 `json:"accepted"`         // connections accepted, refused ones included
 	Upgrades        uint64 `json:"upgrades"`         // WebSocket upgrades that succeeded
 	HandshakeErrors uint64 `json:"handshake_errors"` // upgrade requests answered with an error status
+	// HandshakeAborts counts the connections released before their request
+	// was complete: the peer left, or HandshakeTimeout passed (slowloris).
+	HandshakeAborts uint64 `json:"handshake_aborts"`
 	// Refused counts the connections answered with 503 and closed at
 	// accept, for any reason: over MaxHandshakes, MaxConnections or
 	// MaxConnectionsPerIP, or while the server shuts down.
@@ -588,6 +592,7 @@ func (s *Server) Stats() Stats {
 		Accepted:           s.accepted.Load(),
 		Upgrades:           s.upgrades.Load(),
 		HandshakeErrors:    s.handshakeErrors.Load(),
+		HandshakeAborts:    s.handshakeAborts.Load(),
 		Refused:            s.refused.Load(),
 		RefusedConnections: s.refusedConns.Load(),
 		RefusedPerIP:       s.refusedPerIP.Load(),
