@@ -182,6 +182,7 @@ Flags:
 		fmt.Fprintf(stderr, "fanout serve: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
+	o.publishKey = cmp.Or(o.publishKey, os.Getenv("FANOUT_PUBLISH_KEY"))
 	verifier, err := o.verifier()
 	if err != nil {
 		fmt.Fprintln(stderr, "fanout serve:", err)
@@ -262,7 +263,6 @@ Flags:
 // asked for.
 func (o *serveOptions) verifier() (*auth.Verifier, error) {
 	secret := cmp.Or(o.jwtSecret, os.Getenv("FANOUT_JWT_SECRET"))
-	o.publishKey = cmp.Or(o.publishKey, os.Getenv("FANOUT_PUBLISH_KEY"))
 	switch {
 	case o.noAuth && (secret != "" || o.jwtPublicKey != ""):
 		return nil, errors.New("--no-auth and --jwt-secret/--jwt-public-key exclude each other")
