@@ -146,9 +146,8 @@ func (s *shard) queue(cl *client, frame []byte) error {
 // reply writes a subscribed or unsubscribed reply to cl now, behind what is
 // queued; owned says whether frame is cl's to keep (else it is copied if it
 // must wait). A skipped reply, unlike a skipped message, leaves no seq gap
-// to tell the client, so under Drop a reply goes out past the queue limit:
-// there is one per client request, and a client over its limit is not
-// read, so replies cannot pile up. Under Disconnect a full queue evicts cl,
+// to tell the client, so under Drop a reply goes out past the queue limit
+// (see wsconn.Conn.SendOverLimit). Under Disconnect a full queue evicts cl,
 // as for a message.
 func (s *shard) reply(cl *client, frame []byte, owned bool) {
 	var err error
@@ -165,7 +164,7 @@ func (s *shard) reply(cl *client, frame []byte, owned bool) {
 		if !owned {
 			frame = bytes.Clone(frame)
 		}
-		_ = cl.conn.SendUnbounded(frame)
+		_ = cl.conn.SendOverLimit(frame)
 	}
 }
 

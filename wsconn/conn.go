@@ -233,7 +233,15 @@ func (c *Conn) Evict(code ws.StatusCode, reason string) {
 // stops reading until the queue drains below MaxQueueBytes, so a peer that
 // sends faster than it reads is slowed down by TCP flow control.
 func (c *Conn) WriteMessage(op ws.OpCode, payload []byte) error {
-	frame := NewFrame(op, payload)
+	return c.SendOverLimit(NewFrame(op, payload))
+}
+
+// SendOverLimit is Send for a frame that must not be refused, such as a
+// reply the peer asked for: it is queued even past the queue limit, and
+// counts against it, so the connection then stops reading until the queue
+// drains below MaxQueueBytes. Replies to a peer's requests cannot pile up
+// that way. Like Send, it keeps frame.
+func (c *Conn) SendOverLimit(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateOpen {
