@@ -125,7 +125,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 0, "connections from one source IP address; past it new ones get 503 (0: no limit; behind a proxy, limit per IP there)")
 	fs.IntVar(&o.maxHandshakes, "max-handshakes", 10000, "connections accepted but not yet upgraded; past it new ones get 503")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 5*time.Second, "absolute time a client has to send its upgrade request")
-	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for connections to close after close 1001")
+	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long connections have to drain their queues, close 1001 last, and close")
 	fs.BoolVar(&o.echo, "echo", true, "serve the /echo endpoint, which echoes every message (for conformance suites and the bench)")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 

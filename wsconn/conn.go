@@ -256,6 +256,14 @@ func (c *Conn) SendOverLimit(frame []byte) error {
 // is written and the peer has closed its side, or after Config.CloseTimeout.
 // Close on a connection that is already closing does nothing.
 func (c *Conn) Close(code ws.StatusCode, reason string) {
+	c.closeBy(code, reason, c.srv.deadlineAfter(c.srv.cfg.CloseTimeout))
+}
+
+// closeBy is Close with the deadline for the queue, close frame included,
+// to drain: a tick (see Server.deadlineAfter), or 0 for none. Once the close
+// frame is written, the peer has at most Config.CloseTimeout to close its
+// side. Shutdown gives its whole context to the drain this way.
+func (c *Conn) closeBy(code ws.StatusCode, reason string, deadline uint32) {
 	c.mu.Lock()
 	if c.state == stateHandshake {
 		// Not a WebSocket yet: there is no one to send a close frame to.
@@ -264,13 +272,19 @@ func (c *Conn) Close(code ws.StatusCode, reason string) {
 		c.schedule()
 		return
 	}
-	c.closeLocked(NewCloseFrame(code, reason))
+	c.closeLockedBy(NewCloseFrame(code, reason), deadline)
 	c.mu.Unlock()
 }
 
 // closeLocked queues final, the last bytes to send (a close frame or an HTTP
-// response), and moves to stateClosing.
+// response), and moves to stateClosing; the connection has
+// Config.CloseTimeout to finish.
 func (c *Conn) closeLocked(final []byte) {
+	c.closeLockedBy(final, c.srv.deadlineAfter(c.srv.cfg.CloseTimeout))
+}
+
+// closeLockedBy is closeLocked with the deadline of closeBy.
+func (c *Conn) closeLockedBy(final []byte, deadline uint32) {
 	if c.state == stateClosing || c.state == stateClosed {
 		return
 	}
@@ -278,19 +292,25 @@ func (c *Conn) closeLocked(final []byte) {
 		c.srv.handshakes.Add(-1)
 	}
 	c.state = stateClosing
-	c.deadline = c.srv.deadlineAfter(c.srv.cfg.CloseTimeout)
+	c.deadline = deadline
 	c.enqueueLocked(final)
 	if c.queued == 0 {
 		c.shutdownWriteLocked()
 	}
 }
 
+// shutdownWriteLocked half-closes the socket once the final bytes are
+// written. From then on the peer has at most Config.CloseTimeout to close
+// its side, however long the drain was allowed to take.
 func (c *Conn) shutdownWriteLocked() {
 	if !c.shutWrite {
 		c.shutWrite = true
 		// The half-close tells the peer we are done; we keep reading until
 		// its FIN so that unread input does not turn our close into an RST.
 		_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
+		if d := c.srv.deadlineAfter(c.srv.cfg.CloseTimeout); c.deadline == 0 || later(c.deadline, d) {
+			c.deadline = d
+		}
 	}
 }
 

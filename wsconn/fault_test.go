@@ -786,6 +786,9 @@ func TestFaultConnectionLimits(t *testing.T) {
 		// All counts back to zero: an address gets its full allowance.
 		for range 2 {
 			closeGorilla(t, mustDialGorilla(t, addr, ip3))
+			// The server releases (and uncounts) a connection when it
+			// reads the client's FIN, a moment after closeGorilla.
+			requireConnections(t, srv, 0)
 		}
 		h := mustDialGorilla(t, addr, ip3)
 		i := mustDialGorilla(t, addr, ip3)

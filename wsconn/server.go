@@ -78,7 +78,9 @@ type Config struct {
 	// request. Default: 5 s.
 	HandshakeTimeout time.Duration
 	// CloseTimeout is how long a closing connection may take to drain its
-	// queue and close its side. Default: 2 s.
+	// queue and close its side. Default: 2 s. Shutdown allows the drain up
+	// to its context's deadline instead; once the close frame is written,
+	// the peer has CloseTimeout to close its side.
 	CloseTimeout time.Duration
 	// PingInterval is the silence after which an open connection is
 	// pinged. Zero: no pings.
@@ -473,6 +475,10 @@ func (s *Server) deadlineAfter(d time.Duration) uint32 {
 // deadlineAfter; it survives the clock's wrap-around.
 func passed(tick, deadline uint32) bool { return int32(tick-deadline) >= 0 }
 
+// later reports whether tick a is after tick b; it survives the clock's
+// wrap-around.
+func later(a, b uint32) bool { return int32(a-b) > 0 }
+
 // sweep walks the connections on a coarse tick: it expires those past their
 // handshake or close deadline, closes those past their frame deadline,
 // pings the quiet ones and closes the idle ones. It reads the clock once per
@@ -607,13 +613,22 @@ func (s *Server) Stats() Stats {
 	}
 }
 
-// Shutdown stops accepting, sends close 1001 to every open connection, and
-// waits until all connections are released or ctx is done; then it releases
-// what is left and stops the server. It returns ctx's error if ctx ended
-// first.
+// Shutdown stops accepting, queues close 1001 to every open connection
+// behind what it is owed, and waits until all connections are released or
+// ctx is done; then it releases what is left and stops the server. It
+// returns ctx's error if ctx ended first.
+//
+// A connection may take until ctx's deadline to drain its queue (not just
+// Config.CloseTimeout, which bounds an ordinary Close): a client owed a
+// backlog gets all of it if it reads it in time. Once its close frame is
+// written, a client has Config.CloseTimeout to close its side.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopAccepting()
-	s.each(func(c *Conn) { c.Close(ws.StatusGoingAway, "server shutting down") })
+	var deadline uint32 // none: ctx's end releases what is left
+	if dl, ok := ctx.Deadline(); ok {
+		deadline = s.deadlineAfter(max(time.Until(dl), 0))
+	}
+	s.each(func(c *Conn) { c.closeBy(ws.StatusGoingAway, "server shutting down", deadline) })
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	var err error
