@@ -84,6 +84,7 @@ type serveOptions struct {
 	maxQueueBytes   int
 	maxHeaderBytes  int
 	maxHandshakes   int
+	maxHTTPHandlers int
 	maxConns        int
 	maxConnsPerIP   int
 	handshake       time.Duration
@@ -124,6 +125,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.maxConns, "max-connections", 0, "connections held, upgraded or not; past it new ones get 503 (0: the open-file limit minus 64)")
 	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 0, "connections from one source IP address; past it new ones get 503 (0: no limit; behind a proxy, limit per IP there)")
 	fs.IntVar(&o.maxHandshakes, "max-handshakes", 10000, "connections accepted but not yet upgraded; past it new ones get 503")
+	fs.IntVar(&o.maxHTTPHandlers, "max-http-handlers", 256, "plain HTTP requests (publish, stats, profiles) handled at once, each on its own goroutine; past it 503")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 5*time.Second, "absolute time a client has to send its upgrade request")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long connections have to drain their queues, close 1001 last, and close")
 	fs.BoolVar(&o.echo, "echo", true, "serve the /echo endpoint, which echoes every message (for conformance suites and the bench)")
@@ -321,6 +323,7 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 		MaxQueueBytes:       o.maxQueueBytes,
 		MaxHeaderBytes:      o.maxHeaderBytes,
 		MaxHandshakes:       o.maxHandshakes,
+		MaxHTTPHandlers:     o.maxHTTPHandlers,
 		MaxConnections:      o.maxConns,
 		MaxConnectionsPerIP: o.maxConnsPerIP,
 		HandshakeTimeout:    o.handshake,

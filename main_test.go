@@ -734,3 +734,38 @@ func TestServeConnectionLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestServePprofBesideUpgrade: four slow profile requests on four workers
+// hold no worker: a WebSocket subscriber beside them is answered within its
+// own one-second deadline, and the profiles complete.
+func TestServePprofBesideUpgrade(t *testing.T) {
+	s := startServe(t, "--pprof", "--workers", "4")
+	profiles := make(chan error, 4)
+	for range 4 {
+		go func() {
+			resp, err := httpClient.Get("http://" + s.addr + "/debug/pprof/heap?seconds=2")
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			profiles <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // the profiles are under way
+
+	start := time.Now()
+	c, _, err := (&gorilla.Dialer{HandshakeTimeout: time.Second}).Dial("ws://"+s.addr+"/ws?topics=p", nil)
+	require.NoError(t, err, "upgrade beside four profile requests")
+	defer c.Close()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(time.Second)))
+	_, p, err := c.ReadMessage()
+	require.NoError(t, err)
+	assert.Contains(t, string(p), `"subscribed"`)
+	t.Logf("subscribed in %v beside four profile requests", time.Since(start))
+	for range 4 {
+		assert.NoError(t, <-profiles, "profile request")
+	}
+}

@@ -29,6 +29,7 @@ type connState uint8
 
 const (
 	stateHandshake connState = iota // reading the HTTP request
+	stateHTTP                       // a plain HTTP request's handler runs off the workers; the fd is not armed
 	stateOpen                       // WebSocket open
 	stateClosing                    // close frame or final HTTP response queued; input is discarded
 	stateClosed                     // fd released
@@ -265,11 +266,16 @@ func (c *Conn) Close(code ws.StatusCode, reason string) {
 // side. Shutdown gives its whole context to the drain this way.
 func (c *Conn) closeBy(code ws.StatusCode, reason string, deadline uint32) {
 	c.mu.Lock()
-	if c.state == stateHandshake {
+	switch c.state {
+	case stateHandshake:
 		// Not a WebSocket yet: there is no one to send a close frame to.
 		c.expired = true
 		c.mu.Unlock()
 		c.schedule()
+		return
+	case stateHTTP:
+		// Its handler's response closes it; Shutdown waits for that.
+		c.mu.Unlock()
 		return
 	}
 	c.closeLockedBy(NewCloseFrame(code, reason), deadline)
@@ -288,7 +294,7 @@ func (c *Conn) closeLockedBy(final []byte, deadline uint32) {
 	if c.state == stateClosing || c.state == stateClosed {
 		return
 	}
-	if c.state == stateHandshake {
+	if c.state == stateHandshake || c.state == stateHTTP {
 		c.srv.handshakes.Add(-1)
 	}
 	c.state = stateClosing
@@ -486,8 +492,11 @@ func (c *Conn) interestLocked() poller.Event {
 	return ev
 }
 
+// armLocked arms the fd for what the connection waits for. While an HTTP
+// handler runs the fd stays disarmed: nothing is read until the response is
+// queued (see serveHTTP).
 func (c *Conn) armLocked() {
-	if c.state == stateClosed {
+	if c.state == stateClosed || c.state == stateHTTP {
 		return
 	}
 	if err := c.srv.poller.Arm(int(c.fd), c.interestLocked()); err != nil {
@@ -535,9 +544,12 @@ func (c *Conn) release() {
 		c.mu.Unlock()
 		return
 	}
-	if c.state == stateHandshake {
+	switch c.state {
+	case stateHandshake:
 		c.srv.handshakes.Add(-1)
 		c.srv.handshakeAborts.Add(1)
+	case stateHTTP:
+		c.srv.handshakes.Add(-1) // the handler finds the connection gone
 	}
 	opened := c.handler != nil && c.state != stateHandshake
 	c.state = stateClosed

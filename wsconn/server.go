@@ -99,9 +99,13 @@ type Config struct {
 	// from Reject rejects it with that status; a nil Handler with a nil
 	// error gives 404. Default: every upgrade gets 404.
 	Upgrade func(r *Request) (Handler, error)
-	// HTTP serves requests that are not WebSocket upgrades. Responses are
-	// buffered and the connection is closed after each. Default: 404.
+	// HTTP serves requests that are not WebSocket upgrades, each on a
+	// goroutine of its own, never on a worker. Responses are buffered and
+	// the connection is closed after each. Default: 404.
 	HTTP http.Handler
+	// MaxHTTPHandlers limits the HTTP handlers running at once; past it a
+	// request gets 503 with Retry-After. Default: 256.
+	MaxHTTPHandlers int
 
 	// Logger receives the server's logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -141,6 +145,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.HTTP == nil {
 		cfg.HTTP = http.NotFoundHandler()
+	}
+	if cfg.MaxHTTPHandlers <= 0 {
+		cfg.MaxHTTPHandlers = 256
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -204,6 +211,8 @@ type Server struct {
 	refusedConns    atomic.Uint64 // over MaxConnections
 	refusedPerIP    atomic.Uint64 // over MaxConnectionsPerIP
 	httpRequests    atomic.Uint64
+	httpHandlers    atomic.Int64  // HTTP handlers running
+	httpBusy        atomic.Uint64 // HTTP requests refused over MaxHTTPHandlers
 	protocolErrors  atomic.Uint64
 	messagesIn      atomic.Uint64
 	bytesIn         atomic.Uint64
@@ -575,6 +584,8 @@ type Stats struct {
 	RefusedConnections uint64 `json:"refused_connections"` // of Refused, over MaxConnections
 	RefusedPerIP       uint64 `json:"refused_per_ip"`      // of Refused, over MaxConnectionsPerIP
 	HTTPRequests       uint64 `json:"http_requests"`       // plain HTTP requests served
+	HTTPHandlers       int64  `json:"http_handlers"`       // HTTP handlers running now
+	HTTPBusy           uint64 `json:"http_busy"`           // HTTP requests answered 503 over MaxHTTPHandlers
 	ProtocolErrors     uint64 `json:"protocol_errors"`     // connections failed for breaking RFC 6455 or a limit
 	MessagesIn         uint64 `json:"messages_in"`         // data messages received
 	BytesIn            uint64 `json:"bytes_in"`
@@ -603,6 +614,8 @@ func (s *Server) Stats() Stats {
 		RefusedConnections: s.refusedConns.Load(),
 		RefusedPerIP:       s.refusedPerIP.Load(),
 		HTTPRequests:       s.httpRequests.Load(),
+		HTTPHandlers:       s.httpHandlers.Load(),
+		HTTPBusy:           s.httpBusy.Load(),
 		ProtocolErrors:     s.protocolErrors.Load(),
 		MessagesIn:         s.messagesIn.Load(),
 		BytesIn:            s.bytesIn.Load(),

@@ -54,7 +54,8 @@ func (c *Conn) turn(buf []byte) {
 	for range maxReadsPerTurn {
 		c.mu.Lock()
 		state := c.state
-		paused := state == stateOpen && c.queued >= c.srv.cfg.MaxQueueBytes
+		// An HTTP handler in progress reads nothing more of the request.
+		paused := state == stateOpen && c.queued >= c.srv.cfg.MaxQueueBytes || state == stateHTTP
 		c.mu.Unlock()
 		if paused {
 			return

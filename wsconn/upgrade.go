@@ -1,13 +1,10 @@
 package wsconn
 
 import (
-	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
-	"strconv"
 
 	"github.com/gobwas/ws"
 )
@@ -246,98 +243,4 @@ func (up *upgrader) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 type handshakeIO struct {
 	io.Reader
 	io.Writer
-}
-
-// readHTTP serves a plain HTTP request whose head is data[:headLen], once its
-// body (Content-Length only) has arrived.
-func (c *Conn) readHTTP(data []byte, headLen int) {
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data[:headLen])))
-	if err != nil {
-		c.respond(http.StatusBadRequest, "malformed request\n")
-		return
-	}
-	switch {
-	case len(req.TransferEncoding) > 0:
-		c.respond(http.StatusLengthRequired, "chunked bodies are not accepted; send Content-Length\n")
-		return
-	case req.ContentLength > c.srv.cfg.MaxBodyBytes:
-		c.respond(http.StatusRequestEntityTooLarge, "request body too large\n")
-		return
-	}
-	need := headLen + int(max(req.ContentLength, 0))
-	if len(data) < need {
-		c.keepHandshake(data)
-		c.hs.need = need
-		return
-	}
-	c.serveHTTP(data[:need])
-}
-
-// serveHTTP runs the HTTP handler for the complete request in data and sends
-// its response, then closes the connection (no keep-alive).
-func (c *Conn) serveHTTP(data []byte) {
-	c.hs = nil
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data)))
-	if err != nil {
-		c.respond(http.StatusBadRequest, "malformed request\n")
-		return
-	}
-	req.RemoteAddr = c.RemoteAddr().String()
-	w := &responseBuffer{header: make(http.Header)}
-	c.srv.cfg.HTTP.ServeHTTP(w, req)
-	c.srv.httpRequests.Add(1)
-	c.mu.Lock()
-	c.closeLocked(w.bytes(req.Method == http.MethodHead))
-	c.mu.Unlock()
-}
-
-// respond sends a plain-text HTTP error response and closes the connection.
-func (c *Conn) respond(status int, body string) {
-	c.hs = nil
-	w := &responseBuffer{header: make(http.Header)}
-	w.header.Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body))
-	c.mu.Lock()
-	c.closeLocked(w.bytes(false))
-	c.mu.Unlock()
-}
-
-// responseBuffer is the http.ResponseWriter for plain HTTP requests: the
-// whole response is built in memory and then queued like any frame.
-type responseBuffer struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (w *responseBuffer) Header() http.Header { return w.header }
-
-func (w *responseBuffer) WriteHeader(status int) {
-	if w.status == 0 {
-		w.status = status
-	}
-}
-
-func (w *responseBuffer) Write(p []byte) (int, error) {
-	w.WriteHeader(http.StatusOK)
-	return w.body.Write(p)
-}
-
-// bytes serializes the response with Connection: close.
-func (w *responseBuffer) bytes(head bool) []byte {
-	w.WriteHeader(http.StatusOK)
-	if w.header.Get("Content-Type") == "" && w.body.Len() > 0 {
-		w.header.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
-	}
-	w.header.Set("Content-Length", strconv.Itoa(w.body.Len()))
-	w.header.Set("Connection", "close")
-	var out bytes.Buffer
-	fmt.Fprintf(&out, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
-	_ = w.header.Write(&out)
-	out.WriteString("\r\n")
-	if !head {
-		out.Write(w.body.Bytes())
-	}
-	return out.Bytes()
 }

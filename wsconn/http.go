@@ -1,0 +1,179 @@
+package wsconn
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+)
+
+// Plain HTTP requests, those that are not WebSocket upgrades, are served
+// one per connection, without keep-alive. A handler runs on a goroutine of
+// its own, never on a worker: a slow one (a 5 s profile, a publish waiting
+// for a busy shard) must not hold up the connections the workers serve. At
+// most Config.MaxHTTPHandlers run at once; past that a request gets 503.
+//
+// While its handler runs a connection is in stateHTTP: its fd is not armed
+// and nothing more is read. The handler's goroutine queues the response and
+// arms the fd for writability; the turn that the poller then schedules
+// writes it like any queued frame. The goroutine never writes to the socket
+// nor submits to the worker pool, so it waits on no worker.
+
+// readHTTP serves a plain HTTP request whose head is data[:headLen], once its
+// body (Content-Length only) has arrived.
+func (c *Conn) readHTTP(data []byte, headLen int) {
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data[:headLen])))
+	if err != nil {
+		c.respond(http.StatusBadRequest, "malformed request\n")
+		return
+	}
+	switch {
+	case len(req.TransferEncoding) > 0:
+		c.respond(http.StatusLengthRequired, "chunked bodies are not accepted; send Content-Length\n")
+		return
+	case req.ContentLength > c.srv.cfg.MaxBodyBytes:
+		c.respond(http.StatusRequestEntityTooLarge, "request body too large\n")
+		return
+	}
+	need := headLen + int(max(req.ContentLength, 0))
+	if len(data) < need {
+		c.keepHandshake(data)
+		c.hs.need = need
+		return
+	}
+	c.serveHTTP(data[:need])
+}
+
+// serveHTTP starts the HTTP handler for the complete request in data on a
+// goroutine of its own; runHTTP queues its response and closes the
+// connection. data is not kept.
+func (c *Conn) serveHTTP(data []byte) {
+	c.hs = nil
+	if c.srv.httpHandlers.Add(1) > int64(c.srv.cfg.MaxHTTPHandlers) {
+		c.srv.httpHandlers.Add(-1)
+		c.srv.httpBusy.Add(1)
+		c.respond(http.StatusServiceUnavailable, "too many requests in progress; retry\n", "Retry-After", "1")
+		return
+	}
+	// data is in the worker's read buffer or the handshake buffer; the
+	// request's body reads from a copy of its own.
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(bytes.Clone(data))))
+	if err != nil {
+		c.srv.httpHandlers.Add(-1)
+		c.respond(http.StatusBadRequest, "malformed request\n")
+		return
+	}
+	req.RemoteAddr = c.RemoteAddr().String()
+	c.mu.Lock()
+	if c.state != stateHandshake {
+		c.mu.Unlock()
+		c.srv.httpHandlers.Add(-1)
+		return
+	}
+	c.state = stateHTTP
+	// No handshake deadline while the handler runs: it is the server's
+	// own code, not the client, that takes the time.
+	c.deadline = 0
+	c.mu.Unlock()
+	go c.runHTTP(req)
+}
+
+// runHTTP runs the HTTP handler for req and queues its response, unless the
+// connection was released meanwhile (a Shutdown that ran out of time).
+func (c *Conn) runHTTP(req *http.Request) {
+	defer c.srv.httpHandlers.Add(-1)
+	w := c.srv.callHTTP(req)
+	c.srv.httpRequests.Add(1)
+	resp := w.bytes(req.Method == http.MethodHead)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateHTTP {
+		return
+	}
+	c.srv.handshakes.Add(-1)
+	c.state = stateClosing
+	c.deadline = c.srv.deadlineAfter(c.srv.cfg.CloseTimeout)
+	c.appendLocked(resp)
+	// The turn the poller schedules writes the response.
+	c.waitWritableLocked()
+}
+
+// callHTTP runs the HTTP handler for req and returns its response. A
+// handler that panics gets 500 and a log line, as net/http does, rather
+// than taking the server down.
+func (s *Server) callHTTP(req *http.Request) (w *responseBuffer) {
+	w = &responseBuffer{header: make(http.Header)}
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v != http.ErrAbortHandler {
+			s.log.Error("wsconn: HTTP handler panicked", "method", req.Method, "path", req.URL.Path,
+				"panic", v, "stack", string(debug.Stack()))
+		}
+		w = &responseBuffer{header: make(http.Header)}
+		w.header.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte("internal server error\n"))
+	}()
+	s.cfg.HTTP.ServeHTTP(w, req)
+	return w
+}
+
+// respond sends a plain-text HTTP error response, with header fields given
+// as name, value pairs, and closes the connection.
+func (c *Conn) respond(status int, body string, header ...string) {
+	c.hs = nil
+	w := &responseBuffer{header: make(http.Header)}
+	w.header.Set("Content-Type", "text/plain; charset=utf-8")
+	for i := 0; i+1 < len(header); i += 2 {
+		w.header.Set(header[i], header[i+1])
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+	c.mu.Lock()
+	c.closeLocked(w.bytes(false))
+	c.mu.Unlock()
+}
+
+// responseBuffer is the http.ResponseWriter for plain HTTP requests: the
+// whole response is built in memory and then queued like any frame.
+type responseBuffer struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (w *responseBuffer) Header() http.Header { return w.header }
+
+func (w *responseBuffer) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *responseBuffer) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(p)
+}
+
+// bytes serializes the response with Connection: close.
+func (w *responseBuffer) bytes(head bool) []byte {
+	w.WriteHeader(http.StatusOK)
+	if w.header.Get("Content-Type") == "" && w.body.Len() > 0 {
+		w.header.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
+	}
+	w.header.Set("Content-Length", strconv.Itoa(w.body.Len()))
+	w.header.Set("Connection", "close")
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
+	_ = w.header.Write(&out)
+	out.WriteString("\r\n")
+	if !head {
+		out.Write(w.body.Bytes())
+	}
+	return out.Bytes()
+}

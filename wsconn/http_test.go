@@ -1,0 +1,184 @@
+package wsconn_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fanout/fanout/wsconn"
+)
+
+// slowHTTP is an HTTP handler whose /slow requests wait until release is
+// closed; /panic panics, and anything else answers at once.
+type slowHTTP struct {
+	entered atomic.Int32
+	release chan struct{}
+	once    sync.Once
+}
+
+func newSlowHTTP() *slowHTTP {
+	return &slowHTTP{release: make(chan struct{})}
+}
+
+func (h *slowHTTP) done() { h.once.Do(func() { close(h.release) }) }
+
+func (h *slowHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/slow":
+		h.entered.Add(1)
+		<-h.release
+		_, _ = io.WriteString(w, "slow done\n")
+	case "/panic":
+		panic("handler bug")
+	default:
+		_, _ = io.WriteString(w, "ok\n")
+	}
+}
+
+// getAsync GETs url on a goroutine and sends the outcome: the status and
+// body, or the error.
+func getAsync(url string) <-chan string {
+	out := make(chan string, 1)
+	go func() {
+		c := &http.Client{Timeout: 3 * rawTimeout}
+		resp, err := c.Get(url)
+		if err != nil {
+			out <- "error: " + err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		out <- resp.Status + " " + string(b)
+	}()
+	return out
+}
+
+// TestHTTPOffWorkers: four slow HTTP requests on a server with two workers
+// all run at once, and a WebSocket upgrade beside them is served at once:
+// plain HTTP never occupies a worker.
+func TestHTTPOffWorkers(t *testing.T) {
+	h := newSlowHTTP()
+	srv, addr := startServer(t, wsconn.Config{Workers: 2, HTTP: h})
+	// Registered after startServer, so it runs before its Shutdown: a
+	// failed test does not leave handlers running.
+	t.Cleanup(h.done)
+	var slow []<-chan string
+	for range 4 {
+		slow = append(slow, getAsync("http://"+addr+"/slow"))
+	}
+	require.Eventually(t, func() bool { return h.entered.Load() == 4 }, 3*time.Second, time.Millisecond,
+		"four slow handlers run at once on two workers")
+	assert.Equal(t, int64(4), srv.Stats().HTTPHandlers)
+
+	// The upgrade must not wait for the handlers: its own deadline, far
+	// below the time they take.
+	done := make(chan error, 1)
+	go func() {
+		c, _, err := dialGorilla(addr, "")
+		if err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if err = c.WriteMessage(1, []byte("beside")); err == nil {
+				_, _, err = c.ReadMessage()
+			}
+			_ = c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "WebSocket echo beside slow HTTP requests")
+	case <-time.After(2 * time.Second):
+		t.Fatal("WebSocket upgrade waited for slow HTTP handlers")
+	}
+	// A quick request is not held up either.
+	select {
+	case got := <-getAsync("http://" + addr + "/quick"):
+		assert.Equal(t, "200 OK ok\n", got)
+	case <-time.After(2 * time.Second):
+		t.Fatal("HTTP request waited for slow HTTP handlers")
+	}
+
+	h.done()
+	for _, ch := range slow {
+		assert.Equal(t, "200 OK slow done\n", <-ch)
+	}
+	require.Eventually(t, func() bool { return srv.Stats().HTTPHandlers == 0 }, rawTimeout, time.Millisecond)
+	assert.Equal(t, uint64(5), srv.Stats().HTTPRequests)
+}
+
+// TestShutdownHonoursContext: with handlers that never finish, Shutdown
+// returns its context's error once the context ends, not when they do.
+func TestShutdownHonoursContext(t *testing.T) {
+	h := newSlowHTTP()
+	srv, addr := startServer(t, wsconn.Config{Workers: 2, HTTP: h})
+	// Registered after startServer, so it runs before its Shutdown: a
+	// failed test does not leave handlers running.
+	t.Cleanup(h.done)
+	var slow []<-chan string
+	for range 2 {
+		slow = append(slow, getAsync("http://"+addr+"/slow"))
+	}
+	require.Eventually(t, func() bool { return h.entered.Load() == 2 }, 3*time.Second, time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown with a 300 ms context did not return within 3 s")
+	}
+	assert.Zero(t, srv.Connections())
+	h.done()
+	for _, ch := range slow {
+		assert.Contains(t, <-ch, "error", "a request cut by Shutdown gets no response")
+	}
+}
+
+// TestHTTPHandlerLimit: past MaxHTTPHandlers a request gets 503 with
+// Retry-After at once, and is counted.
+func TestHTTPHandlerLimit(t *testing.T) {
+	h := newSlowHTTP()
+	srv, addr := startServer(t, wsconn.Config{MaxHTTPHandlers: 2, HTTP: h})
+	// Registered after startServer, so it runs before its Shutdown: a
+	// failed test does not leave handlers running.
+	t.Cleanup(h.done)
+	a, b := getAsync("http://"+addr+"/slow"), getAsync("http://"+addr+"/slow")
+	require.Eventually(t, func() bool { return h.entered.Load() == 2 }, 3*time.Second, time.Millisecond)
+
+	resp, err := (&http.Client{Timeout: rawTimeout}).Get("http://" + addr + "/quick")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+	assert.Equal(t, uint64(1), srv.Stats().HTTPBusy)
+
+	h.done()
+	assert.Equal(t, "200 OK slow done\n", <-a)
+	assert.Equal(t, "200 OK slow done\n", <-b)
+	require.Eventually(t, func() bool { return srv.Stats().HTTPHandlers == 0 }, rawTimeout, time.Millisecond)
+	assert.Equal(t, "200 OK ok\n", <-getAsync("http://"+addr+"/quick"), "room again")
+}
+
+// TestHTTPHandlerPanic: a handler that panics gets 500, and the server
+// goes on serving.
+func TestHTTPHandlerPanic(t *testing.T) {
+	h := newSlowHTTP()
+	_, addr := startServer(t, wsconn.Config{HTTP: h, Logger: slog.New(slog.DiscardHandler)})
+	// Registered after startServer, so it runs before its Shutdown: a
+	// failed test does not leave handlers running.
+	t.Cleanup(h.done)
+	assert.Equal(t, "500 Internal Server Error internal server error\n", <-getAsync("http://"+addr+"/panic"))
+	assert.Equal(t, "200 OK ok\n", <-getAsync("http://"+addr+"/quick"))
+	requireServed(t, addr)
+}
