@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +51,14 @@ type testServer struct {
 // then the server shut down, as on SIGTERM.
 func startHub(t testing.TB, hcfg broadcast.Config, scfg wsconn.Config) *testServer {
 	t.Helper()
+	return startHubUnless(t, hcfg, scfg, nil)
+}
+
+// startHubUnless is startHub whose cleanup leaves the hub and the server as
+// they are if frozen is set: a frozen server cannot be shut down, and the
+// test must fail rather than hang.
+func startHubUnless(t testing.TB, hcfg broadcast.Config, scfg wsconn.Config, frozen *atomic.Bool) *testServer {
+	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	if hcfg.Logger == nil {
 		hcfg.Logger = quiet
@@ -81,6 +90,9 @@ func startHub(t testing.TB, hcfg broadcast.Config, scfg wsconn.Config) *testServ
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
+		if frozen != nil && frozen.Load() {
+			return
+		}
 		hub.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()

@@ -58,6 +58,10 @@ type Config struct {
 	// Shards is the number of shards (goroutines) that fan messages out.
 	// Default: 2 × GOMAXPROCS.
 	Shards int
+	// InboxLen is the ops (deliveries, subscribes, leaves) a shard holds
+	// before those who send it more wait for room, with no lock held.
+	// Default: 1024.
+	InboxLen int
 	// HistorySize is the number of messages each topic keeps for recovery.
 	// Default: 1000. Negative: none.
 	HistorySize int
@@ -93,6 +97,9 @@ type Config struct {
 func (cfg Config) withDefaults() Config {
 	if cfg.Shards <= 0 {
 		cfg.Shards = 2 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.InboxLen <= 0 {
+		cfg.InboxLen = 1024
 	}
 	if cfg.HistorySize == 0 {
 		cfg.HistorySize = 1000

@@ -33,7 +33,6 @@ type op struct {
 }
 
 const (
-	inboxLen      = 1024
 	maxOpsPerPass = 256 // ops handled before the touched connections are flushed
 )
 
@@ -54,7 +53,7 @@ type shard struct {
 }
 
 func newShard(h *Hub) *shard {
-	return &shard{hub: h, inbox: make(chan op, inboxLen), subs: make(map[*Topic][]*client)}
+	return &shard{hub: h, inbox: make(chan op, h.cfg.InboxLen), subs: make(map[*Topic][]*client)}
 }
 
 func (s *shard) post(o op) { s.inbox <- o }

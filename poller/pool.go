@@ -59,6 +59,19 @@ func (p *Pool[T]) Submit(job T) {
 	p.jobs <- job
 }
 
+// TrySubmit queues job if the queue has room, without blocking, and
+// reports whether it did. It is for submitters that must never wait for the
+// workers, such as those holding a lock a worker may be waiting for.
+// TrySubmit must not be called after or concurrently with Close.
+func (p *Pool[T]) TrySubmit(job T) bool {
+	select {
+	case p.jobs <- job:
+		return true
+	default:
+		return false
+	}
+}
+
 // Workers returns the number of worker goroutines, which bounds the worker
 // index passed to fn.
 func (p *Pool[T]) Workers() int {

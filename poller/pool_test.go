@@ -145,3 +145,29 @@ func BenchmarkPoolSubmit(b *testing.B) {
 	}
 	wg.Wait()
 }
+
+func TestPoolTrySubmit(t *testing.T) {
+	gate := make(chan struct{})
+	started := make(chan int, 1)
+	ran := make(chan int, 3)
+	p := NewPool(1, 1, func(_ int, job int) {
+		if job == 1 {
+			started <- job
+			<-gate
+		}
+		ran <- job
+	})
+	require.True(t, p.TrySubmit(1))
+	<-started                       // the only worker is busy with job 1
+	require.True(t, p.TrySubmit(2)) // the queue has room for one
+	// Full: TrySubmit refuses at once instead of waiting.
+	assert.False(t, p.TrySubmit(3))
+	close(gate)
+	p.Close()
+	close(ran)
+	var got []int
+	for j := range ran {
+		got = append(got, j)
+	}
+	assert.Equal(t, []int{1, 2}, got)
+}

@@ -505,24 +505,40 @@ func (c *Conn) armLocked() {
 }
 
 // onEvent is the poller callback: it runs on the poller goroutine and only
-// hands the connection to a worker.
-func (c *Conn) onEvent(poller.Event) { c.schedule() }
+// hands the connection to a worker. The poller alone may block on a full
+// pool queue: that holds up the reactor, which is its backpressure (see the
+// wait-for graph in doc.go).
+func (c *Conn) onEvent(poller.Event) {
+	if c.claimTurn() {
+		c.srv.pool.Submit(c)
+	}
+}
 
 // schedule queues a turn for c, or, if one is running, asks it to run again.
+// It never blocks: shards, the sweep and HTTP handlers call it, some with
+// c.mu held.
 func (c *Conn) schedule() {
+	if c.claimTurn() {
+		c.srv.handoff(c)
+	}
+}
+
+// claimTurn asks for a turn for c. It reports true when the caller must
+// queue one; false when a turn is queued or running already (a running turn
+// is then asked to run once more).
+func (c *Conn) claimTurn() bool {
 	for {
 		switch c.sched.Load() {
 		case turnIdle:
 			if c.sched.CompareAndSwap(turnIdle, turnRunning) {
-				c.srv.pool.Submit(c)
-				return
+				return true
 			}
 		case turnRunning:
 			if c.sched.CompareAndSwap(turnRunning, turnAgain) {
-				return
+				return false
 			}
 		default:
-			return
+			return false
 		}
 	}
 }

@@ -26,4 +26,30 @@
 //     There is no timer per connection.
 //
 // The hot paths (frame parsing, queueing, flushing) allocate nothing.
+//
+// # Who waits for whom
+//
+// The server cannot deadlock because its wait-for graph has no cycle. Its
+// edges, "A waits for B":
+//
+//   - The poller waits for room in the pool's queue (Pool.Submit): when the
+//     workers fall behind, the reactor stops taking events. That is its
+//     backpressure, and the poller holds no lock while it waits.
+//   - A worker, running a turn, waits for its connection's Conn.mu and for
+//     whatever its Handler waits for. The broadcast hub's handlers wait for
+//     a topic's lock and for room in a shard's inbox; a shard waits only for
+//     Conn.mu.
+//   - Shards, the sweep and HTTP handler goroutines wait for Conn.mu, and
+//     for nothing else while they hold it: they never block on the pool. A
+//     turn they need (a write failed, a deadline passed) goes through
+//     Server.handoff, which never blocks; its own goroutine, holding no
+//     lock, waits for the pool on their behalf.
+//   - Conn.mu is held only for work that does not block: non-blocking
+//     system calls, Poller.Arm, Server.handoff. No Handler method nor
+//     Expirer runs under it.
+//
+// Locks are taken in this order, never the reverse: a registry shard's
+// lock, then Conn.mu, then the poller's own. Conn.sched is not a lock but a
+// claim: whoever moves it from idle queues the one turn, so a connection is
+// in the pool's queue or the handoff list at most once.
 package wsconn

@@ -51,6 +51,10 @@ type Config struct {
 	// Workers is the number of worker goroutines that serve ready
 	// connections. Default: 2 × GOMAXPROCS, at least 4.
 	Workers int
+	// TurnQueue bounds the connections ready and waiting for a worker; a
+	// full queue holds up the reactor (backpressure), never a shard, the
+	// sweep or an HTTP handler. Default: 4096.
+	TurnQueue int
 	// MaxMessageBytes limits a data message (all its fragments). A longer
 	// one fails the connection with close code 1009. Default: 1 MiB.
 	MaxMessageBytes int64
@@ -115,6 +119,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Workers <= 0 {
 		cfg.Workers = max(4, 2*runtime.GOMAXPROCS(0))
 	}
+	if cfg.TurnQueue <= 0 {
+		cfg.TurnQueue = 4096
+	}
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 1 << 20
 	}
@@ -171,7 +178,6 @@ func defaultMaxConnections() int {
 
 const (
 	readBufferBytes = 64 << 10 // per worker
-	poolQueueLen    = 4096
 	registryShards  = 16
 )
 
@@ -186,6 +192,7 @@ type Server struct {
 	bufs   [][]byte // read buffer per worker
 
 	upgraders sync.Pool // *upgrader
+	handoffs  handoffs
 	now       func() time.Time
 
 	registry [registryShards]registryShard
@@ -240,15 +247,17 @@ func NewServer(cfg Config) (*Server, error) {
 		stopAccept: make(chan struct{}),
 		done:       make(chan struct{}),
 		stopSweep:  make(chan struct{}),
+		handoffs:   newHandoffs(),
 	}
 	s.bufs = make([][]byte, cfg.Workers)
 	for i := range s.bufs {
 		s.bufs[i] = make([]byte, readBufferBytes)
 	}
-	s.pool = poller.NewPool(cfg.Workers, poolQueueLen, func(worker int, c *Conn) {
+	s.pool = poller.NewPool(cfg.Workers, cfg.TurnQueue, func(worker int, c *Conn) {
 		c.serve(s.bufs[worker])
 	})
 	go s.sweep()
+	go s.runHandoffs()
 	return s, nil
 }
 
@@ -687,8 +696,10 @@ func (s *Server) stop() {
 		}
 		close(s.stopSweep)
 		<-s.done
-		// The poller first: a late callback must not submit to a closed pool.
+		// The poller and the handoffs first: nothing may submit to a
+		// closed pool.
 		_ = s.poller.Close()
+		s.stopHandoffs()
 		s.pool.Close()
 	})
 }
