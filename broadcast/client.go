@@ -310,8 +310,9 @@ func (cl *client) OnClose(*wsconn.Conn) {
 	}
 	h.subscriptions.Add(-int64(len(cl.topics)))
 	if h.enter() {
-		cl.shard.post(op{kind: opLeave, cl: cl, topics: cl.topics})
+		room := cl.shard.post(op{kind: opLeave, cl: cl, topics: cl.topics})
 		h.exit()
+		waitRoom(room)
 	}
 	cl.topics = nil
 }
@@ -349,7 +350,6 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 		cl.sendError(CodeUnavailable, "server shutting down")
 		return
 	}
-	defer h.exit()
 	t := h.lockTopic(name)
 	last := t.seq
 	var replay [][]byte
@@ -358,10 +358,12 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 		replay, recovered = t.history.since(*since, last)
 	}
 	t.subscribers.Add(1)
-	cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, seq: last, recovered: recovered})
+	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, seq: last, recovered: recovered})
 	t.mu.Unlock()
+	h.exit()
 	cl.topics = append(cl.topics, t)
 	h.subscriptions.Add(1)
+	waitRoom(room)
 }
 
 func (cl *client) unsubscribe(name string) {
@@ -378,11 +380,12 @@ func (cl *client) unsubscribe(name string) {
 	if !h.enter() {
 		return
 	}
-	defer h.exit()
 	// Through the shard, so that the reply follows every message queued
 	// before the unsubscribe.
 	reply := controlFrame(controlReply{Type: "unsubscribed", Topic: name})
-	cl.shard.post(op{kind: opUnsubscribe, topic: t, cl: cl, frame: reply})
+	room := cl.shard.post(op{kind: opUnsubscribe, topic: t, cl: cl, frame: reply})
+	h.exit()
+	waitRoom(room)
 }
 
 func (cl *client) publish(name string, data json.RawMessage) {

@@ -260,8 +260,17 @@ func (h *Hub) Publish(topic string, data []byte) (uint64, error) {
 	if !json.Valid(data) || !utf8.Valid(data) {
 		return 0, ErrInvalidData
 	}
+	seq, rooms, err := h.publish(topic, data)
+	// Behind shards slow the publisher down here, with no lock held.
+	waitRoom(rooms...)
+	return seq, err
+}
+
+// publish is Publish after the checks. rooms are the channels of the
+// shards that are behind (see inbox), to wait on once the locks are let go.
+func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan struct{}, err error) {
 	if !h.enter() {
-		return 0, ErrClosed
+		return 0, nil, ErrClosed
 	}
 	defer h.exit()
 	now := time.Now().UnixNano()
@@ -271,11 +280,14 @@ func (h *Hub) Publish(topic string, data []byte) (uint64, error) {
 	frame := compile(topic, t.seq, data)
 	t.history.push(entry{seq: t.seq, at: now, frame: frame}, h.cfg.HistorySize)
 	h.published.Add(1)
-	// Under t.mu, so every shard sees this topic's messages in seq order.
+	// Under t.mu, so every shard sees this topic's messages in seq order;
+	// post never blocks, so no worker waits for a shard with t.mu held.
 	for _, s := range h.shards {
-		s.post(op{kind: opDeliver, topic: t, frame: frame})
+		if room := s.post(op{kind: opDeliver, topic: t, frame: frame}); room != nil {
+			rooms = append(rooms, room)
+		}
 	}
-	return t.seq, nil
+	return t.seq, rooms, nil
 }
 
 // expireLoop drops expired history and forgets topics with neither
@@ -317,7 +329,7 @@ func (h *Hub) Close() {
 	h.gate.Unlock()
 	close(h.stop)
 	for _, s := range h.shards {
-		s.post(op{kind: opStop})
+		s.post(op{kind: opStop}) // the last op: no room to wait for
 	}
 	h.wg.Wait()
 }

@@ -41,7 +41,7 @@ const (
 // the order it was sent.
 type shard struct {
 	hub   *Hub
-	inbox chan op
+	inbox *inbox
 	subs  map[*Topic][]*client
 
 	touched []*wsconn.Conn // connections with frames queued in this pass
@@ -53,31 +53,30 @@ type shard struct {
 }
 
 func newShard(h *Hub) *shard {
-	return &shard{hub: h, inbox: make(chan op, h.cfg.InboxLen), subs: make(map[*Topic][]*client)}
+	return &shard{hub: h, inbox: newInbox(h.cfg.InboxLen), subs: make(map[*Topic][]*client)}
 }
 
-func (s *shard) post(o op) { s.inbox <- o }
+// post sends o to the shard without blocking. When the shard is behind it
+// returns a channel for the caller to wait on with waitRoom once it holds
+// no lock (see inbox).
+func (s *shard) post(o op) (room <-chan struct{}) { return s.inbox.put(o) }
 
-// run handles ops until opStop. It takes what is in the inbox in passes and
-// flushes each touched connection once per pass, so that under load one
-// writev carries many frames.
+// run handles ops until opStop. It takes what is in the inbox and flushes
+// each touched connection once per maxOpsPerPass ops, so that under load
+// one writev carries many frames.
 func (s *shard) run() {
 	for {
-		o := <-s.inbox
-		stop := s.handle(o)
-		for i := 1; i < maxOpsPerPass && !stop; i++ {
-			select {
-			case o = <-s.inbox:
-				stop = s.handle(o)
-				continue
-			default:
+		ops := s.inbox.take()
+		for i := range ops {
+			if s.handle(ops[i]) {
+				s.flush()
+				return
 			}
-			break
+			if (i+1)%maxOpsPerPass == 0 {
+				s.flush()
+			}
 		}
 		s.flush()
-		if stop {
-			return
-		}
 	}
 }
 

@@ -1,0 +1,81 @@
+package broadcast
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestInboxOrderAndRoom: put never blocks, even far past the limit; take
+// returns the ops in order; past the limit put hands out a room channel
+// that take closes.
+func TestInboxOrderAndRoom(t *testing.T) {
+	b := newInbox(2)
+	var rooms []<-chan struct{}
+	for i := range 5 {
+		rooms = append(rooms, b.put(op{seq: uint64(i)}))
+	}
+	assert.Nil(t, rooms[0])
+	assert.Nil(t, rooms[1])
+	for _, r := range rooms[2:] {
+		require.NotNil(t, r, "past the limit, put asks the caller to wait")
+		select {
+		case <-r:
+			t.Fatal("room before the shard took anything")
+		default:
+		}
+	}
+	assert.Equal(t, 3, b.waiting)
+
+	ops := b.take()
+	require.Len(t, ops, 5)
+	for i, o := range ops {
+		assert.Equal(t, uint64(i), o.seq)
+	}
+	waitRoom(rooms...) // closed by take: returns at once
+
+	// Under the limit again; the next batch reuses nothing still in use.
+	assert.Nil(t, b.put(op{seq: 5}))
+	assert.Equal(t, []op{{seq: 5}}, b.take())
+}
+
+// TestInboxConcurrentPosters: ops from many posters arrive whole, each
+// poster's in its own order, while the consumer is slow and the posters
+// wait for room as the shard's posters do.
+func TestInboxConcurrentPosters(t *testing.T) {
+	const posters, each = 8, 2000
+	b := newInbox(4)
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				waitRoom(b.put(op{seq: uint64(p*each + i)}))
+			}
+		}()
+	}
+	next := make([]uint64, posters)
+	for i := range posters {
+		next[i] = uint64(i * each)
+	}
+	got := 0
+	deadline := time.After(10 * time.Second)
+	for got < posters*each {
+		select {
+		case <-deadline:
+			t.Fatalf("got %d of %d ops", got, posters*each)
+		default:
+		}
+		for _, o := range b.take() {
+			p := o.seq / each
+			require.Equal(t, next[p], o.seq, "poster %d out of order", p)
+			next[p]++
+			got++
+		}
+	}
+	wg.Wait()
+}
