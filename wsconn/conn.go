@@ -85,14 +85,6 @@ type Conn struct {
 // Handler returns the Handler that serves c (nil before the upgrade).
 func (c *Conn) Handler() Handler { return c.handler }
 
-// writeQueue holds the frames the socket did not take at once. A connection
-// whose writes keep up never allocates one.
-type writeQueue struct {
-	frames [][]byte
-	off    int  // bytes of frames[0] already written
-	quiet  bool // empty at the last sweep: freed if still empty at the next
-}
-
 // handshake holds a request that did not arrive in one read.
 type handshake struct {
 	buf  []byte
@@ -213,16 +205,8 @@ func (c *Conn) Evict(code ws.StatusCode, reason string) {
 	if c.state != stateOpen {
 		return
 	}
-	if q := c.q; q != nil && len(q.frames) > 0 {
-		keep := 0
-		if q.off > 0 {
-			keep = 1 // a frame half written must be finished, or the stream breaks
-		}
-		for i := keep; i < len(q.frames); i++ {
-			c.queued -= len(q.frames[i])
-			q.frames[i] = nil
-		}
-		q.frames = q.frames[:keep]
+	if c.q != nil {
+		c.queued -= c.q.dropUnstarted()
 		c.exempt = 0
 	}
 	c.closeLocked(NewCloseFrame(code, reason))
@@ -373,24 +357,20 @@ func (c *Conn) writeNowLocked(p []byte) (n int, direct bool) {
 // appendLocked appends frame to the queue without writing it.
 func (c *Conn) appendLocked(frame []byte) {
 	if c.q == nil {
-		c.q = &writeQueue{frames: make([][]byte, 0, 8)}
+		c.q = newWriteQueue()
 	}
-	c.q.frames = append(c.q.frames, frame)
-	c.q.quiet = false
+	c.q.push(frame)
 	c.queued += len(frame)
 }
 
 // queueStartedLocked queues the rest of frame, whose first n bytes are
-// written, in an empty queue. The frame goes in whole, with q.off = n, so
-// that Evict sees it has begun and keeps it: a frame cut short would break
-// the stream.
+// written, in an empty queue (see writeQueue.pushStarted).
 func (c *Conn) queueStartedLocked(frame []byte, n int) {
-	if c.q != nil {
-		c.q.frames = c.q.frames[:0] // empty already: nothing is queued
+	if c.q == nil {
+		c.q = newWriteQueue()
 	}
-	c.appendLocked(frame)
-	c.q.off = n
-	c.queued -= n
+	c.q.pushStarted(frame, n)
+	c.queued += len(frame) - n
 }
 
 // writeAll writes p with write(2), retrying on EINTR.
@@ -413,10 +393,9 @@ func writeAll(fd int, p []byte) (int, error) {
 func (c *Conn) flushLocked() {
 	var iov [maxIovecs][]byte
 	for c.queued > 0 {
-		k := copy(iov[:], c.q.frames)
-		iov[0] = iov[0][c.q.off:]
-		n, err := writev(int(c.fd), iov[:k])
-		clear(iov[:k])
+		vec := c.q.iovecs(iov[:])
+		n, err := writev(int(c.fd), vec)
+		clear(vec)
 		if err == unix.EINTR {
 			continue
 		}
@@ -445,18 +424,7 @@ func (c *Conn) advanceLocked(n int) {
 	c.queued -= n
 	// Replayed bytes were queued first, so they are written first.
 	c.exempt = max(0, min(c.exempt-n, c.queued))
-	q := c.q
-	n += q.off
-	i := 0
-	for i < len(q.frames) && n >= len(q.frames[i]) {
-		n -= len(q.frames[i])
-		q.frames[i] = nil // release the reference to shared frame bytes
-		i++
-	}
-	q.off = n
-	rest := copy(q.frames, q.frames[i:])
-	clear(q.frames[rest:])
-	q.frames = q.frames[:rest]
+	c.q.consume(n)
 }
 
 // waitWritableLocked arms the fd for writability. When a turn is running
