@@ -120,7 +120,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.listen, "listen", ":8080", "`HOST:PORT` to listen on for WebSocket and HTTP")
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines that serve ready connections (0: 2 × GOMAXPROCS, at least 4)")
 	fs.Int64Var(&o.maxMessageBytes, "max-message-bytes", 1<<20, "largest client message in `bytes`, all fragments together; a longer one is closed with 1009")
-	fs.IntVar(&o.maxQueueBytes, "max-queue-bytes", 1<<20, "per-connection write queue limit in `bytes`; past it the connection stops reading (echo) or is a slow consumer")
+	fs.IntVar(&o.maxQueueBytes, "max-queue-bytes", 1<<20, "per-connection write queue limit in `bytes`, each queued frame counting 48 beyond its own; past it the connection stops reading (echo) or is a slow consumer")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 8<<10, "largest HTTP request head in `bytes`; a larger one gets 431")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "connections held, upgraded or not; past it new ones get 503 (0: the open-file limit minus 64)")
 	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 0, "connections from one source IP address; past it new ones get 503 (0: no limit; behind a proxy, limit per IP there)")

@@ -144,7 +144,7 @@ func (c *Conn) admitLocked(n int) error {
 	if c.state != stateOpen {
 		return ErrClosed
 	}
-	if counted := c.queued - c.exempt; counted > 0 && counted+n > c.srv.cfg.MaxQueueBytes {
+	if counted := c.q.charge(c.queued) - c.exempt; c.queued > c.exempt && counted+n+frameOverhead > c.srv.cfg.MaxQueueBytes {
 		return ErrQueueFull
 	}
 	return nil
@@ -304,6 +304,30 @@ func (c *Conn) shutdownWriteLocked() {
 	}
 }
 
+// pongLocked answers a ping with payload. A pong is a frame of its own in
+// the queue, never inside another. If a pong is queued and not yet begun,
+// it answers this ping instead, rewritten in its own buffer: a peer that
+// pings without reading costs one queued pong.
+func (c *Conn) pongLocked(payload []byte) {
+	if old := c.q.pendingPong(); old != nil {
+		c.queued += c.q.replacePong(AppendFrame(old[:0], ws.OpPong, payload))
+		return
+	}
+	pong := NewFrame(ws.OpPong, payload)
+	if c.queued == 0 && !c.wantWrite {
+		c.enqueueLocked(pong) // written now, or begun: not replaceable
+		return
+	}
+	if c.q == nil {
+		c.q = newWriteQueue()
+	}
+	c.q.pushPong(pong)
+	c.queued += len(pong)
+	if !c.wantWrite {
+		c.flushLocked()
+	}
+}
+
 // enqueueLocked appends frame to the queue and writes what it can now.
 func (c *Conn) enqueueLocked(frame []byte) {
 	if len(frame) == 0 {
@@ -454,7 +478,7 @@ func (c *Conn) interestLocked() poller.Event {
 		ev |= poller.Writable
 	}
 	// Stop reading while the write queue is over its limit: backpressure.
-	if c.state != stateOpen || c.queued < c.srv.cfg.MaxQueueBytes {
+	if c.state != stateOpen || c.q.charge(c.queued) < c.srv.cfg.MaxQueueBytes {
 		ev |= poller.Readable
 	}
 	return ev

@@ -58,7 +58,9 @@ type Config struct {
 	// MaxMessageBytes limits a data message (all its fragments). A longer
 	// one fails the connection with close code 1009. Default: 1 MiB.
 	MaxMessageBytes int64
-	// MaxQueueBytes bounds a connection's write queue. Default: 1 MiB.
+	// MaxQueueBytes bounds a connection's write queue: its unwritten bytes
+	// plus 48 bytes for each queued frame, what a frame costs beyond its
+	// bytes. Default: 1 MiB.
 	MaxQueueBytes int
 	// MaxHeaderBytes limits the request head. Default: 8 KiB.
 	MaxHeaderBytes int

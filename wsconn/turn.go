@@ -55,7 +55,7 @@ func (c *Conn) turn(buf []byte) {
 		c.mu.Lock()
 		state := c.state
 		// An HTTP handler in progress reads nothing more of the request.
-		paused := state == stateOpen && c.queued >= c.srv.cfg.MaxQueueBytes || state == stateHTTP
+		paused := state == stateOpen && c.q.charge(c.queued) >= c.srv.cfg.MaxQueueBytes || state == stateHTTP
 		c.mu.Unlock()
 		if paused {
 			return
@@ -139,11 +139,9 @@ func (c *Conn) handleMessage(m Message) bool {
 		c.srv.messagesIn.Add(1)
 		c.handler.OnMessage(c, m.OpCode, m.Payload)
 	case ws.OpPing:
-		// A pong is a frame of its own in the queue, never inside another.
-		pong := NewFrame(ws.OpPong, m.Payload)
 		c.mu.Lock()
 		if c.state == stateOpen {
-			c.enqueueLocked(pong)
+			c.pongLocked(m.Payload)
 		}
 		c.mu.Unlock()
 	case ws.OpPong:

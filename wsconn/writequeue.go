@@ -17,8 +17,15 @@ type writeQueue struct {
 	frames [][]byte // frames[head:] are queued; those before head are written and cleared
 	head   int
 	off    int  // bytes of frames[head] already written
+	pong   int  // 1 + the index of a queued pong not yet begun, which a later ping replaces; 0: none
 	quiet  bool // empty at the last sweep: freed if still empty at the next
 }
+
+// frameOverhead is what a queued frame costs beyond its bytes, charged
+// against the queue limit: its slice header in frames (24 bytes) and the
+// slack of the slice's growth. Without it a flood of tiny frames (pongs,
+// echoes of empty messages) would hold many times the limit in memory.
+const frameOverhead = 48
 
 // newWriteQueue returns an empty queue with room for a few frames.
 func newWriteQueue() *writeQueue {
@@ -38,6 +45,9 @@ func (q *writeQueue) push(frame []byte) {
 		// At least half is written: move the rest down instead of growing.
 		n := copy(q.frames, q.frames[q.head:])
 		clear(q.frames[n:])
+		if q.pong > 0 {
+			q.pong -= q.head
+		}
 		q.frames, q.head = q.frames[:n], 0
 	}
 	q.frames = append(q.frames, frame)
@@ -49,7 +59,7 @@ func (q *writeQueue) push(frame []byte) {
 // dropUnstarted sees it has begun and keeps it: a frame cut short would
 // break the stream.
 func (q *writeQueue) pushStarted(frame []byte, n int) {
-	q.frames, q.head = q.frames[:0], 0
+	q.frames, q.head, q.pong = q.frames[:0], 0, 0
 	q.push(frame)
 	q.off = n
 }
@@ -78,9 +88,46 @@ func (q *writeQueue) consume(n int) {
 		q.head++
 		q.off = 0
 	}
+	if q.pong > 0 && (q.pong-1 < q.head || q.pong-1 == q.head && q.off > 0) {
+		q.pong = 0 // written, or begun: a later ping gets a pong of its own
+	}
 	if q.head == len(q.frames) {
 		q.frames, q.head = q.frames[:0], 0
 	}
+}
+
+// charge returns what the queued frames count against the queue limit:
+// bytes is their unwritten bytes, and each frame adds frameOverhead.
+func (q *writeQueue) charge(bytes int) int {
+	if q == nil {
+		return bytes
+	}
+	return bytes + q.len()*frameOverhead
+}
+
+// pendingPong returns the queued pong not yet begun, or nil.
+func (q *writeQueue) pendingPong() []byte {
+	if q == nil || q.pong == 0 {
+		return nil
+	}
+	return q.frames[q.pong-1]
+}
+
+// replacePong puts frame in the place of the pending pong (see
+// pendingPong) and returns the change in queued bytes. RFC 6455 section
+// 5.5.3 lets a pong answer only the most recent of several pings, so a ping
+// flood costs one queued frame, not one per ping.
+func (q *writeQueue) replacePong(frame []byte) (added int) {
+	i := q.pong - 1
+	added = len(frame) - len(q.frames[i])
+	q.frames[i] = frame
+	return added
+}
+
+// pushPong is push for a pong, which a later ping may replace.
+func (q *writeQueue) pushPong(frame []byte) {
+	q.push(frame)
+	q.pong = len(q.frames)
 }
 
 // dropUnstarted drops the queued frames not yet begun, keeping a frame
@@ -95,6 +142,9 @@ func (q *writeQueue) dropUnstarted() (dropped int) {
 		q.frames[i] = nil
 	}
 	q.frames = q.frames[:keep]
+	if q.pong > keep {
+		q.pong = 0
+	}
 	if q.head == len(q.frames) {
 		q.frames, q.head = q.frames[:0], 0
 	}

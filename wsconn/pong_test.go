@@ -1,0 +1,178 @@
+package wsconn
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// recordingEcho is Echo that hands each opened Conn to the test.
+type recordingEcho struct {
+	Echo
+	opened chan *Conn
+}
+
+func (r recordingEcho) OnOpen(c *Conn) { r.opened <- c }
+
+// serveRecording serves cfg with recordingEcho on every path and returns
+// the address and the channel of opened connections.
+func serveRecording(t *testing.T, cfg Config) (string, chan *Conn) {
+	t.Helper()
+	opened := make(chan *Conn, 16)
+	cfg.Upgrade = func(*Request) (Handler, error) { return recordingEcho{opened: opened}, nil }
+	s, err := NewServer(cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	return ln.Addr().String(), opened
+}
+
+// dialRecorded opens a WebSocket to addr and returns it with its Conn.
+// A small receive buffer, set before connecting, keeps the TCP window
+// small: what the client does not read stays in the server's queue.
+func dialRecorded(t *testing.T, addr string, opened chan *Conn) (net.Conn, *bufio.Reader, *Conn) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	nc, err := d.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nc.Close() })
+	_, err = io.WriteString(nc, "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	select {
+	case c := <-opened:
+		// The server's send buffer small too (it turns off the kernel's
+		// tuning), so that a few KiB unread fill the socket.
+		require.NoError(t, unix.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096))
+		return nc, br, c
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server did not open the connection")
+		return nil, nil, nil
+	}
+}
+
+// queueState returns c's queued frames and bytes.
+func queueState(c *Conn) (frames, bytes int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.q != nil {
+		frames = c.q.len()
+	}
+	return frames, c.queued
+}
+
+// TestPingFloodOnePong: a client that pings without reading costs the
+// server one queued pong, not one per ping (RFC 6455 5.5.3 lets a pong
+// answer the latest ping only), so the server reads every ping and the
+// last pong the client gets answers the last ping.
+func TestPingFloodOnePong(t *testing.T) {
+	const pings = 100_000 // 13 MB of pings, 12.7 MB of pongs if answered one by one
+	addr, opened := serveRecording(t, Config{MaxQueueBytes: 64 << 10})
+	nc, br, c := dialRecorded(t, addr, opened)
+
+	flood := make([]byte, 0, pings*131)
+	for i := range pings {
+		p := make([]byte, 125)
+		binary.BigEndian.PutUint32(p, uint32(i))
+		flood = append(flood, clientFrame(true, ws.OpPing, p)...)
+	}
+	written := make(chan error, 1)
+	go func() {
+		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, err := nc.Write(flood)
+		written <- err
+	}()
+	select {
+	case err := <-written:
+		require.NoError(t, err, "the server must read every ping, however many pongs are owed")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server stopped reading pings")
+	}
+	frames, queued := queueState(c)
+	assert.LessOrEqual(t, frames, 2, "frames queued after %d pings", pings)
+	assert.LessOrEqual(t, queued, 2*127, "bytes queued after %d pings", pings)
+
+	// The pongs read now end with the answer to the last ping.
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err := nc.Write(clientClose([]byte{0x03, 0xe8}))
+	require.NoError(t, err)
+	var last uint32
+	pongs := 0
+	for {
+		h, err := ws.ReadHeader(br)
+		require.NoError(t, err)
+		p := make([]byte, h.Length)
+		_, err = io.ReadFull(br, p)
+		require.NoError(t, err)
+		if h.OpCode == ws.OpClose {
+			break
+		}
+		require.Equal(t, ws.OpPong, h.OpCode)
+		require.Len(t, p, 125)
+		n := binary.BigEndian.Uint32(p)
+		require.GreaterOrEqual(t, n, last, "pongs answer pings in order")
+		last = n
+		pongs++
+	}
+	assert.Equal(t, uint32(pings-1), last, "the last pong answers the last ping")
+	t.Logf("%d pings answered by %d pongs", pings, pongs)
+}
+
+// TestQueueChargesFrames: a flood of empty messages echoed to a client that
+// does not read stops being read once the queued frames, each charged
+// frameOverhead beyond its 2 bytes, reach MaxQueueBytes. Counted at 2 bytes
+// each, 32,768 frames got in under a 64 KiB limit. (A turn checks the limit
+// between reads, so the messages of one read buffer may still be echoed past
+// it; that bound is the reader's, not the queue's.)
+func TestQueueChargesFrames(t *testing.T) {
+	const limit = 64 << 10
+	addr, opened := serveRecording(t, Config{MaxQueueBytes: limit})
+	nc, _, c := dialRecorded(t, addr, opened)
+	msg := clientBinary(nil)
+	flood := bytes.Repeat(msg, 1_000_000)
+	go func() {
+		// Far more than the sockets hold: the write stalls once the
+		// server stops reading, and the cleanup's close ends it.
+		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, _ = nc.Write(flood)
+	}()
+	var frames, queued int
+	require.Eventually(t, func() bool {
+		f, q := queueState(c)
+		settled := f > 0 && f == frames && q == queued
+		frames, queued = f, q
+		return settled
+	}, 10*time.Second, 200*time.Millisecond, "the server never stopped reading")
+	t.Logf("queued %d frames, %d bytes, charged %d", frames, queued, queued+frames*frameOverhead)
+	perRead := readBufferBytes / len(msg)
+	assert.LessOrEqual(t, frames, limit/(2+frameOverhead)+perRead, "frames queued under a %d-byte limit", limit)
+}
