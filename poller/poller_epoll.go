@@ -120,11 +120,14 @@ func (p *Poller) Close() error {
 }
 
 // epollEvents translates ev to an epoll interest set: level-triggered (no
-// EPOLLET) and one-shot. EPOLLHUP and EPOLLERR need not be asked for.
+// EPOLLET) and one-shot. EPOLLHUP and EPOLLERR need not be asked for. The
+// peer's half-close (EPOLLRDHUP) is asked for only with Readable: it is
+// input, and it stays set, so an fd armed for writing alone would otherwise
+// fire at every Arm.
 func epollEvents(ev Event) netpoll.EpollEvent {
-	e := netpoll.EpollEvent(netpoll.EPOLLRDHUP | netpoll.EPOLLONESHOT)
+	e := netpoll.EpollEvent(netpoll.EPOLLONESHOT)
 	if ev&Readable != 0 {
-		e |= netpoll.EPOLLIN
+		e |= netpoll.EPOLLIN | netpoll.EPOLLRDHUP
 	}
 	if ev&Writable != 0 {
 		e |= netpoll.EPOLLOUT

@@ -59,12 +59,13 @@ type Conn struct {
 
 	mu        sync.Mutex // guards everything below except rd and hs, which only turns touch
 	state     connState
-	wantWrite bool   // the last write hit EAGAIN: waiting for writability
-	shutWrite bool   // write side shut down after the final frame
-	expired   bool   // the sweep found the deadline passed: release on the next turn
-	broken    bool   // a write failed: release on the next turn
-	pinged    bool   // the sweep pinged; cleared by any input
-	lastSeen  uint32 // Server.ticks at the last input
+	wantWrite bool         // the last write hit EAGAIN: waiting for writability
+	shutWrite bool         // write side shut down after the final frame
+	expired   bool         // the sweep found the deadline passed: release on the next turn
+	broken    bool         // a write failed: release on the next turn
+	pinged    bool         // the sweep pinged; cleared by any input
+	armed     poller.Event // what the fd was last armed for
+	lastSeen  uint32       // Server.ticks at the last input
 	// deadline is the tick (see Server.deadlineAfter) by which the
 	// handshake must be read, the close finished, or, while open, the
 	// frame or fragmented message in progress be complete; 0 means none.
@@ -438,6 +439,13 @@ func (c *Conn) flushLocked() {
 	// The empty queue stays for the next fan-out, so that deliveries
 	// allocate nothing; the sweep frees it once the connection goes quiet.
 
+	if c.armed&poller.Readable == 0 && c.state == stateOpen && c.sched.Load() == turnIdle {
+		// A turn paused reading while the queue was full, and no turn is
+		// left to notice it has drained (a shard flushed it): resume
+		// reading here, or the peer's messages would never be read.
+		c.armLocked()
+	}
+
 	if c.state == stateClosing {
 		c.shutdownWriteLocked()
 	}
@@ -471,14 +479,21 @@ func (c *Conn) breakLocked() {
 	}
 }
 
-// interestLocked returns the readiness the connection waits for.
+// fullLocked reports whether the write queue is at its limit: the
+// connection then stops reading (backpressure) until it drains.
+func (c *Conn) fullLocked() bool {
+	return c.q.charge(c.queued) >= c.srv.cfg.MaxQueueBytes
+}
+
+// interestLocked returns the readiness the connection waits for, and no
+// more: a paused connection is not armed for reading, nor for the peer's
+// half-close, which would fire again at every re-arm and spin a worker.
 func (c *Conn) interestLocked() poller.Event {
 	var ev poller.Event
 	if c.wantWrite {
 		ev |= poller.Writable
 	}
-	// Stop reading while the write queue is over its limit: backpressure.
-	if c.state != stateOpen || c.q.charge(c.queued) < c.srv.cfg.MaxQueueBytes {
+	if c.state != stateOpen || !c.fullLocked() {
 		ev |= poller.Readable
 	}
 	return ev
@@ -491,7 +506,8 @@ func (c *Conn) armLocked() {
 	if c.state == stateClosed || c.state == stateHTTP {
 		return
 	}
-	if err := c.srv.poller.Arm(int(c.fd), c.interestLocked()); err != nil {
+	c.armed = c.interestLocked()
+	if err := c.srv.poller.Arm(int(c.fd), c.armed); err != nil {
 		c.srv.log.Debug("wsconn: arm", "fd", c.fd, "err", err)
 	}
 }

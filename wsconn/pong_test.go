@@ -47,17 +47,21 @@ func serveRecording(t *testing.T, cfg Config) (string, chan *Conn) {
 }
 
 // dialRecorded opens a WebSocket to addr and returns it with its Conn.
-// A small receive buffer, set before connecting, keeps the TCP window
-// small: what the client does not read stays in the server's queue.
-func dialRecorded(t *testing.T, addr string, opened chan *Conn) (net.Conn, *bufio.Reader, *Conn) {
+// With small, a small receive buffer, set before connecting, keeps the TCP
+// window small, and the server's send buffer is made small too: what the
+// client does not read stays in the server's queue.
+func dialRecorded(t *testing.T, addr string, opened chan *Conn, small bool) (net.Conn, *bufio.Reader, *Conn) {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if small {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			})
+			return errors.Join(err, serr)
+		}
+	}
 	nc, err := d.Dial("tcp", addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = nc.Close() })
@@ -70,9 +74,11 @@ func dialRecorded(t *testing.T, addr string, opened chan *Conn) (net.Conn, *bufi
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 	select {
 	case c := <-opened:
-		// The server's send buffer small too (it turns off the kernel's
-		// tuning), so that a few KiB unread fill the socket.
-		require.NoError(t, unix.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096))
+		if small {
+			// Setting it turns off the kernel's tuning, so that a few
+			// KiB unread fill the socket.
+			require.NoError(t, unix.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096))
+		}
 		return nc, br, c
 	case <-time.After(5 * time.Second):
 		t.Fatal("the server did not open the connection")
@@ -97,7 +103,7 @@ func queueState(c *Conn) (frames, bytes int) {
 func TestPingFloodOnePong(t *testing.T) {
 	const pings = 100_000 // 13 MB of pings, 12.7 MB of pongs if answered one by one
 	addr, opened := serveRecording(t, Config{MaxQueueBytes: 64 << 10})
-	nc, br, c := dialRecorded(t, addr, opened)
+	nc, br, c := dialRecorded(t, addr, opened, true)
 
 	flood := make([]byte, 0, pings*131)
 	for i := range pings {
@@ -156,7 +162,7 @@ func TestPingFloodOnePong(t *testing.T) {
 func TestQueueChargesFrames(t *testing.T) {
 	const limit = 64 << 10
 	addr, opened := serveRecording(t, Config{MaxQueueBytes: limit})
-	nc, _, c := dialRecorded(t, addr, opened)
+	nc, _, c := dialRecorded(t, addr, opened, true)
 	msg := clientBinary(nil)
 	flood := bytes.Repeat(msg, 1_000_000)
 	go func() {

@@ -230,6 +230,7 @@ type Server struct {
 	idleCloses      atomic.Uint64
 	resets          atomic.Uint64 // timed out with unread output: closed with RST
 	handshakeAborts atomic.Uint64 // released before the request was complete
+	turns           atomic.Uint64 // turns run by workers: a spinning connection shows here
 }
 
 // NewServer starts the reactor, the worker pool and the sweep of a server

@@ -14,6 +14,7 @@ const maxReadsPerTurn = 4
 // is buf.
 func (c *Conn) serve(buf []byte) {
 	for {
+		c.srv.turns.Add(1)
 		c.turn(buf)
 		c.mu.Lock()
 		again := (c.expired || c.broken) && c.state != stateClosed
@@ -55,7 +56,7 @@ func (c *Conn) turn(buf []byte) {
 		c.mu.Lock()
 		state := c.state
 		// An HTTP handler in progress reads nothing more of the request.
-		paused := state == stateOpen && c.q.charge(c.queued) >= c.srv.cfg.MaxQueueBytes || state == stateHTTP
+		paused := state == stateOpen && c.fullLocked() || state == stateHTTP
 		c.mu.Unlock()
 		if paused {
 			return

@@ -1,0 +1,116 @@
+package wsconn
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// pauseByFlood writes echo requests to nc, without reading: a little more
+// than the server reads before c's queue is full and it stops reading, and
+// little enough that the rest fits in the server's receive buffer. It
+// returns once the server has paused and every byte written has reached its
+// socket, so that a FIN sent now arrives.
+func pauseByFlood(t *testing.T, nc net.Conn, c *Conn) {
+	t.Helper()
+	limit := c.srv.cfg.MaxQueueBytes
+	msg := clientBinary(make([]byte, 1000))
+	flood := bytes.Repeat(msg, limit*3/2/len(msg))
+	require.NoError(t, nc.SetWriteDeadline(time.Now().Add(5*time.Second)))
+	_, err := nc.Write(flood)
+	require.NoError(t, err)
+	rc, err := nc.(*net.TCPConn).SyscallConn()
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		full := c.fullLocked()
+		c.mu.Unlock()
+		unsent := -1
+		_ = rc.Control(func(fd uintptr) { unsent = unsentBytes(int(fd)) })
+		return full && unsent == 0
+	}, 5*time.Second, 10*time.Millisecond, "the server never paused, or the client's bytes never all reached it")
+}
+
+// TestPausedHalfCloseCostsNothing: a client whose queue is full, so that the
+// server stops reading it, half-closes. Its connection must then cost no
+// turns (EPOLLRDHUP stayed armed and fired at every re-arm: a core spun
+// until the idle timeout, forever without one).
+func TestPausedHalfCloseCostsNothing(t *testing.T) {
+	addr, opened := serveRecording(t, Config{MaxQueueBytes: 64 << 10})
+	nc, _, c := dialRecorded(t, addr, opened, true)
+	pauseByFlood(t, nc, c)
+	require.NoError(t, nc.(*net.TCPConn).CloseWrite())
+	time.Sleep(100 * time.Millisecond) // the FIN arrives
+	before := c.srv.turns.Load()
+	time.Sleep(500 * time.Millisecond)
+	turns := c.srv.turns.Load() - before
+	assert.LessOrEqual(t, turns, uint64(5), "turns in 500 ms for one paused, half-closed connection")
+}
+
+// TestFlushResumesReading: a queue filled past the limit by Queue (which
+// does not write) pauses the next turn, which then arms nothing; a Flush
+// outside any turn that drains it must resume reading, or the client's
+// messages are never read again.
+func TestFlushResumesReading(t *testing.T) {
+	const limit = 64 << 10
+	addr, opened := serveRecording(t, Config{MaxQueueBytes: limit})
+	nc, br, c := dialRecorded(t, addr, opened, false)
+
+	// Fill the queue to exactly its limit as a shard's pass does: Queue,
+	// no write yet.
+	frame := NewFrame(ws.OpBinary, make([]byte, limit/64-frameOverhead-4))
+	require.Equal(t, limit/64, len(frame)+frameOverhead)
+	n := 0
+	for {
+		first, err := c.Queue(frame)
+		if err != nil {
+			require.ErrorIs(t, err, ErrQueueFull)
+			break
+		}
+		require.Equal(t, n == 0, first)
+		n++
+	}
+	// A message now gets a turn, which finds the queue full: it reads
+	// nothing and arms neither reading nor writing (nothing hit EAGAIN).
+	_, err := nc.Write(clientText("hello"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.sched.Load() == turnIdle && c.armed&0x1 == 0 && c.srv.turns.Load() > 0
+	}, 5*time.Second, time.Millisecond, "the paused turn")
+
+	// The shard's Flush, outside any turn, while the client reads.
+	done := make(chan error, 1)
+	go func() {
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for range n {
+			h, err := ws.ReadHeader(br)
+			if err == nil {
+				_, err = io.CopyN(io.Discard, br, h.Length)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	c.Flush()
+	require.NoError(t, <-done, "the queued frames")
+
+	// The message sent while paused is read and echoed.
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(3*time.Second)))
+	h, err := ws.ReadHeader(br)
+	require.NoError(t, err, "the echo of the message sent while the queue was full")
+	p := make([]byte, h.Length)
+	_, err = io.ReadFull(br, p)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(p))
+}
