@@ -109,8 +109,8 @@ func (c *Conn) RemoteAddr() netip.AddrPort {
 // afterwards, and may pass the same frame to any number of connections.
 //
 // Send never blocks. It returns ErrQueueFull, and queues nothing, when the
-// queue already holds the configured MaxQueueBytes; it returns ErrClosed when
-// the connection is closing.
+// queue would pass the configured MaxQueueBytes even after writing what the
+// socket takes now; it returns ErrClosed when the connection is closing.
 func (c *Conn) Send(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -141,14 +141,32 @@ func (c *Conn) SendUnbounded(frame []byte) error {
 // admitLocked returns the error of Send for a frame of n bytes: ErrClosed
 // unless the connection is open, ErrQueueFull if queueing it would pass the
 // queue limit. An empty queue always takes a frame, however large.
+//
+// Before it refuses a frame it tries the socket: frames queued by Queue
+// have not been offered to it yet, and a peer that reads as fast as the
+// socket goes must not be called slow because a fan-out queued a burst
+// faster than any flush.
 func (c *Conn) admitLocked(n int) error {
-	if c.state != stateOpen {
+	if c.state != stateOpen || c.broken {
 		return ErrClosed
 	}
-	if counted := c.q.charge(c.queued) - c.exempt; c.queued > c.exempt && counted+n+frameOverhead > c.srv.cfg.MaxQueueBytes {
+	if !c.roomLocked(n) && !c.wantWrite {
+		c.flushLocked()
+		if c.broken {
+			return ErrClosed
+		}
+	}
+	if !c.roomLocked(n) {
 		return ErrQueueFull
 	}
 	return nil
+}
+
+// roomLocked reports whether the queue takes a frame of n bytes within its
+// limit; bytes of a replay (SendUnbounded) do not count.
+func (c *Conn) roomLocked(n int) bool {
+	counted := c.q.charge(c.queued) - c.exempt
+	return c.queued <= c.exempt || counted+n+frameOverhead <= c.srv.cfg.MaxQueueBytes
 }
 
 // SendCopy is Send for a frame the caller will reuse: what the socket does
