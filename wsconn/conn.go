@@ -65,6 +65,7 @@ type Conn struct {
 	broken    bool         // a write failed: release on the next turn
 	pinged    bool         // the sweep pinged; cleared by any input
 	armed     poller.Event // what the fd was last armed for
+	batching  bool         // a turn is reading: writes wait for its end
 	lastSeen  uint32       // Server.ticks at the last input
 	// deadline is the tick (see Server.deadlineAfter) by which the
 	// handshake must be read, the close finished, or, while open, the
@@ -324,16 +325,17 @@ func (c *Conn) shutdownWriteLocked() {
 }
 
 // pongLocked answers a ping with payload. A pong is a frame of its own in
-// the queue, never inside another. If a pong is queued and not yet begun,
-// it answers this ping instead, rewritten in its own buffer: a peer that
-// pings without reading costs one queued pong.
+// the queue, never inside another. While the socket is full (the peer is not
+// reading), a pong queued and not yet begun answers this ping instead,
+// rewritten in its own buffer: a peer that pings without reading costs one
+// queued pong. A peer that reads gets a pong for every ping.
 func (c *Conn) pongLocked(payload []byte) {
-	if old := c.q.pendingPong(); old != nil {
+	if old := c.q.pendingPong(); old != nil && c.wantWrite {
 		c.queued += c.q.replacePong(AppendFrame(old[:0], ws.OpPong, payload))
 		return
 	}
 	pong := NewFrame(ws.OpPong, payload)
-	if c.queued == 0 && !c.wantWrite {
+	if c.queued == 0 && !c.wantWrite && !c.batching {
 		c.enqueueLocked(pong) // written now, or begun: not replaceable
 		return
 	}
@@ -342,9 +344,7 @@ func (c *Conn) pongLocked(payload []byte) {
 	}
 	c.q.pushPong(pong)
 	c.queued += len(pong)
-	if !c.wantWrite {
-		c.flushLocked()
-	}
+	c.offerLocked()
 }
 
 // enqueueLocked appends frame to the queue and writes what it can now.
@@ -360,7 +360,14 @@ func (c *Conn) enqueueLocked(frame []byte) {
 		return
 	}
 	c.appendLocked(frame)
-	if !c.wantWrite {
+	c.offerLocked()
+}
+
+// offerLocked writes the queue now, unless the socket is known to be full or
+// a turn gathers its output, which then goes out at the turn's end, or as
+// soon as the queue is full.
+func (c *Conn) offerLocked() {
+	if !c.wantWrite && (!c.batching || c.fullLocked()) {
 		c.flushLocked()
 	}
 }
@@ -371,7 +378,7 @@ func (c *Conn) enqueueCopyLocked(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	if n, direct := c.writeNowLocked(p); direct {
+	if n, direct := c.writeFirstLocked(p); direct {
 		if n < len(p) && !c.broken {
 			c.queueStartedLocked(bytes.Clone(p), n)
 			c.flushLocked()
@@ -381,13 +388,24 @@ func (c *Conn) enqueueCopyLocked(p []byte) {
 	c.enqueueLocked(bytes.Clone(p))
 }
 
-// writeNowLocked is the fast path of a write: with nothing queued ahead, p
-// is written at once with write(2). direct reports whether it was tried; n
-// is how much the socket took. A failed write breaks the connection.
+// writeNowLocked is the fast path of a write: with nothing queued ahead and
+// no turn gathering its output, p is written at once with write(2). direct
+// reports whether it was tried; n is how much the socket took. A failed
+// write breaks the connection.
 func (c *Conn) writeNowLocked(p []byte) (n int, direct bool) {
+	if c.batching {
+		return 0, false
+	}
+	return c.writeFirstLocked(p)
+}
+
+// writeFirstLocked is writeNowLocked even while a turn gathers its output:
+// for bytes the caller keeps, a write now saves their copy.
+func (c *Conn) writeFirstLocked(p []byte) (n int, direct bool) {
 	if c.queued > 0 || c.wantWrite {
 		return 0, false
 	}
+	c.srv.writeCalls.Add(1)
 	n, err := writeAll(int(c.fd), p)
 	if err != nil && err != unix.EAGAIN {
 		c.breakLocked()
@@ -437,6 +455,7 @@ func (c *Conn) flushLocked() {
 	var iov [maxIovecs][]byte
 	for c.queued > 0 {
 		vec := c.q.iovecs(iov[:])
+		c.srv.writeCalls.Add(1)
 		n, err := writev(int(c.fd), vec)
 		clear(vec)
 		if err == unix.EINTR {

@@ -231,6 +231,7 @@ type Server struct {
 	resets          atomic.Uint64 // timed out with unread output: closed with RST
 	handshakeAborts atomic.Uint64 // released before the request was complete
 	turns           atomic.Uint64 // turns run by workers: a spinning connection shows here
+	writeCalls      atomic.Uint64 // write and writev system calls
 }
 
 // NewServer starts the reactor, the worker pool and the sweep of a server

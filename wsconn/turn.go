@@ -34,7 +34,7 @@ func (c *Conn) serve(buf []byte) {
 }
 
 // turn flushes what waits for writability, then reads and handles what has
-// arrived, within maxReadsPerTurn reads.
+// arrived (see read), then writes what that produced.
 func (c *Conn) turn(buf []byte) {
 	c.mu.Lock()
 	if c.state == stateClosed {
@@ -50,11 +50,28 @@ func (c *Conn) turn(buf []byte) {
 		c.release()
 		return
 	}
+	// What the turn writes (pongs, echoes, replies, a close frame) is
+	// gathered and written at its end, a writev for up to maxIovecs frames,
+	// not a write for each.
+	c.batching = true
 	c.mu.Unlock()
+	c.read(buf)
+	c.mu.Lock()
+	c.batching = false
+	if c.queued > 0 && !c.wantWrite && c.state != stateClosed {
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+}
 
+// read reads and handles what has arrived, within maxReadsPerTurn reads.
+func (c *Conn) read(buf []byte) {
 	for range maxReadsPerTurn {
 		c.mu.Lock()
 		state := c.state
+		if state == stateOpen && c.fullLocked() && !c.wantWrite {
+			c.flushLocked() // the turn's gathered output first
+		}
 		// An HTTP handler in progress reads nothing more of the request.
 		paused := state == stateOpen && c.fullLocked() || state == stateHTTP
 		c.mu.Unlock()

@@ -53,10 +53,10 @@ func TestPausedHalfCloseCostsNothing(t *testing.T) {
 	assert.LessOrEqual(t, turns, uint64(5), "turns in 500 ms for one paused, half-closed connection")
 }
 
-// TestFlushResumesReading: a queue filled past the limit by Queue (which
-// does not write) pauses the next turn, which then arms nothing; a Flush
-// outside any turn that drains it must resume reading, or the client's
-// messages are never read again.
+// TestFlushResumesReading: a queue filled to the limit by Queue (which does
+// not write) paused the next turn, which then armed nothing; a Flush outside
+// any turn drained it and nobody resumed reading: the client's messages were
+// never read again. Whoever drains the queue, the message is read.
 func TestFlushResumesReading(t *testing.T) {
 	const limit = 64 << 10
 	addr, opened := serveRecording(t, Config{MaxQueueBytes: limit})
@@ -75,15 +75,15 @@ func TestFlushResumesReading(t *testing.T) {
 	c.mu.Lock()
 	require.True(t, c.fullLocked(), "the queue at its limit")
 	c.mu.Unlock()
-	// A message now gets a turn, which finds the queue full: it reads
-	// nothing and arms neither reading nor writing (nothing hit EAGAIN).
+	// A message now gets a turn, which finds the queue full. (It used to
+	// read nothing and arm neither reading nor writing, since nothing hit
+	// EAGAIN; now it flushes the queue first.)
+	turns := c.srv.turns.Load()
 	_, err := nc.Write(clientText("hello"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.sched.Load() == turnIdle && c.armed&0x1 == 0 && c.srv.turns.Load() > 0
-	}, 5*time.Second, time.Millisecond, "the paused turn")
+		return c.srv.turns.Load() > turns && c.sched.Load() == turnIdle
+	}, 5*time.Second, time.Millisecond, "the turn")
 
 	// The shard's Flush, outside any turn, while the client reads.
 	done := make(chan error, 1)
@@ -112,4 +112,30 @@ func TestFlushResumesReading(t *testing.T) {
 	_, err = io.ReadFull(br, p)
 	require.NoError(t, err)
 	assert.Equal(t, "hello", string(p))
+}
+
+// TestTurnWritesOnce: 20,000 pipelined echo requests get their echoes in a
+// writev per up to maxIovecs frames, not a write each (20,004 writes).
+func TestTurnWritesOnce(t *testing.T) {
+	const n = 20_000
+	addr, opened := serveRecording(t, Config{})
+	nc, br, c := dialRecorded(t, addr, opened, false)
+	before := c.srv.writeCalls.Load()
+	flood := bytes.Repeat(clientText("echo"), n)
+	go func() {
+		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, _ = nc.Write(flood)
+	}()
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
+	for i := range n {
+		h, err := ws.ReadHeader(br)
+		require.NoError(t, err, "echo %d of %d", i, n)
+		p := make([]byte, h.Length)
+		_, err = io.ReadFull(br, p)
+		require.NoError(t, err)
+		require.Equal(t, "echo", string(p))
+	}
+	writes := c.srv.writeCalls.Load() - before
+	t.Logf("%d echoes in %d writes", n, writes)
+	assert.LessOrEqual(t, writes, uint64(n/maxIovecs*2), "writes for %d pipelined echoes", n)
 }
