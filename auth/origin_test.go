@@ -78,6 +78,22 @@ func TestOriginsAllowed(t *testing.T) {
 		{"https://a.example.com.evil.net", false},
 		{"http://a.example.com", false},
 		{"https://a.example.com:8443", false},
+		// Strings browsers do not send, built to end in an allowed suffix.
+		{"https://evil.com/.example.com", false},
+		{"https://evil.com?.example.com", false},
+		{"https://evil.com#.example.com", false},
+		{"https://evil.com\\.example.com", false},
+		{"https://evil.com\\a.example.com", false},
+		{"https://a.example.com@evil.com", false},
+		{"https://evil.com@a.example.com", false},
+		{"https://a.example.com/", false},
+		{"https://a.example.com:", false},
+		{"https://a.example.com:x", false},
+		{"https://a..example.com", false},
+		{"https://a.example.com.", false},
+		{"https://a%2eexample.com", false},
+		{"https://app.example.com/.", false},
+		{"http://localhost:3000/x", false},
 	} {
 		assert.Equal(t, tc.want, o.Allowed(tc.origin), "Allowed(%q)", tc.origin)
 	}
