@@ -112,6 +112,7 @@ type serveOptions struct {
 	jwtIssuer      string
 	jwtAudience    string
 	jwtLeeway      time.Duration
+	jwtRequireExp  bool
 	publishKey     string
 	allowedOrigins string
 }
@@ -150,6 +151,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss")
 	fs.StringVar(&o.jwtAudience, "jwt-audience", "", "if set, tokens' aud must include this")
 	fs.DurationVar(&o.jwtLeeway, "jwt-leeway", 0, "clock skew allowed when checking exp and nbf")
+	fs.BoolVar(&o.jwtRequireExp, "jwt-require-exp", true, "refuse tokens without exp, which never expire (--jwt-require-exp=false lets them in)")
 	fs.StringVar(&o.publishKey, "publish-key", "", "`key` that grants POST /publish on every topic, as Authorization: Bearer KEY (default: $FANOUT_PUBLISH_KEY)")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host[:port], *.host for subdomains) allowed to open WebSockets; others get 403 (empty: any)")
 	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "a frame or fragmented message must be complete this long after its first byte, or the connection is closed with 1008 (0: never)")
@@ -275,7 +277,10 @@ func (o *serveOptions) verifier() (*auth.Verifier, error) {
 	case secret != "" && o.jwtPublicKey != "":
 		return nil, errors.New("set one of --jwt-secret and --jwt-public-key, not both")
 	}
-	cfg := auth.Config{Secret: []byte(secret), Issuer: o.jwtIssuer, Audience: o.jwtAudience, Leeway: o.jwtLeeway}
+	if secret != "" && len(secret) < auth.MinSecretBytes {
+		return nil, fmt.Errorf("--jwt-secret (or $FANOUT_JWT_SECRET) is %d bytes: an HS256 secret must be at least %d", len(secret), auth.MinSecretBytes)
+	}
+	cfg := auth.Config{Secret: []byte(secret), Issuer: o.jwtIssuer, Audience: o.jwtAudience, Leeway: o.jwtLeeway, AllowNoExp: !o.jwtRequireExp}
 	if o.jwtPublicKey != "" {
 		pem, err := os.ReadFile(o.jwtPublicKey)
 		if err != nil {

@@ -547,13 +547,15 @@ func TestServeAuthConfig(t *testing.T) {
 		stderr          string
 	}{
 		{"no auth flag", "", nil, "--no-auth"},
-		{"--no-auth and --jwt-secret", "", []string{"--no-auth", "--jwt-secret", "s3cret"}, "exclude each other"},
-		{"--no-auth and FANOUT_JWT_SECRET", "s3cret", []string{"--no-auth"}, "exclude each other"},
-		{"a secret and a public key", "", []string{"--jwt-secret", "s3cret", "--jwt-public-key", writePublicKey(t, &p256.PublicKey)}, "not both"},
+		{"--no-auth and --jwt-secret", "", []string{"--no-auth", "--jwt-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"}, "exclude each other"},
+		{"--no-auth and FANOUT_JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret", []string{"--no-auth"}, "exclude each other"},
+		{"a secret and a public key", "", []string{"--jwt-secret", "s3cret-s3cret-s3cret-s3cret-s3cret", "--jwt-public-key", writePublicKey(t, &p256.PublicKey)}, "not both"},
 		{"no such key file", "", []string{"--jwt-public-key", filepath.Join(t.TempDir(), "missing.pem")}, "--jwt-public-key"},
 		{"not a key", "", []string{"--jwt-public-key", garbage}, "--jwt-public-key"},
 		{"P-384 key", "", []string{"--jwt-public-key", writePublicKey(t, &p384.PublicKey)}, "P-256"},
 		{"bad origin", "", []string{"--no-auth", "--allowed-origins", "app.example.com"}, "--allowed-origins"},
+		{"short secret", "", []string{"--jwt-secret", "short"}, "--jwt-secret (or $FANOUT_JWT_SECRET) is 5 bytes: an HS256 secret must be at least 32"},
+		{"short FANOUT_JWT_SECRET", "0123456789abcdef0123456789abcde", []string{"--jwt-issuer", "i"}, "is 31 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("FANOUT_JWT_SECRET", tc.envSecret)
@@ -577,9 +579,9 @@ func TestServeJWT(t *testing.T) {
 		key             any
 		issuer          string
 	}{
-		{"--jwt-secret", "", []string{"--jwt-secret", "flag-secret"}, []byte("flag-secret"), ""},
+		{"--jwt-secret", "", []string{"--jwt-secret", "flag-secret-of-at-least-32-bytes"}, []byte("flag-secret-of-at-least-32-bytes"), ""},
 		// An issuer flag, so that startServe adds no --no-auth.
-		{"FANOUT_JWT_SECRET", "env-secret", []string{"--jwt-issuer", "https://issuer.example"}, []byte("env-secret"), "https://issuer.example"},
+		{"FANOUT_JWT_SECRET", "env-secret-of-at-least-32-bytes!", []string{"--jwt-issuer", "https://issuer.example"}, []byte("env-secret-of-at-least-32-bytes!"), "https://issuer.example"},
 		{"--jwt-public-key", "", []string{"--jwt-public-key", writePublicKey(t, &ec.PublicKey)}, ec, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -590,7 +592,7 @@ func TestServeJWT(t *testing.T) {
 			resp := s.upgrade(t, nil)
 			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 			assert.Equal(t, `Bearer realm="fanout"`, resp.Header.Get("WWW-Authenticate"))
-			resp = s.upgrade(t, http.Header{"Authorization": {"Bearer " + serveToken(t, []byte("other-secret"), tc.issuer)}})
+			resp = s.upgrade(t, http.Header{"Authorization": {"Bearer " + serveToken(t, []byte("other-secret-of-at-least-32-bytes"), tc.issuer)}})
 			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 			assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`)
 			resp = s.upgrade(t, http.Header{"Authorization": {"Bearer " + tok}})
@@ -683,7 +685,7 @@ func TestServeNoAuthWarning(t *testing.T) {
 	}{
 		{"--no-auth", []string{"--no-auth"}, true, true},
 		{"--no-auth --publish-key", []string{"--no-auth", "--publish-key", "k"}, true, false},
-		{"--jwt-secret", []string{"--jwt-secret", "s3cret"}, false, false},
+		{"--jwt-secret", []string{"--jwt-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startServe(t, tc.args...)
@@ -767,5 +769,29 @@ func TestServePprofBesideUpgrade(t *testing.T) {
 	t.Logf("subscribed in %v beside four profile requests", time.Since(start))
 	for range 4 {
 		assert.NoError(t, <-profiles, "profile request")
+	}
+}
+
+// TestServeRequireExp: a token without exp, which would never expire, gets
+// 401 by default; --jwt-require-exp=false lets it in.
+func TestServeRequireExp(t *testing.T) {
+	const secret = "require-exp-secret-of-32-bytes!!"
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "alice", "subscribe": []string{"*"},
+	}).SignedString([]byte(secret))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--jwt-secret", secret}, http.StatusUnauthorized},
+		{[]string{"--jwt-secret", secret, "--jwt-require-exp=false"}, http.StatusSwitchingProtocols},
+	} {
+		s := startServe(t, tc.args...)
+		resp := s.upgrade(t, http.Header{"Authorization": {"Bearer " + tok}})
+		assert.Equal(t, tc.want, resp.StatusCode, "%v", tc.args)
+		if tc.want == http.StatusUnauthorized {
+			assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`)
+		}
 	}
 }

@@ -34,6 +34,9 @@ type Config struct {
 	Audience string
 	// Leeway is the clock skew allowed when checking exp and nbf.
 	Leeway time.Duration
+	// AllowNoExp lets in tokens without an exp claim, which never expire.
+	// By default they are refused.
+	AllowNoExp bool
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -54,6 +57,15 @@ const MaxPatterns = 64
 // ErrNoToken is returned by Verify for an empty token.
 var ErrNoToken = errors.New("auth: no token")
 
+// MinSecretBytes is the shortest HS256 secret NewVerifier accepts: a
+// shorter one can be found by brute force from a single token (RFC 7518
+// section 3.2 asks for a key as long as the hash, 256 bits).
+const MinSecretBytes = 32
+
+// ErrShortSecret is returned by NewVerifier for an HS256 secret shorter
+// than MinSecretBytes.
+var ErrShortSecret = fmt.Errorf("auth: an HS256 secret must be at least %d bytes", MinSecretBytes)
+
 // Verifier verifies tokens. It is safe for concurrent use.
 type Verifier struct {
 	parser *jwt.Parser
@@ -70,6 +82,9 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	case nil:
 		if len(cfg.Secret) == 0 {
 			return nil, errors.New("auth: neither a secret nor a public key")
+		}
+		if len(cfg.Secret) < MinSecretBytes {
+			return nil, fmt.Errorf("%w, not %d", ErrShortSecret, len(cfg.Secret))
 		}
 		method, key = jwt.SigningMethodHS256.Alg(), cfg.Secret
 	case *rsa.PublicKey:
@@ -92,6 +107,9 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	// Only the one algorithm the key is for: a token cannot pick another
 	// (the alg=none and RS/HS confusion attacks).
 	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{method}), jwt.WithLeeway(cfg.Leeway), jwt.WithTimeFunc(now)}
+	if !cfg.AllowNoExp {
+		opts = append(opts, jwt.WithExpirationRequired())
+	}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}

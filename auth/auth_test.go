@@ -24,7 +24,7 @@ import (
 	"github.com/fanout/fanout/auth"
 )
 
-var secret = []byte("auth-test-secret-of-some-length")
+var secret = []byte("auth-test-secret-of-some-length-32+")
 
 // rsaKey is generated once: a 2048-bit key takes a noticeable time.
 var rsaKey = sync.OnceValue(func() *rsa.PrivateKey {
@@ -140,10 +140,13 @@ func TestVerifyTimes(t *testing.T) {
 		exp     *jwt.NumericDate
 		nbf     *jwt.NumericDate
 		leeway  time.Duration
+		noExp   bool // AllowNoExp
 		wantErr error
 	}{
 		{name: "valid", exp: at(time.Minute), nbf: at(-time.Minute)},
-		{name: "no exp", exp: nil},
+		{name: "no exp", exp: nil, wantErr: jwt.ErrTokenRequiredClaimMissing},
+		{name: "no exp, allowed", exp: nil, noExp: true},
+		{name: "exp, no exp allowed", exp: at(time.Minute), noExp: true},
 		{name: "expired", exp: at(-time.Second), wantErr: jwt.ErrTokenExpired},
 		{name: "expiring now", exp: at(0), wantErr: jwt.ErrTokenExpired},
 		{name: "expired within leeway", exp: at(-10 * time.Second), leeway: 30 * time.Second},
@@ -153,7 +156,7 @@ func TestVerifyTimes(t *testing.T) {
 		{name: "not yet valid beyond leeway", exp: at(time.Hour), nbf: at(time.Minute), leeway: 30 * time.Second, wantErr: jwt.ErrTokenNotValidYet},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := newVerifier(t, auth.Config{Secret: secret, Leeway: tc.leeway})
+			v := newVerifier(t, auth.Config{Secret: secret, Leeway: tc.leeway, AllowNoExp: tc.noExp})
 			c := user("alice", nil, nil)
 			c.ExpiresAt, c.NotBefore = tc.exp, tc.nbf
 			id, err := v.Verify(hs256(t, c))
@@ -320,7 +323,7 @@ func TestIdentityGrants(t *testing.T) {
 	}
 	alice := verify(user("alice", []string{"chat.*", "news"}, []string{"chat.room"}))
 	// A claim may be one string instead of an array.
-	single := verify(jwt.MapClaims{"sub": "carol", "subscribe": "chat.*", "publish": "chat.*"})
+	single := verify(jwt.MapClaims{"sub": "carol", "exp": at(time.Hour), "subscribe": "chat.*", "publish": "chat.*"})
 	star := verify(user("bob", []string{"*"}, []string{"*"}))
 
 	for _, tc := range []struct {
@@ -516,6 +519,7 @@ func TestNewVerifierErrors(t *testing.T) {
 	}{
 		{"no key", auth.Config{}, "neither"},
 		{"empty secret", auth.Config{Secret: []byte{}}, "neither"},
+		{"short secret", auth.Config{Secret: []byte("0123456789abcdef0123456789abcde")}, "at least 32 bytes, not 31"},
 		{"both", auth.Config{Secret: secret, PublicKey: &ecKey().PublicKey}, "both"},
 		{"P-384 key", auth.Config{PublicKey: &p384.PublicKey}, "P-256"},
 		{"Ed25519 key", auth.Config{PublicKey: edPub}, "unsupported"},

@@ -24,7 +24,7 @@ import (
 )
 
 // authSecret signs the tokens of the hubs that startAuthHub starts.
-var authSecret = []byte("broadcast-auth-test-secret")
+var authSecret = []byte("broadcast-auth-test-secret-32-bytes+")
 
 // authToken signs a token for sub with the topic patterns it may subscribe
 // to and publish on, expiring at exp.

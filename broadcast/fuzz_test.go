@@ -16,7 +16,7 @@ import (
 )
 
 // fuzzSecret signs the fuzz targets' tokens.
-var fuzzSecret = []byte("fuzz-secret")
+var fuzzSecret = []byte("fuzz-secret-of-at-least-32-bytes")
 
 // fuzzToken returns a token of user "fz" that may subscribe to and publish
 // on fz.* only.
