@@ -343,12 +343,7 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 			case r.Path == "/ws":
 				return hub.Upgrade(r)
 			case echo && r.Path == "/echo":
-				// Behind the same token as /ws: an open echo would be an
-				// unauthenticated way to hold connections and bandwidth.
-				if _, err := hub.Authenticate(r); err != nil {
-					return nil, err
-				}
-				return wsconn.Echo{}, nil
+				return hub.Echo(r)
 			}
 			return nil, wsconn.Reject(http.StatusNotFound, "no WebSocket endpoint at "+r.Path)
 		},

@@ -795,3 +795,33 @@ func TestServeRequireExp(t *testing.T) {
 		}
 	}
 }
+
+// TestServeEchoTokenExpiry: an /echo connection opened with a token is
+// closed with 4001 at its exp, as a /ws connection is.
+func TestServeEchoTokenExpiry(t *testing.T) {
+	const secret = "echo-expiry-secret-of-32-bytes!!"
+	s := startServe(t, "--jwt-secret", secret)
+	exp := time.Now().Add(3 * time.Second).Truncate(time.Second) // 2 to 3 s ahead
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": exp.Unix()}).SignedString([]byte(secret))
+	require.NoError(t, err)
+	c, _, err := (&gorilla.Dialer{HandshakeTimeout: waitTimeout}).Dial("ws://"+s.addr+"/echo?token="+tok, nil)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(waitTimeout)))
+	require.NoError(t, c.WriteMessage(gorilla.TextMessage, []byte("before exp")))
+	_, p, err := c.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, "before exp", string(p))
+
+	// Echoes go on until exp; then the sweep closes with 4001.
+	for err == nil {
+		if err = c.WriteMessage(gorilla.TextMessage, []byte("ping")); err == nil {
+			_, _, err = c.ReadMessage()
+		}
+		if err == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	assert.Equal(t, 4001, closeCode(err), "%v", err)
+	assert.False(t, time.Now().Before(exp), "closed before exp")
+}
