@@ -113,6 +113,7 @@ type serveOptions struct {
 	jwtAudience    string
 	jwtLeeway      time.Duration
 	jwtRequireExp  bool
+	anonPublish    bool
 	publishKey     string
 	allowedOrigins string
 }
@@ -153,6 +154,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.jwtLeeway, "jwt-leeway", 0, "clock skew allowed when checking exp and nbf")
 	fs.BoolVar(&o.jwtRequireExp, "jwt-require-exp", true, "refuse tokens without exp, which never expire (--jwt-require-exp=false lets them in)")
 	fs.StringVar(&o.publishKey, "publish-key", "", "`key` that grants POST /publish on every topic, as Authorization: Bearer KEY (default: $FANOUT_PUBLISH_KEY)")
+	fs.BoolVar(&o.anonPublish, "anonymous-publish", false, "with --no-auth and --publish-key, let WebSocket clients publish without the key")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host[:port], *.host for subdomains) allowed to open WebSockets; others get 403 (empty: any)")
 	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "a frame or fragmented message must be complete this long after its first byte, or the connection is closed with 1008 (0: never)")
 }
@@ -225,6 +227,7 @@ Flags:
 		SlowConsumer:     policy,
 		Auth:             verifier,
 		PublishKey:       o.publishKey,
+		AnonymousPublish: o.anonPublish,
 		MessageRate:      o.messageRate,
 		MessageBurst:     o.messageBurst,
 		Logger:           log,

@@ -825,3 +825,56 @@ func TestServeEchoTokenExpiry(t *testing.T) {
 	assert.Equal(t, 4001, closeCode(err), "%v", err)
 	assert.False(t, time.Now().Before(exp), "closed before exp")
 }
+
+// TestServeAnonymousPublish: with --no-auth and --publish-key, a WebSocket
+// publish (no token, so no key) is refused with forbidden and delivers
+// nothing; --anonymous-publish allows it.
+func TestServeAnonymousPublish(t *testing.T) {
+	t.Setenv("FANOUT_PUBLISH_KEY", "")
+	for _, tc := range []struct {
+		args []string
+		want string // the reply's type, or the error's code
+	}{
+		{[]string{"--no-auth", "--publish-key", "k"}, "forbidden"},
+		{[]string{"--no-auth", "--publish-key", "k", "--anonymous-publish"}, "published"},
+		{[]string{"--no-auth"}, "published"}, // open to all, as its warning says
+	} {
+		s := startServe(t, tc.args...)
+		sub := dialSubscriber(t, "gorilla", "ws://"+s.addr+"/ws?topics=anon")
+		_, err := sub.read() // subscribed
+		require.NoError(t, err)
+		pub, _, err := (&gorilla.Dialer{HandshakeTimeout: waitTimeout}).Dial("ws://"+s.addr+"/ws", nil)
+		require.NoError(t, err)
+		require.NoError(t, pub.WriteMessage(gorilla.TextMessage, []byte(`{"type":"publish","topic":"anon","data":1}`)))
+		require.NoError(t, pub.SetReadDeadline(time.Now().Add(waitTimeout)))
+		_, p, err := pub.ReadMessage()
+		require.NoError(t, err)
+		var reply struct{ Type, Code string }
+		require.NoError(t, json.Unmarshal(p, &reply))
+		got := reply.Type
+		if got == "error" {
+			got = reply.Code
+		}
+		assert.Equal(t, tc.want, got, "%v: %s", tc.args, p)
+		// What the subscriber gets next: the message, or, when the
+		// publish was refused, the one the key publishes after it.
+		if tc.want == "forbidden" {
+			req, err := http.NewRequest(http.MethodPost, "http://"+s.addr+"/publish?topic=anon", strings.NewReader(`2`))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer k")
+			resp, err := httpClient.Do(req)
+			require.NoError(t, err)
+			_ = resp.Body.Close()
+			require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		}
+		p, err = sub.read()
+		require.NoError(t, err)
+		var m message
+		require.NoError(t, json.Unmarshal(p, &m))
+		assert.Equal(t, uint64(1), m.Seq, "%s", p)
+		if tc.want == "forbidden" {
+			assert.Equal(t, "2", string(m.Data), "the refused publish delivered nothing")
+		}
+		_ = pub.Close()
+	}
+}

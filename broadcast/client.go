@@ -389,7 +389,15 @@ func (cl *client) unsubscribe(name string) {
 }
 
 func (cl *client) publish(name string, data json.RawMessage) {
-	if cl.hub().validTopic(name) && !cl.may(name, auth.Identity.CanPublish) {
+	h := cl.hub()
+	if h.cfg.Auth == nil && h.cfg.PublishKey != "" && !h.cfg.AnonymousPublish {
+		// A publish key guards publishing; a WebSocket without a token
+		// cannot present it.
+		h.forbidden.Add(1)
+		cl.sendError(CodeForbidden, "publishing needs the publish key: use POST /publish")
+		return
+	}
+	if h.validTopic(name) && !cl.may(name, auth.Identity.CanPublish) {
 		return
 	}
 	seq, err := cl.hub().Publish(name, data)

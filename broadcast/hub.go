@@ -82,8 +82,13 @@ type Config struct {
 	// do anything.
 	Auth *auth.Verifier
 	// PublishKey, if set, is a key that grants POST /publish on every
-	// topic (sent as "Authorization: Bearer KEY").
+	// topic (sent as "Authorization: Bearer KEY"). Without Auth, it also
+	// refuses publishing over WebSocket connections, which have no token,
+	// unless AnonymousPublish.
 	PublishKey string
+	// AnonymousPublish lets WebSocket clients publish without a token when
+	// PublishKey is set and Auth is not.
+	AnonymousPublish bool
 	// MessageRate limits the messages a client sends, per second, with
 	// bursts of up to MessageBurst. Zero: no limit.
 	MessageRate float64
