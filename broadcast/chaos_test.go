@@ -107,7 +107,7 @@ type chaosTopic struct {
 // Subscription states of a topic on one connection.
 const (
 	chaosFresh = iota // subscribe without since sent: no message may come before the reply
-	chaosSince        // subscribe with since sent: the replay comes first, in order
+	chaosSince        // subscribe with since sent: the reply comes first, then the replay in order
 	chaosLive         // reply received
 )
 
@@ -251,7 +251,11 @@ func runChaosSubscriber(ts *testServer, cc *chaosConfig, id int, kind string, to
 		var sinces []string
 		for _, tp := range inURL {
 			if ct := res.topics[tp]; ct.next > 0 {
-				sinces = append(sinces, fmt.Sprintf("%s:%d", tp, ct.next-1))
+				item := fmt.Sprintf("%s:%d", tp, ct.next-1)
+				if rng.IntN(2) == 0 {
+					item += "@" + ct.epoch
+				}
+				sinces = append(sinces, item)
 				state[tp] = chaosSince
 			} else {
 				state[tp] = chaosFresh
@@ -335,7 +339,7 @@ func runChaosSubscriber(ts *testServer, cc *chaosConfig, id int, kind string, to
 			switch {
 			case ct == nil || !subscribed:
 				err = fmt.Errorf("frame for a topic not subscribed: %s", f)
-			case f.isMessage() && st == chaosFresh:
+			case f.isMessage() && st != chaosLive:
 				err = fmt.Errorf("message before the subscribed reply: %s", f)
 			case f.isMessage() && f.Seq != ct.next:
 				err = fmt.Errorf("%s: got seq %d, want %d (gap or duplicate)", f.Topic, f.Seq, ct.next)
@@ -354,7 +358,7 @@ func runChaosSubscriber(ts *testServer, cc *chaosConfig, id int, kind string, to
 			case !f.Recovered:
 				err = fmt.Errorf("since within history, not recovered: %s", f)
 			case f.Seq != ct.next-1:
-				err = fmt.Errorf("reply seq %d after a replay up to %d: %s", f.Seq, ct.next-1, f)
+				err = fmt.Errorf("reply seq %d for since %d: %s", f.Seq, ct.next-1, f)
 			default:
 				res.recoveries++
 			}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,17 +69,15 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 	}
 	n := 0
 	var forbidden string
-	err = h.walkQuery(r.RawQuery, func(topic string, _ uint64, _ bool) {
+	err = h.walkQuery(r.RawQuery, func(q querySub) {
 		n++
-		if h.cfg.Auth != nil && forbidden == "" && !id.CanSubscribe(topic) {
-			forbidden = topic
+		if h.cfg.Auth != nil && forbidden == "" && !id.CanSubscribe(q.topic) {
+			forbidden = q.topic
 		}
 	})
 	switch {
 	case err != nil:
 		return nil, wsconn.Reject(http.StatusBadRequest, err.Error())
-	case n > h.cfg.MaxSubscriptions:
-		return nil, wsconn.Reject(http.StatusBadRequest, "too many topics")
 	case forbidden != "":
 		h.forbidden.Add(1)
 		return nil, wsconn.Reject(http.StatusForbidden, "token does not grant topic "+strconv.Quote(forbidden))
@@ -133,14 +130,47 @@ const (
 	challengeInvalid = `Bearer realm="fanout", error="invalid_token"`
 )
 
+// errTooManyTopics is walkQuery's error for a query that lists more topics
+// than MaxSubscriptions.
+var errTooManyTopics = errors.New("too many topics")
+
+// querySub is a topic of a /ws query, with what since= says of it.
+type querySub struct {
+	topic    string
+	since    uint64
+	hasSince bool
+	epoch    string // "" when since has no @EPOCH
+}
+
 // walkQuery checks the query of a /ws request and calls f for each topic in
-// topics=, once, with its seq from since= if there is one.
-func (h *Hub) walkQuery(raw string, f func(topic string, since uint64, hasSince bool)) error {
-	var topics, sinces []string
+// topics=, once, in order, with what since= says of it. It works in time
+// linear in the query's length, and stops at the first error, or once the
+// topics exceed MaxSubscriptions (errTooManyTopics).
+func (h *Hub) walkQuery(raw string, f func(querySub)) error {
+	var subs []querySub
+	var index map[string]int // once there are too many topics to scan
+	find := func(topic string) int {
+		if index != nil {
+			if i, ok := index[topic]; ok {
+				return i
+			}
+			return -1
+		}
+		for i := range subs {
+			if subs[i].topic == topic {
+				return i
+			}
+		}
+		return -1
+	}
+	var sinces []string
 	for rest := raw; rest != ""; {
 		var pair string
 		pair, rest, _ = strings.Cut(rest, "&")
 		key, value, _ := strings.Cut(pair, "=")
+		if key != "topics" && key != "since" {
+			continue
+		}
 		if strings.ContainsAny(value, "%+") {
 			v, err := url.QueryUnescape(value)
 			if err != nil {
@@ -148,85 +178,85 @@ func (h *Hub) walkQuery(raw string, f func(topic string, since uint64, hasSince 
 			}
 			value = v
 		}
-		switch key {
-		case "topics":
-			topics = append(topics, value)
-		case "since":
-			sinces = append(sinces, value)
+		if key == "since" {
+			sinces = append(sinces, value) // after every topic is known
+			continue
 		}
-	}
-	// since: every item is topic:seq, with a topic that topics lists.
-	for _, list := range sinces {
-		for rest := list; rest != ""; {
-			var item string
-			item, rest, _ = strings.Cut(rest, ",")
-			topic, _, err := parseSince(item)
-			if err != nil {
-				return err
-			}
-			if !listed(topics, topic) {
-				return errors.New("since names a topic that topics does not list")
-			}
-		}
-	}
-	var seen []string
-	for _, list := range topics {
-		for rest, more := list, true; more; {
+		for rest, more := value, true; more; {
 			var name string
 			name, rest, more = strings.Cut(rest, ",")
 			if !h.validTopic(name) {
 				return errors.New("invalid topic name " + strconv.Quote(name))
 			}
-			if !slices.Contains(seen, name) {
-				seen = append(seen, name)
-				since, ok := findSince(sinces, name)
-				f(name, since, ok)
+			if find(name) >= 0 {
+				continue
+			}
+			if len(subs) == h.cfg.MaxSubscriptions {
+				return errTooManyTopics
+			}
+			subs = append(subs, querySub{topic: name})
+			if index == nil && len(subs) > 16 {
+				index = make(map[string]int, len(subs))
+				for i, s := range subs {
+					index[s.topic] = i
+				}
+			} else if index != nil {
+				index[name] = len(subs) - 1
 			}
 		}
 	}
-	return nil
-}
-
-// parseSince splits a since item topic:seq. Topic names may hold ':', so
-// the seq follows the last one.
-func parseSince(item string) (topic string, seq uint64, err error) {
-	i := strings.LastIndexByte(item, ':')
-	if i < 0 {
-		return "", 0, errors.New("since must be topic:seq")
-	}
-	seq, err = strconv.ParseUint(item[i+1:], 10, 64)
-	if err != nil {
-		return "", 0, errors.New("since must be topic:seq")
-	}
-	return item[:i], seq, nil
-}
-
-// findSince returns the seq that since lists for topic.
-func findSince(sinces []string, topic string) (uint64, bool) {
+	// since: every item is topic:seq or topic:seq@EPOCH, with a topic that
+	// topics lists; the first item for a topic counts.
 	for _, list := range sinces {
 		for rest := list; rest != ""; {
 			var item string
 			item, rest, _ = strings.Cut(rest, ",")
-			if t, seq, err := parseSince(item); err == nil && t == topic {
-				return seq, true
+			topic, seq, epoch, err := parseSince(item)
+			if err != nil {
+				return err
+			}
+			i := find(topic)
+			if i < 0 {
+				return errors.New("since names a topic that topics does not list")
+			}
+			if !subs[i].hasSince {
+				subs[i].since, subs[i].hasSince, subs[i].epoch = seq, true, epoch
 			}
 		}
 	}
-	return 0, false
+	for _, s := range subs {
+		f(s)
+	}
+	return nil
 }
 
-// listed reports whether one of the comma-separated lists names topic.
-func listed(lists []string, topic string) bool {
-	for _, list := range lists {
-		for rest := list; rest != ""; {
-			var name string
-			name, rest, _ = strings.Cut(rest, ",")
-			if name == topic {
-				return true
-			}
+// parseSince splits a since item topic:seq or topic:seq@EPOCH. Topic names
+// may hold ':' and '@', so the item splits at its last ':', and the seq ends
+// at the '@' after it.
+func parseSince(item string) (topic string, seq uint64, epoch string, err error) {
+	i := strings.LastIndexByte(item, ':')
+	if i < 0 {
+		return "", 0, "", errors.New("since must be topic:seq or topic:seq@epoch")
+	}
+	n, epoch, hasEpoch := strings.Cut(item[i+1:], "@")
+	seq, err = strconv.ParseUint(n, 10, 64)
+	if err != nil || hasEpoch && !validEpoch(epoch) {
+		return "", 0, "", errors.New("since must be topic:seq or topic:seq@epoch")
+	}
+	return item[:i], seq, epoch, nil
+}
+
+// validEpoch reports whether s can be an epoch: 1 to 16 of 0-9 a-z.
+func validEpoch(s string) bool {
+	if len(s) == 0 || len(s) > 16 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z') {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // OnOpen subscribes the topics of the URL.
@@ -234,12 +264,12 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 	cl.conn = c
 	cl.hub().clients.Add(1)
 	if cl.initial != nil {
-		_ = cl.hub().walkQuery(*cl.initial, func(topic string, since uint64, hasSince bool) {
-			var s *uint64
-			if hasSince {
-				s = &since
+		_ = cl.hub().walkQuery(*cl.initial, func(q querySub) {
+			var since *uint64
+			if q.hasSince {
+				since = &q.since
 			}
-			cl.subscribe(topic, s, "")
+			cl.subscribe(q.topic, since, q.epoch)
 		})
 		cl.initial = nil
 	}
@@ -326,11 +356,13 @@ func (cl *client) subscribed(name string) int {
 	return -1
 }
 
-// subscribe subscribes to name. With since, it first replays the messages
-// after since that history holds; the reply then says recovered:true. The
-// replay, the reply and the live messages reach the client in that order,
-// with no gap and no duplicate, because the seq snapshot and the op to the
-// shard are taken under the topic's lock, which publishes also take.
+// subscribe subscribes to name. With since (and epoch, if the client knows
+// it, the topic's), the reply says recovered:true with seq = since, and the
+// messages after since that history holds follow it. The reply, the replay
+// and the live messages reach the client in that order, with no gap and no
+// duplicate, because the seq snapshot and the op to the shard are taken
+// under the topic's lock, which publishes also take. Otherwise the reply
+// says recovered:false with the topic's latest seq, and nothing is replayed.
 func (cl *client) subscribe(name string, since *uint64, epoch string) {
 	h := cl.hub()
 	switch {
@@ -351,14 +383,19 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 		return
 	}
 	t := h.lockTopic(name)
-	last := t.seq
+	// The reply's seq is the one after which messages follow: since, if
+	// what came after it is replayed; otherwise the topic's latest.
+	seq := t.seq
 	var replay [][]byte
 	recovered := false
 	if since != nil && (epoch == "" || epoch == t.epoch) {
-		replay, recovered = t.history.since(*since, last)
+		// Another epoch's seqs name other messages: nothing is trusted.
+		if replay, recovered = t.history.since(*since, t.seq); recovered {
+			seq = *since
+		}
 	}
 	t.subscribers.Add(1)
-	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, seq: last, recovered: recovered})
+	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, seq: seq, recovered: recovered})
 	t.mu.Unlock()
 	h.exit()
 	cl.topics = append(cl.topics, t)

@@ -494,6 +494,9 @@ func testPublisherFlood(t *testing.T, policy broadcast.Policy) {
 		// A slow subscriber recovers from its first gap with since.
 		since := firstGap[0]
 		c := mustDial(t, "gorilla", ts.addr, fmt.Sprintf("topics=%s&since=%s:%d", floodTopic, floodTopic, since))
+		r := mustReadSubscribed(t, c, floodTopic)
+		require.True(t, r.Recovered, "%s", r)
+		require.Equal(t, since, r.Seq)
 		for s := since + 1; s <= end; s++ {
 			p, err := c.ReadText(waitTimeout)
 			require.NoError(t, err)
@@ -504,9 +507,6 @@ func testPublisherFlood(t *testing.T, policy broadcast.Policy) {
 				require.Equal(t, dataHash([]byte(floodData(ledger[s]))), dataHash(f.Data), "data of %s:%d", floodTopic, s)
 			}
 		}
-		r := mustReadSubscribed(t, c, floodTopic)
-		require.True(t, r.Recovered, "%s", r)
-		require.Equal(t, end, r.Seq)
 		c.Close()
 		requireReleased(t, ts, floodSlow+len(clientKinds)+1)
 		t.Logf("slow subscribers missed %d messages in all; one recovered %d from seq %d", missing, end-since, since+1)

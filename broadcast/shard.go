@@ -28,7 +28,7 @@ type op struct {
 	cl     *client
 	topics []*Topic // opLeave
 
-	seq       uint64 // opSubscribe: the topic's seq for the reply
+	seq       uint64 // opSubscribe: the seq after which messages follow, for the reply
 	recovered bool   // opSubscribe
 }
 
@@ -99,6 +99,12 @@ func (s *shard) handle(o op) (stop bool) {
 			s.drops.Add(dropped)
 		}
 	case opSubscribe:
+		// The reply first, so that the client knows the epoch, and
+		// whether what follows is a replay, before any message. It is
+		// built here, in the shard's scratch buffer, and copied only if
+		// the socket does not take it at once.
+		s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered)
+		s.reply(o.cl, s.scratch, false)
 		// Send, not queue: a subscriber's first frames usually go out at
 		// once, and a connection that never needs a queue never allocates
 		// one.
@@ -109,10 +115,6 @@ func (s *shard) handle(o op) (stop bool) {
 			_ = o.cl.conn.SendUnbounded(f)
 		}
 		s.hub.replayed.Add(uint64(len(o.replay)))
-		// The reply is built here, in the shard's scratch buffer, and
-		// copied only if the socket does not take it at once.
-		s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered)
-		s.reply(o.cl, s.scratch, false)
 		s.subs[o.topic] = append(s.subs[o.topic], o.cl)
 	case opUnsubscribe:
 		s.remove(o.topic, o.cl)

@@ -219,6 +219,11 @@ func TestSlowConsumerEvictedDuringReplay(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.hub.Stats().SlowDisconnects > 0 },
 		waitTimeout, 5*time.Millisecond, "a client that reads nothing is a slow consumer: %+v", ts.hub.Stats())
 
+	f, err := slow.readFrame(waitTimeout)
+	require.NoError(t, err)
+	r, err := parseFrame(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, "subscribed", r.Type, "the reply comes before the replay: %s", r)
 	next := uint64(1)
 	for {
 		f, err := slow.readFrame(waitTimeout)
