@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"encoding/binary"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -46,11 +47,25 @@ func NewFrame(op ws.OpCode, payload []byte) []byte {
 	return AppendFrame(make([]byte, 0, maxServerHeaderBytes+len(payload)), op, payload)
 }
 
+// maxCloseReason is the longest reason a close frame carries: a control
+// frame's payload is at most 125 bytes (RFC 6455 section 5.5), two of them
+// the code.
+const maxCloseReason = 123
+
 // NewCloseFrame returns a close frame with code and reason. A zero code gives
-// a close frame with an empty payload (no status code).
+// a close frame with an empty payload (no status code). A reason longer than
+// 123 bytes is cut to fit, on a UTF-8 character boundary, so that the frame
+// stays a valid control frame.
 func NewCloseFrame(code ws.StatusCode, reason string) []byte {
 	if code == 0 {
 		return NewFrame(ws.OpClose, nil)
+	}
+	if len(reason) > maxCloseReason {
+		n := maxCloseReason
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n-- // reason[n] continues the character before it: cut before that one
+		}
+		reason = reason[:n]
 	}
 	p := make([]byte, 0, maxServerHeaderBytes+2+len(reason))
 	p = AppendFrameHeader(p, ws.OpClose, true, 2+len(reason))
