@@ -21,9 +21,9 @@ func TestNewCloseFrameLongReason(t *testing.T) {
 		{"short", "short"},
 		{strings.Repeat("a", 123), strings.Repeat("a", 123)},
 		{strings.Repeat("a", 300), strings.Repeat("a", 123)},
-		{strings.Repeat("é", 100), strings.Repeat("é", 61)},          // 2-byte characters: 122 bytes
+		{strings.Repeat("é", 100), strings.Repeat("é", 61)},            // 2-byte characters: 122 bytes
 		{"a" + strings.Repeat("€", 60), "a" + strings.Repeat("€", 40)}, // 3-byte characters: 121 bytes
-		{strings.Repeat("😀", 40), strings.Repeat("😀", 30)},           // 4-byte characters: 120 bytes
+		{strings.Repeat("😀", 40), strings.Repeat("😀", 30)},             // 4-byte characters: 120 bytes
 	} {
 		f := NewCloseFrame(ws.StatusPolicyViolation, tc.reason)
 		h, err := ws.ReadHeader(strings.NewReader(string(f)))
