@@ -54,6 +54,12 @@ func (c *Conn) readHandshake(p []byte) {
 	}
 	end := bytes.Index(data, crlfcrlf)
 	if end < 0 {
+		if bytes.Contains(data, []byte("\n\n")) {
+			// A head whose lines end in bare LF: it will never end in
+			// CRLF CRLF, and the client must hear why.
+			c.respond(http.StatusBadRequest, "request lines must end in CRLF\n")
+			return
+		}
 		if len(data) >= maxHeader {
 			c.respond(http.StatusRequestHeaderFieldsTooLarge, "request header too large\n")
 			return
@@ -159,8 +165,13 @@ func (s *Server) runUpgrade(c *Conn, head []byte) *upgrader {
 	}
 	up.req = Request{RemoteAddr: c.RemoteAddr()}
 	up.handler = nil
-	up.in.Reset(head)
 	up.out.Reset()
+	head, err := normalizeHead(head)
+	if err != nil {
+		up.err = Reject(http.StatusBadRequest, err.Error())
+		return up
+	}
+	up.in.Reset(head)
 	up.u.ReadBufferSize = len(head)
 	_, up.err = up.u.Upgrade(&up.io)
 	return up
