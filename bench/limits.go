@@ -42,9 +42,10 @@ func planFleet(o *Options, t target, n int) (fleetPlan, error) {
 	}
 	// Go raises the soft limit to the hard one at start-up, and so do
 	// the workers, which are this same program.
-	nofile := lim.Cur
-	if lim.Max > nofile {
-		nofile = lim.Max
+	// uint64 conversions: the fields are int64 on FreeBSD.
+	nofile := uint64(lim.Cur)
+	if uint64(lim.Max) > nofile {
+		nofile = uint64(lim.Max)
 	}
 	usable := int(min(nofile, 1<<30)) - fdReserve
 	p := fleetPlan{OpenFileLimit: nofile}

@@ -187,7 +187,7 @@ func RunWorker(in io.Reader, out io.Writer, stderr io.Writer) int {
 	w := &eventWriter{enc: json.NewEncoder(out)}
 	var lim unix.Rlimit
 	_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
-	if err := w.send(event{Ev: "hello", PID: os.Getpid(), NoFile: lim.Cur}); err != nil {
+	if err := w.send(event{Ev: "hello", PID: os.Getpid(), NoFile: uint64(lim.Cur)}); err != nil {
 		log.Error("hello", "err", err)
 		return 1
 	}

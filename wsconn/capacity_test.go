@@ -27,10 +27,11 @@ func requireFDs(t testing.TB, need uint64) {
 	t.Helper()
 	var lim syscall.Rlimit
 	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim))
-	if lim.Cur >= need {
+	// uint64 conversions: the fields are int64 on FreeBSD.
+	if uint64(lim.Cur) >= need {
 		return
 	}
-	if lim.Max < need {
+	if uint64(lim.Max) < need {
 		t.Skipf("needs %d open files; the hard limit is %d (raise it with ulimit -Hn)", need, lim.Max)
 	}
 	old := lim

@@ -1,15 +1,11 @@
-//go:build !linux
+//go:build !linux && !freebsd && !netbsd && !openbsd
 
 package wsconn
 
 import "golang.org/x/sys/unix"
 
-// writev writes bufs with one writev(2).
+// writev writes bufs with one writev(2). (On darwin raw system calls are
+// not the supported interface; unix.Writev goes through libSystem.)
 func writev(fd int, bufs [][]byte) (int, error) {
 	return unix.Writev(fd, bufs)
 }
-
-// unsentBytes returns 0: the kernel's send queue is only asked on Linux, and
-// elsewhere a timed-out connection is reset only if its own queue holds
-// data.
-func unsentBytes(int) int { return 0 }

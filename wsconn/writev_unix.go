@@ -1,3 +1,5 @@
+//go:build linux || freebsd || netbsd || openbsd
+
 package wsconn
 
 import (
@@ -31,14 +33,4 @@ func writev(fd int, bufs [][]byte) (int, error) {
 		return 0, errno
 	}
 	return int(r), nil
-}
-
-// unsentBytes returns the bytes in the socket's send buffer that the peer
-// has not acknowledged, or 0 if that cannot be told.
-func unsentBytes(fd int) int {
-	n, err := unix.IoctlGetInt(fd, unix.TIOCOUTQ) // SIOCOUTQ for a socket
-	if err != nil {
-		return 0
-	}
-	return n
 }

@@ -1,0 +1,13 @@
+package wsconn
+
+import "golang.org/x/sys/unix"
+
+// unsentBytes returns the bytes in the socket's send buffer that the peer
+// has not acknowledged, or 0 if that cannot be told.
+func unsentBytes(fd int) int {
+	n, err := unix.IoctlGetInt(fd, unix.TIOCOUTQ) // SIOCOUTQ for a socket
+	if err != nil {
+		return 0
+	}
+	return n
+}
