@@ -32,6 +32,7 @@ const (
 	stateHTTP                       // a plain HTTP request's handler runs off the workers; the fd is not armed
 	stateOpen                       // WebSocket open
 	stateClosing                    // close frame or final HTTP response queued; input is discarded
+	stateDraining                   // closing, and the peer half-closed first: write what is owed, then release
 	stateClosed                     // fd released
 )
 
@@ -295,7 +296,7 @@ func (c *Conn) closeLocked(final []byte) {
 
 // closeLockedBy is closeLocked with the deadline of closeBy.
 func (c *Conn) closeLockedBy(final []byte, deadline uint32) {
-	if c.state == stateClosing || c.state == stateClosed {
+	if c.state == stateClosing || c.state == stateDraining || c.state == stateClosed {
 		return
 	}
 	if c.state == stateHandshake || c.state == stateHTTP {
@@ -483,7 +484,7 @@ func (c *Conn) flushLocked() {
 		c.armLocked()
 	}
 
-	if c.state == stateClosing {
+	if c.state == stateClosing || c.state == stateDraining {
 		c.shutdownWriteLocked()
 	}
 }
@@ -530,10 +531,16 @@ func (c *Conn) interestLocked() poller.Event {
 	if c.wantWrite {
 		ev |= poller.Writable
 	}
-	if c.state != stateOpen || !c.fullLocked() {
-		ev |= poller.Readable
+	if c.state != stateDraining && (c.state != stateOpen || !c.fullLocked()) {
+		ev |= poller.Readable // not after the peer's EOF, which stays readable
 	}
 	return ev
+}
+
+// drainedLocked reports whether a closing connection whose peer has
+// half-closed has written all it owed: it can be released.
+func (c *Conn) drainedLocked() bool {
+	return c.state == stateDraining && c.queued == 0 && !c.wantWrite
 }
 
 // armLocked arms the fd for what the connection waits for. While an HTTP

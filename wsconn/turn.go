@@ -45,7 +45,7 @@ func (c *Conn) turn(buf []byte) {
 		c.wantWrite = false
 		c.flushLocked()
 	}
-	if c.expired || c.broken {
+	if c.expired || c.broken || c.drainedLocked() {
 		c.mu.Unlock()
 		c.release()
 		return
@@ -61,7 +61,11 @@ func (c *Conn) turn(buf []byte) {
 	if c.queued > 0 && !c.wantWrite && c.state != stateClosed {
 		c.flushLocked()
 	}
+	done := c.drainedLocked()
 	c.mu.Unlock()
+	if done {
+		c.release()
+	}
 }
 
 // read reads and handles what has arrived, within maxReadsPerTurn reads.
@@ -72,8 +76,9 @@ func (c *Conn) read(buf []byte) {
 		if state == stateOpen && c.fullLocked() && !c.wantWrite {
 			c.flushLocked() // the turn's gathered output first
 		}
-		// An HTTP handler in progress reads nothing more of the request.
-		paused := state == stateOpen && c.fullLocked() || state == stateHTTP
+		// An HTTP handler in progress reads nothing more of the request,
+		// and after the peer's EOF there is nothing more to read.
+		paused := state == stateOpen && c.fullLocked() || state == stateHTTP || state == stateDraining
 		c.mu.Unlock()
 		if paused {
 			return
@@ -91,9 +96,20 @@ func (c *Conn) read(buf []byte) {
 			return
 		}
 		if err != nil || n == 0 {
-			// EOF or reset: after our close frame, this is the peer's
-			// close; otherwise the peer went away without one.
-			c.release()
+			c.mu.Lock()
+			owed := err == nil && c.state == stateClosing && (c.queued > 0 || c.wantWrite)
+			if owed {
+				// The peer half-closed, and our final bytes (a large
+				// response, a close frame behind a backlog) are still
+				// owed to it: stop reading, finish writing, then go.
+				c.state = stateDraining
+			}
+			c.mu.Unlock()
+			if !owed {
+				// EOF or reset: after our close frame, this is the
+				// peer's close; otherwise the peer went away without one.
+				c.release()
+			}
 			return
 		}
 		c.srv.bytesIn.Add(uint64(n))
