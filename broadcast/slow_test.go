@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,12 +109,13 @@ func testSlowConsumer(t *testing.T, policy broadcast.Policy, kind string) {
 	case broadcast.Disconnect:
 		// The slow one reads a prefix of the messages, 1..j, and then
 		// the close frame 4008 and EOF (or, had the close timeout passed
-		// first, EOF right after the last bytes the kernel held).
+		// first, as it can on a loaded machine, a reset: the server
+		// resets a connection released with output its peer never read).
 		next := uint64(1)
 		for {
 			f, err := slow.readFrame(waitTimeout)
-			if errors.Is(err, io.EOF) {
-				t.Logf("slow consumer: EOF without a close frame after message %d", next-1)
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				t.Logf("slow consumer: %v without a close frame after message %d", err, next-1)
 				break
 			}
 			require.NoError(t, err, "slow consumer, after message %d", next-1)
