@@ -67,13 +67,7 @@ func TestWalkQuery(t *testing.T) {
 // linear time (the index takes over from the scan past 16 topics).
 func TestWalkQueryBounded(t *testing.T) {
 	h := &Hub{cfg: Config{MaxSubscriptions: 3000, MaxTopicBytes: 128}}
-	names := make([]string, 2700)
-	sinces := make([]string, 2700)
-	for i := range names {
-		names[i] = "t" + strconv.Itoa(i)
-		sinces[i] = names[i] + ":" + strconv.Itoa(i)
-	}
-	q := "topics=" + strings.Join(names, ",") + "&since=" + strings.Join(sinces, ",")
+	names, q := bigQuery(2700)
 	n := 0
 	require.NoError(t, h.walkQuery(q, func(s querySub) {
 		assert.Equal(t, names[n], s.topic)
@@ -90,14 +84,20 @@ func TestWalkQueryBounded(t *testing.T) {
 // since (20 ms per upgrade when every since and topic scanned the others).
 func BenchmarkWalkQuery(b *testing.B) {
 	h := &Hub{cfg: Config{MaxSubscriptions: 3000, MaxTopicBytes: 128}}
-	names := make([]string, 2700)
-	sinces := make([]string, 2700)
+	_, q := bigQuery(2700)
+	for b.Loop() {
+		_ = h.walkQuery(q, func(querySub) {})
+	}
+}
+
+// bigQuery returns the names of n topics t0, t1, ... and a /ws query that
+// lists them, each with a since equal to its index.
+func bigQuery(n int) (names []string, query string) {
+	names = make([]string, n)
+	sinces := make([]string, n)
 	for i := range names {
 		names[i] = "t" + strconv.Itoa(i)
 		sinces[i] = names[i] + ":" + strconv.Itoa(i)
 	}
-	q := "topics=" + strings.Join(names, ",") + "&since=" + strings.Join(sinces, ",")
-	for b.Loop() {
-		_ = h.walkQuery(q, func(querySub) {})
-	}
+	return names, "topics=" + strings.Join(names, ",") + "&since=" + strings.Join(sinces, ",")
 }
