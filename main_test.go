@@ -737,15 +737,17 @@ func TestServeConnectionLimits(t *testing.T) {
 	}
 }
 
-// TestServePprofBesideUpgrade: four slow profile requests on four workers
-// hold no worker: a WebSocket subscriber beside them is answered within its
-// own one-second deadline, and the profiles complete.
+// TestServePprofBesideUpgrade: four slow profile requests (4 s each) on
+// four workers hold no worker: a WebSocket subscriber beside them is
+// answered within its own deadline, well before any profile ends (a
+// deadline that is generous only for a loaded machine under -race), and the
+// profiles complete.
 func TestServePprofBesideUpgrade(t *testing.T) {
 	s := startServe(t, "--pprof", "--workers", "4")
 	profiles := make(chan error, 4)
 	for range 4 {
 		go func() {
-			resp, err := httpClient.Get("http://" + s.addr + "/debug/pprof/heap?seconds=2")
+			resp, err := httpClient.Get("http://" + s.addr + "/debug/pprof/heap?seconds=4")
 			if err == nil {
 				_, err = io.Copy(io.Discard, resp.Body)
 				_ = resp.Body.Close()
@@ -759,10 +761,11 @@ func TestServePprofBesideUpgrade(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // the profiles are under way
 
 	start := time.Now()
-	c, _, err := (&gorilla.Dialer{HandshakeTimeout: time.Second}).Dial("ws://"+s.addr+"/ws?topics=p", nil)
+	deadline := start.Add(2500 * time.Millisecond)
+	c, _, err := (&gorilla.Dialer{HandshakeTimeout: time.Until(deadline)}).Dial("ws://"+s.addr+"/ws?topics=p", nil)
 	require.NoError(t, err, "upgrade beside four profile requests")
 	defer c.Close()
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(time.Second)))
+	require.NoError(t, c.SetReadDeadline(deadline))
 	_, p, err := c.ReadMessage()
 	require.NoError(t, err)
 	assert.Contains(t, string(p), `"subscribed"`)

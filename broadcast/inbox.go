@@ -15,13 +15,12 @@ import "sync"
 //
 // put is safe for concurrent use; take is called by the shard alone.
 type inbox struct {
-	mu      sync.Mutex
-	ops     []op
-	spare   []op // the slice take returned last, reused when the shard is done with it
-	limit   int
-	room    chan struct{} // closed by take once the ops are taken; nil while no one waits
-	wake    chan struct{} // capacity 1: the shard has ops to take
-	waiting int           // posters given room, for tests
+	mu    sync.Mutex
+	ops   []op
+	spare []op // the slice take returned last, reused when the shard is done with it
+	limit int
+	room  chan struct{} // closed by take once the ops are taken; nil while no one waits
+	wake  chan struct{} // capacity 1: the shard has ops to take
 }
 
 func newInbox(limit int) *inbox {
@@ -39,7 +38,6 @@ func (b *inbox) put(o op) (room <-chan struct{}) {
 			b.room = make(chan struct{})
 		}
 		room = b.room
-		b.waiting++
 	}
 	b.mu.Unlock()
 	select {

@@ -28,7 +28,7 @@ func TestInboxOrderAndRoom(t *testing.T) {
 		default:
 		}
 	}
-	assert.Equal(t, 3, b.waiting)
+	assert.True(t, rooms[2] == rooms[4], "one room for all who wait on one take")
 
 	ops := b.take()
 	require.Len(t, ops, 5)

@@ -149,19 +149,22 @@ func (c *Conn) SendUnbounded(frame []byte) error {
 // socket goes must not be called slow because a fan-out queued a burst
 // faster than any flush.
 func (c *Conn) admitLocked(n int) error {
-	if c.state != stateOpen || c.broken {
+	switch {
+	case c.state != stateOpen || c.broken:
 		return ErrClosed
+	case c.roomLocked(n):
+		return nil
+	case c.wantWrite:
+		return ErrQueueFull // the socket is full already
 	}
-	if !c.roomLocked(n) && !c.wantWrite {
-		c.flushLocked()
-		if c.broken {
-			return ErrClosed
-		}
+	c.flushLocked()
+	switch {
+	case c.broken:
+		return ErrClosed
+	case c.roomLocked(n):
+		return nil
 	}
-	if !c.roomLocked(n) {
-		return ErrQueueFull
-	}
-	return nil
+	return ErrQueueFull
 }
 
 // roomLocked reports whether the queue takes a frame of n bytes within its
@@ -335,11 +338,9 @@ func (c *Conn) pongLocked(payload []byte) {
 		c.queued += c.q.replacePong(AppendFrame(old[:0], ws.OpPong, payload))
 		return
 	}
+	// Pings are read in turns, which gather their output: the pong is
+	// queued, and written at the turn's end unless a later ping replaces it.
 	pong := NewFrame(ws.OpPong, payload)
-	if c.queued == 0 && !c.wantWrite && !c.batching {
-		c.enqueueLocked(pong) // written now, or begun: not replaceable
-		return
-	}
 	if c.q == nil {
 		c.q = newWriteQueue()
 	}

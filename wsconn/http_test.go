@@ -24,8 +24,29 @@ type slowHTTP struct {
 	once    sync.Once
 }
 
-func newSlowHTTP() *slowHTTP {
-	return &slowHTTP{release: make(chan struct{})}
+// startSlowHTTP serves cfg with a slowHTTP as its HTTP handler. The
+// handlers are released when the test ends, before the server's Shutdown
+// (cleanups run last-registered first): a failed test does not leave them
+// running.
+func startSlowHTTP(t *testing.T, cfg wsconn.Config) (*slowHTTP, *wsconn.Server, string) {
+	t.Helper()
+	h := &slowHTTP{release: make(chan struct{})}
+	cfg.HTTP = h
+	srv, addr := startServer(t, cfg)
+	t.Cleanup(h.done)
+	return h, srv, addr
+}
+
+// getSlow starts n GET /slow to addr and waits until their handlers all run.
+func (h *slowHTTP) getSlow(t *testing.T, addr string, n int) []<-chan string {
+	t.Helper()
+	var out []<-chan string
+	for range n {
+		out = append(out, getAsync("http://"+addr+"/slow"))
+	}
+	require.Eventually(t, func() bool { return h.entered.Load() == int32(n) }, 3*time.Second, time.Millisecond,
+		"%d slow handlers run at once", n)
+	return out
 }
 
 func (h *slowHTTP) done() { h.once.Do(func() { close(h.release) }) }
@@ -65,17 +86,8 @@ func getAsync(url string) <-chan string {
 // all run at once, and a WebSocket upgrade beside them is served at once:
 // plain HTTP never occupies a worker.
 func TestHTTPOffWorkers(t *testing.T) {
-	h := newSlowHTTP()
-	srv, addr := startServer(t, wsconn.Config{Workers: 2, HTTP: h})
-	// Registered after startServer, so it runs before its Shutdown: a
-	// failed test does not leave handlers running.
-	t.Cleanup(h.done)
-	var slow []<-chan string
-	for range 4 {
-		slow = append(slow, getAsync("http://"+addr+"/slow"))
-	}
-	require.Eventually(t, func() bool { return h.entered.Load() == 4 }, 3*time.Second, time.Millisecond,
-		"four slow handlers run at once on two workers")
+	h, srv, addr := startSlowHTTP(t, wsconn.Config{Workers: 2})
+	slow := h.getSlow(t, addr, 4) // four at once on two workers
 	assert.Equal(t, int64(4), srv.Stats().HTTPHandlers)
 
 	// The upgrade must not wait for the handlers: its own deadline, far
@@ -117,16 +129,8 @@ func TestHTTPOffWorkers(t *testing.T) {
 // TestShutdownHonoursContext: with handlers that never finish, Shutdown
 // returns its context's error once the context ends, not when they do.
 func TestShutdownHonoursContext(t *testing.T) {
-	h := newSlowHTTP()
-	srv, addr := startServer(t, wsconn.Config{Workers: 2, HTTP: h})
-	// Registered after startServer, so it runs before its Shutdown: a
-	// failed test does not leave handlers running.
-	t.Cleanup(h.done)
-	var slow []<-chan string
-	for range 2 {
-		slow = append(slow, getAsync("http://"+addr+"/slow"))
-	}
-	require.Eventually(t, func() bool { return h.entered.Load() == 2 }, 3*time.Second, time.Millisecond)
+	h, srv, addr := startSlowHTTP(t, wsconn.Config{Workers: 2})
+	slow := h.getSlow(t, addr, 2)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -148,13 +152,8 @@ func TestShutdownHonoursContext(t *testing.T) {
 // TestHTTPHandlerLimit: past MaxHTTPHandlers a request gets 503 with
 // Retry-After at once, and is counted.
 func TestHTTPHandlerLimit(t *testing.T) {
-	h := newSlowHTTP()
-	srv, addr := startServer(t, wsconn.Config{MaxHTTPHandlers: 2, HTTP: h})
-	// Registered after startServer, so it runs before its Shutdown: a
-	// failed test does not leave handlers running.
-	t.Cleanup(h.done)
-	a, b := getAsync("http://"+addr+"/slow"), getAsync("http://"+addr+"/slow")
-	require.Eventually(t, func() bool { return h.entered.Load() == 2 }, 3*time.Second, time.Millisecond)
+	h, srv, addr := startSlowHTTP(t, wsconn.Config{MaxHTTPHandlers: 2})
+	slow := h.getSlow(t, addr, 2)
 
 	resp, err := (&http.Client{Timeout: rawTimeout}).Get("http://" + addr + "/quick")
 	require.NoError(t, err)
@@ -164,8 +163,9 @@ func TestHTTPHandlerLimit(t *testing.T) {
 	assert.Equal(t, uint64(1), srv.Stats().HTTPBusy)
 
 	h.done()
-	assert.Equal(t, "200 OK slow done\n", <-a)
-	assert.Equal(t, "200 OK slow done\n", <-b)
+	for _, ch := range slow {
+		assert.Equal(t, "200 OK slow done\n", <-ch)
+	}
 	require.Eventually(t, func() bool { return srv.Stats().HTTPHandlers == 0 }, rawTimeout, time.Millisecond)
 	assert.Equal(t, "200 OK ok\n", <-getAsync("http://"+addr+"/quick"), "room again")
 }
@@ -173,11 +173,7 @@ func TestHTTPHandlerLimit(t *testing.T) {
 // TestHTTPHandlerPanic: a handler that panics gets 500, and the server
 // goes on serving.
 func TestHTTPHandlerPanic(t *testing.T) {
-	h := newSlowHTTP()
-	_, addr := startServer(t, wsconn.Config{HTTP: h, Logger: slog.New(slog.DiscardHandler)})
-	// Registered after startServer, so it runs before its Shutdown: a
-	// failed test does not leave handlers running.
-	t.Cleanup(h.done)
+	_, _, addr := startSlowHTTP(t, wsconn.Config{Logger: slog.New(slog.DiscardHandler)})
 	assert.Equal(t, "500 Internal Server Error internal server error\n", <-getAsync("http://"+addr+"/panic"))
 	assert.Equal(t, "200 OK ok\n", <-getAsync("http://"+addr+"/quick"))
 	requireServed(t, addr)

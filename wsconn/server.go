@@ -230,8 +230,8 @@ type Server struct {
 	idleCloses      atomic.Uint64
 	resets          atomic.Uint64 // timed out with unread output: closed with RST
 	handshakeAborts atomic.Uint64 // released before the request was complete
-	turns           atomic.Uint64 // turns run by workers: a spinning connection shows here
-	writeCalls      atomic.Uint64 // write and writev system calls
+	turns           atomic.Uint64 // see Stats.Turns
+	writeCalls      atomic.Uint64 // see Stats.Writes
 }
 
 // NewServer starts the reactor, the worker pool and the sweep of a server
@@ -607,6 +607,12 @@ type Stats struct {
 	// IdleCloses counts the connections the sweep closed: idle past
 	// IdleTimeout (1001), or a frame not complete within FrameTimeout (1008).
 	IdleCloses uint64 `json:"idle_closes"`
+	// Turns counts the turns workers ran, each a connection's read or
+	// write readiness served: a connection that spins shows here.
+	Turns uint64 `json:"turns"`
+	// Writes counts write and writev system calls; with BytesOut, how
+	// well output is gathered.
+	Writes uint64 `json:"writes"`
 	// Resets counts the connections released at a deadline (handshake or
 	// close timeout) with output the peer never read: they are closed with
 	// a TCP reset, so that the kernel frees their buffers at once.
@@ -636,6 +642,8 @@ func (s *Server) Stats() Stats {
 		Pings:              s.pings.Load(),
 		IdleCloses:         s.idleCloses.Load(),
 		Resets:             s.resets.Load(),
+		Turns:              s.turns.Load(),
+		Writes:             s.writeCalls.Load(),
 	}
 }
 

@@ -73,12 +73,14 @@ func (c *Conn) read(buf []byte) {
 	for range maxReadsPerTurn {
 		c.mu.Lock()
 		state := c.state
-		if state == stateOpen && c.fullLocked() && !c.wantWrite {
+		full := state == stateOpen && c.fullLocked()
+		if full && !c.wantWrite {
 			c.flushLocked() // the turn's gathered output first
+			full = c.fullLocked()
 		}
 		// An HTTP handler in progress reads nothing more of the request,
 		// and after the peer's EOF there is nothing more to read.
-		paused := state == stateOpen && c.fullLocked() || state == stateHTTP || state == stateDraining
+		paused := full || state == stateHTTP || state == stateDraining
 		c.mu.Unlock()
 		if paused {
 			return
