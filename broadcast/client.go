@@ -382,6 +382,15 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 		cl.sendError(CodeUnavailable, "server shutting down")
 		return
 	}
+	// A recovery may replay: the connection handles no more messages
+	// until the shard has queued what it replays, so that a client cannot
+	// pile up replays faster than they drain (see wsconn.Conn.Hold). Held
+	// before the topic's lock, which is never held while taking a
+	// connection's.
+	held := since != nil
+	if held {
+		cl.conn.Hold()
+	}
 	t := h.lockTopic(name)
 	// The reply's seq is the one after which messages follow: since, if
 	// what came after it is replayed; otherwise the topic's latest.
@@ -395,7 +404,7 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 		}
 	}
 	t.subscribers.Add(1)
-	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, seq: seq, recovered: recovered})
+	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, seq: seq, recovered: recovered})
 	t.mu.Unlock()
 	h.exit()
 	cl.topics = append(cl.topics, t)

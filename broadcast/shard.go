@@ -25,6 +25,7 @@ type op struct {
 	topic  *Topic
 	frame  []byte   // opDeliver: the message; opUnsubscribe: the reply
 	replay [][]byte // opSubscribe
+	held   bool     // opSubscribe: the connection is held until the replay is sent (wsconn.Conn.Hold)
 	cl     *client
 	topics []*Topic // opLeave
 
@@ -105,16 +106,15 @@ func (s *shard) handle(o op) (stop bool) {
 		// the socket does not take it at once.
 		s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered)
 		s.reply(o.cl, s.scratch, false)
-		// Send, not queue: a subscriber's first frames usually go out at
-		// once, and a connection that never needs a queue never allocates
-		// one.
-		for _, f := range o.replay {
-			// History frames are shared: a replay larger than the queue
-			// limit costs references, and a client reading as fast as
-			// it can recovers all that history holds.
-			_ = o.cl.conn.SendUnbounded(f)
+		if o.held {
+			// History frames are shared, and go out as the socket drains,
+			// charged against the queue limit: a client reading as fast
+			// as it can recovers all that history holds, and one that
+			// does not read holds one replay's references. This releases
+			// the connection that client.subscribe held.
+			_ = o.cl.conn.SendReplay(o.replay)
+			s.hub.replayed.Add(uint64(len(o.replay)))
 		}
-		s.hub.replayed.Add(uint64(len(o.replay)))
 		s.subs[o.topic] = append(s.subs[o.topic], o.cl)
 	case opUnsubscribe:
 		s.remove(o.topic, o.cl)

@@ -73,8 +73,7 @@ type Conn struct {
 	// frame or fragmented message in progress be complete; 0 means none.
 	// Ticks, not a time.Time or unix nanoseconds: 4 bytes, not 24 or 8.
 	deadline uint32
-	queued   int // bytes in q not yet written
-	exempt   int // of queued, bytes sent by SendUnbounded: not counted against the limit
+	queued   int // bytes in q.frames not yet written
 	q        *writeQueue
 
 	rd Reader
@@ -123,21 +122,62 @@ func (c *Conn) Send(frame []byte) error {
 	return nil
 }
 
-// SendUnbounded is Send without the queue limit, for a burst the peer asked
-// for whose frames are shared, not copied (a history replay): the queue then
-// holds only references. The burst's bytes do not count against the limit
-// for later frames while they drain; the connection stops reading until the
-// queue is below the limit again.
-func (c *Conn) SendUnbounded(frame []byte) error {
+// Hold stops c from handling more of the peer's messages until a matching
+// SendReplay: a handler that hands a replay to another goroutine to send
+// calls it first, so that a peer cannot ask for more replays before the
+// first is queued. Every Hold must be matched by one SendReplay.
+func (c *Conn) Hold() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != stateOpen {
+	if c.state == stateClosed {
+		return
+	}
+	if c.q == nil {
+		c.q = newWriteQueue()
+	}
+	c.q.holds++
+}
+
+// SendReplay queues frames, a burst the peer asked for (a history replay),
+// in order, and releases one Hold. The frames are shared, not copied: the
+// caller must not modify them, nor the slice, afterwards.
+//
+// A replay is never refused, and it is charged against the queue limit: it
+// moves into the queue a chunk at a time as the socket drains, within half
+// the limit, and the frames sent after it wait behind it. Until its last
+// frame is in the queue the connection handles no more of the peer's
+// messages, so that a peer holds at most one request's replays at a time.
+// It returns ErrClosed, and queues nothing, if the connection is closing.
+func (c *Conn) SendReplay(frames [][]byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.q != nil && c.q.holds > 0 {
+		c.q.holds--
+	}
+	if c.state != stateOpen || c.broken {
 		return ErrClosed
 	}
-	c.exempt += len(frame)
-	c.enqueueLocked(frame)
-	c.exempt = min(c.exempt, c.queued)
+	if c.q == nil {
+		c.q = newWriteQueue()
+	}
+	for _, f := range frames {
+		if len(f) > 0 {
+			c.q.pushBehind(f, true)
+		}
+	}
+	c.feedLocked()
+	c.offerLocked()
+	c.resumeLocked()
 	return nil
+}
+
+// feedLocked moves what it can of the backlog into the queue (see
+// writeQueue.feed); half the limit is a replay's budget, so that frames sent
+// behind it find room.
+func (c *Conn) feedLocked() {
+	if c.q.behind() {
+		c.queued += c.q.feed(c.queued, c.srv.cfg.MaxQueueBytes/2)
+	}
 }
 
 // admitLocked returns the error of Send for a frame of n bytes: ErrClosed
@@ -168,10 +208,9 @@ func (c *Conn) admitLocked(n int) error {
 }
 
 // roomLocked reports whether the queue takes a frame of n bytes within its
-// limit; bytes of a replay (SendUnbounded) do not count.
+// limit. An empty queue takes any frame (it has no backlog: see feedLocked).
 func (c *Conn) roomLocked(n int) bool {
-	counted := c.q.charge(c.queued) - c.exempt
-	return c.queued <= c.exempt || counted+n+frameOverhead <= c.srv.cfg.MaxQueueBytes
+	return c.queued == 0 || c.q.charge(c.queued)+n+frameOverhead <= c.srv.cfg.MaxQueueBytes
 }
 
 // SendCopy is Send for a frame the caller will reuse: what the socket does
@@ -214,10 +253,15 @@ func (c *Conn) Flush() {
 	c.mu.Unlock()
 }
 
-// QueuedBytes returns the number of bytes queued and not yet written.
+// QueuedBytes returns the number of bytes queued and not yet written, those
+// waiting behind a replay included; the part of a replay not yet queued is
+// not counted.
 func (c *Conn) QueuedBytes() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.q != nil {
+		return c.queued + c.q.later
+	}
 	return c.queued
 }
 
@@ -231,7 +275,6 @@ func (c *Conn) Evict(code ws.StatusCode, reason string) {
 	}
 	if c.q != nil {
 		c.queued -= c.q.dropUnstarted()
-		c.exempt = 0
 	}
 	c.closeLocked(NewCloseFrame(code, reason))
 }
@@ -417,10 +460,15 @@ func (c *Conn) writeFirstLocked(p []byte) (n int, direct bool) {
 	return n, true
 }
 
-// appendLocked appends frame to the queue without writing it.
+// appendLocked appends frame to the queue without writing it, or to the
+// backlog behind a replay.
 func (c *Conn) appendLocked(frame []byte) {
-	if c.q == nil {
+	switch {
+	case c.q == nil:
 		c.q = newWriteQueue()
+	case c.q.behind():
+		c.q.pushBehind(frame, false)
+		return
 	}
 	c.q.push(frame)
 	c.queued += len(frame)
@@ -455,7 +503,11 @@ func writeAll(fd int, p []byte) (int, error) {
 // writability instead of blocking.
 func (c *Conn) flushLocked() {
 	var iov [maxIovecs][]byte
-	for c.queued > 0 {
+	for {
+		c.feedLocked()
+		if c.queued == 0 {
+			break
+		}
 		vec := c.q.iovecs(iov[:])
 		c.srv.writeCalls.Add(1)
 		n, err := writev(int(c.fd), vec)
@@ -478,12 +530,7 @@ func (c *Conn) flushLocked() {
 	// The empty queue stays for the next fan-out, so that deliveries
 	// allocate nothing; the sweep frees it once the connection goes quiet.
 
-	if c.armed&poller.Readable == 0 && c.state == stateOpen && c.sched.Load() == turnIdle {
-		// A turn paused reading while the queue was full, and no turn is
-		// left to notice it has drained (a shard flushed it): resume
-		// reading here, or the peer's messages would never be read.
-		c.armLocked()
-	}
+	c.resumeLocked()
 
 	if c.state == stateClosing || c.state == stateDraining {
 		c.shutdownWriteLocked()
@@ -493,9 +540,24 @@ func (c *Conn) flushLocked() {
 // advanceLocked drops n written bytes from the head of the queue.
 func (c *Conn) advanceLocked(n int) {
 	c.queued -= n
-	// Replayed bytes were queued first, so they are written first.
-	c.exempt = max(0, min(c.exempt-n, c.queued))
 	c.q.consume(n)
+}
+
+// resumeLocked resumes reading when a turn paused it and no turn is left to
+// notice that the pause is over (a shard flushed the queue, or queued the
+// replay a Hold waited for): without it the peer's messages would never be
+// read. Input set aside by the pause gets a turn of its own, since no
+// readiness event will come for it.
+func (c *Conn) resumeLocked() {
+	if c.state != stateOpen || c.sched.Load() != turnIdle || c.pausedLocked() {
+		return
+	}
+	switch {
+	case c.q != nil && len(c.q.unread) > 0:
+		c.schedule()
+	case c.armed&poller.Readable == 0:
+		c.armLocked()
+	}
 }
 
 // waitWritableLocked arms the fd for writability. When a turn is running
@@ -510,7 +572,7 @@ func (c *Conn) waitWritableLocked() {
 // breakLocked marks the connection for release after a failed write.
 func (c *Conn) breakLocked() {
 	c.broken = true
-	c.q, c.queued, c.exempt = nil, 0, 0
+	c.q, c.queued = nil, 0
 	c.wantWrite = false
 	if c.sched.Load() == turnIdle {
 		// Have a worker release it: only turns close fds.
@@ -524,6 +586,19 @@ func (c *Conn) fullLocked() bool {
 	return c.q.charge(c.queued) >= c.srv.cfg.MaxQueueBytes
 }
 
+// pausedLocked reports whether an open connection must handle no more of
+// the peer's messages for now: its queue is full, a replay is not yet all
+// in the queue, or one is on its way (Hold).
+func (c *Conn) pausedLocked() bool {
+	return c.fullLocked() || c.q != nil && (c.q.holds > 0 || len(c.q.backlog) > 0)
+}
+
+// unreadReadyLocked reports whether input set aside by a pause can now be
+// handled.
+func (c *Conn) unreadReadyLocked() bool {
+	return c.state == stateOpen && c.q != nil && len(c.q.unread) > 0 && !c.pausedLocked()
+}
+
 // interestLocked returns the readiness the connection waits for, and no
 // more: a paused connection is not armed for reading, nor for the peer's
 // half-close, which would fire again at every re-arm and spin a worker.
@@ -532,7 +607,7 @@ func (c *Conn) interestLocked() poller.Event {
 	if c.wantWrite {
 		ev |= poller.Writable
 	}
-	if c.state != stateDraining && (c.state != stateOpen || !c.fullLocked()) {
+	if c.state != stateDraining && (c.state != stateOpen || !c.pausedLocked()) {
 		ev |= poller.Readable // not after the peer's EOF, which stays readable
 	}
 	return ev

@@ -20,7 +20,11 @@
 //     limit.
 //   - Writes go through a per-connection queue of references to shared frame
 //     bytes, bounded in bytes. One writer at a time flushes it with writev,
-//     without blocking; on EAGAIN it waits for writability.
+//     without blocking; on EAGAIN it waits for writability. A connection
+//     whose queue is full handles no more of its peer's messages (the rest
+//     of a read is set aside) and reads nothing until it drains. A replay
+//     (SendReplay) enters the queue a chunk at a time as it drains, and
+//     the connection pauses the same way until the replay is all queued.
 //   - A sweep on a coarse tick enforces the handshake, frame and close
 //     deadlines, all absolute, pings quiet connections and closes idle ones.
 //     There is no timer per connection.
@@ -47,6 +51,9 @@
 //   - Conn.mu is held only for work that does not block: non-blocking
 //     system calls, Poller.Arm, Server.handoff. No Handler method nor
 //     Expirer runs under it.
+//   - Pauses are not waits. A turn that finds its connection paused (a
+//     full queue, a Hold) ends; whoever lifts the pause (a flush, a
+//     SendReplay) arms the fd or schedules a turn for input set aside.
 //
 // Locks are taken in this order, never the reverse: a registry shard's
 // lock, then Conn.mu, then the poller's own. Conn.sched is not a lock but a

@@ -1,6 +1,8 @@
 package wsconn
 
 import (
+	"bytes"
+
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 )
@@ -17,14 +19,20 @@ func (c *Conn) serve(buf []byte) {
 		c.srv.turns.Add(1)
 		c.turn(buf)
 		c.mu.Lock()
-		again := (c.expired || c.broken) && c.state != stateClosed
+		again := (c.expired || c.broken) && c.state != stateClosed || c.unreadReadyLocked()
 		c.mu.Unlock()
 		if again {
-			continue // a write failed or a deadline passed during the turn
+			// A write failed or a deadline passed during the turn, or
+			// the pause that set input aside ended.
+			continue
 		}
 		if c.sched.CompareAndSwap(turnRunning, turnIdle) {
 			c.mu.Lock()
 			c.armLocked()
+			// A pause lifted since the check above (a SendReplay that
+			// found this turn running) leaves set-aside input with no
+			// readiness event to come for it.
+			c.resumeLocked()
 			c.mu.Unlock()
 			return
 		}
@@ -73,17 +81,26 @@ func (c *Conn) read(buf []byte) {
 	for range maxReadsPerTurn {
 		c.mu.Lock()
 		state := c.state
-		full := state == stateOpen && c.fullLocked()
-		if full && !c.wantWrite {
+		paused := state == stateOpen && c.pausedLocked()
+		if paused && !c.wantWrite && c.fullLocked() {
 			c.flushLocked() // the turn's gathered output first
-			full = c.fullLocked()
+			paused = c.pausedLocked()
 		}
 		// An HTTP handler in progress reads nothing more of the request,
 		// and after the peer's EOF there is nothing more to read.
-		paused := full || state == stateHTTP || state == stateDraining
+		paused = paused || state == stateHTTP || state == stateDraining
+		var unread []byte
+		if !paused && state == stateOpen && c.q != nil {
+			unread, c.q.unread = c.q.unread, nil
+		}
 		c.mu.Unlock()
 		if paused {
 			return
+		}
+		if len(unread) > 0 {
+			// Input set aside by a pause comes before anything newer.
+			c.readFrames(unread, true)
+			continue
 		}
 		off := 0
 		if state == stateOpen {
@@ -119,7 +136,7 @@ func (c *Conn) read(buf []byte) {
 		case stateHandshake:
 			c.readHandshake(buf[off : off+n])
 		case stateOpen:
-			c.readFrames(buf[:off+n])
+			c.readFrames(buf[:off+n], false)
 		case stateClosing:
 			// Discard: we are waiting for the peer's FIN.
 		}
@@ -130,14 +147,18 @@ func (c *Conn) read(buf []byte) {
 }
 
 // readFrames handles the frames in p, input just read, and restarts the
-// idle clock and the frame deadline.
-func (c *Conn) readFrames(p []byte) {
+// idle clock and the frame deadline. When the connection pauses (see
+// pausedLocked) before the end of p, the rest is set aside, to be handled
+// once the pause is over: a peer that sends many requests at once gets no
+// more answers queued than its limit allows. owned says whether p is the
+// connection's to keep; otherwise the rest is copied.
+func (c *Conn) readFrames(p []byte, owned bool) {
 	// fresh: a message ended in p, so whatever is left half-read began in
 	// p, and its deadline starts now. Otherwise a client that streams
 	// messages back to back, with reads never ending between two, would
 	// be held to one deadline for all of them.
 	fresh := false
-	for len(p) > 0 {
+	for len(p) > 0 && c.proceed(p, owned) {
 		m, n, ok, err := c.rd.Next(p)
 		p = p[n:]
 		if err != nil {
@@ -150,9 +171,7 @@ func (c *Conn) readFrames(p []byte) {
 		// A control frame inside a fragmented message leaves the reader
 		// busy: the message's deadline goes on.
 		fresh = fresh || c.rd.Idle()
-		if !c.handleMessage(m) {
-			return
-		}
+		c.handleMessage(m)
 	}
 	c.mu.Lock()
 	if c.state == stateOpen {
@@ -167,9 +186,30 @@ func (c *Conn) readFrames(p []byte) {
 	c.mu.Unlock()
 }
 
-// handleMessage acts on one message and reports whether the connection is
-// still open for more.
-func (c *Conn) handleMessage(m Message) bool {
+// proceed reports whether the next message in p, input not yet handled,
+// may be handled: not once the connection is closing, nor while it is
+// paused, when p is set aside.
+func (c *Conn) proceed(p []byte, owned bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return false
+	}
+	if !c.pausedLocked() {
+		return true
+	}
+	if !owned {
+		p = bytes.Clone(p)
+	}
+	if c.q == nil {
+		c.q = newWriteQueue()
+	}
+	c.q.unread = p
+	return false
+}
+
+// handleMessage acts on one message.
+func (c *Conn) handleMessage(m Message) {
 	switch m.OpCode {
 	case ws.OpText, ws.OpBinary:
 		c.srv.messagesIn.Add(1)
@@ -190,12 +230,7 @@ func (c *Conn) handleMessage(m Message) bool {
 			code = ws.StatusCode(uint16(m.Payload[0])<<8 | uint16(m.Payload[1]))
 		}
 		c.Close(code, "")
-		return false
 	}
-	c.mu.Lock()
-	open := c.state == stateOpen
-	c.mu.Unlock()
-	return open
 }
 
 // fail fails the connection for a protocol violation: the close frame with

@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"net"
 	"testing"
@@ -138,4 +139,55 @@ func TestTurnWritesOnce(t *testing.T) {
 	writes := c.srv.writeCalls.Load() - before
 	t.Logf("%d echoes in %d writes", n, writes)
 	assert.LessOrEqual(t, writes, uint64(n/maxIovecs*2), "writes for %d pipelined echoes", n)
+}
+
+// TestPipelinedInputWaits: a client that sends many echo requests at once
+// and does not read gets no more echoes queued than its limit allows. A
+// turn handled every message of a read (up to 64 KiB of them) whatever the
+// queue held; now it stops at the limit, sets the rest of the read aside,
+// and handles it, in order, once the client reads.
+func TestPipelinedInputWaits(t *testing.T) {
+	const (
+		limit = 16 << 10
+		n     = 200
+		size  = 1000
+	)
+	addr, opened := serveRecording(t, Config{MaxQueueBytes: limit})
+	nc, br, c := dialRecorded(t, addr, opened, true)
+
+	var burst []byte
+	for i := range n {
+		p := make([]byte, size)
+		binary.BigEndian.PutUint32(p, uint32(i))
+		burst = append(burst, clientBinary(p)...)
+	}
+	written := make(chan error, 1)
+	go func() {
+		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, err := nc.Write(burst)
+		written <- err
+	}()
+	echo := len(NewFrame(ws.OpBinary, make([]byte, size)))
+	var in uint64
+	maxCharge := 0
+	require.Eventually(t, func() bool {
+		frames, queued := queueState(c)
+		maxCharge = max(maxCharge, queued+frames*frameOverhead)
+		now := c.srv.bytesIn.Load()
+		settled := now == in && now > 0
+		in = now
+		return settled
+	}, 10*time.Second, 100*time.Millisecond, "the server never settled")
+	assert.LessOrEqual(t, maxCharge, limit+echo+frameOverhead, "queue charge while the client did not read")
+
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
+	for i := range n {
+		h, err := ws.ReadHeader(br)
+		require.NoError(t, err, "echo %d of %d", i, n)
+		p := make([]byte, h.Length)
+		_, err = io.ReadFull(br, p)
+		require.NoError(t, err)
+		require.Equal(t, uint32(i), binary.BigEndian.Uint32(p), "echo %d in order", i)
+	}
+	require.NoError(t, <-written)
 }

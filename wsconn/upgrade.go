@@ -106,7 +106,7 @@ func (c *Conn) readHandshake(p []byte) {
 	handler.OnOpen(c)
 	if len(rest) > 0 {
 		// The client did not wait for the response: frames follow.
-		c.readFrames(rest)
+		c.readFrames(rest, false)
 	}
 }
 

@@ -18,7 +18,26 @@ type writeQueue struct {
 	head   int
 	off    int  // bytes of frames[head] already written
 	pong   int  // 1 + the index of a queued pong not yet begun, which a later ping replaces; 0: none
-	quiet  bool // empty at the last sweep: freed if still empty at the next
+	quiet  bool // idle at the last sweep: freed if still idle at the next
+
+	// A replay goes into frames a chunk at a time as the socket drains
+	// (see Conn.SendReplay). Until its last frame is in, the rest waits in
+	// backlog, and so does every frame sent after it, in order.
+	backlog []pending
+	later   int // bytes of the frames in backlog that are not a replay's: counted against the limit already
+	nlater  int // and how many they are
+	holds   int // Conn.Hold calls not yet matched by Conn.SendReplay
+
+	// unread is input read but not handled because the connection paused
+	// (its queue full, or a replay on its way) in the middle of it. It is
+	// handled before anything more is read.
+	unread []byte
+}
+
+// pending is a frame in the backlog.
+type pending struct {
+	frame  []byte
+	replay bool // a replay's frame, not counted against the limit until it moves into frames
 }
 
 // frameOverhead is what a queued frame costs beyond its bytes, charged
@@ -97,12 +116,62 @@ func (q *writeQueue) consume(n int) {
 }
 
 // charge returns what the queued frames count against the queue limit:
-// bytes is their unwritten bytes, and each frame adds frameOverhead.
+// bytes is their unwritten bytes, to which the frames waiting behind a
+// replay add theirs, and each frame adds frameOverhead. A replay's frames
+// count once they are in frames.
 func (q *writeQueue) charge(bytes int) int {
 	if q == nil {
 		return bytes
 	}
-	return bytes + q.len()*frameOverhead
+	return bytes + q.later + (q.len()+q.nlater)*frameOverhead
+}
+
+// idle reports whether the queue holds nothing the connection needs: no
+// frame, no hold and no input set aside. The sweep frees an idle queue.
+func (q *writeQueue) idle() bool {
+	return q.empty() && len(q.backlog) == 0 && q.holds == 0 && len(q.unread) == 0
+}
+
+// behind reports whether a frame sent now must wait in the backlog, behind
+// a replay not yet all in frames.
+func (q *writeQueue) behind() bool { return q != nil && len(q.backlog) > 0 }
+
+// pushBehind appends frame to the backlog: a replay's frame, or a frame
+// sent after one, counted against the limit from now.
+func (q *writeQueue) pushBehind(frame []byte, replay bool) {
+	q.backlog = append(q.backlog, pending{frame: frame, replay: replay})
+	if !replay {
+		q.later += len(frame)
+		q.nlater++
+	}
+	q.quiet = false
+}
+
+// feed moves frames from the backlog into frames, in order, and returns the
+// bytes it moved. A frame counted already moves at once; a replay's frame
+// moves while the queue's charge stays within budget, and an empty queue
+// (queued, its unwritten bytes, is 0) takes one however large, so that a
+// replay always makes progress.
+func (q *writeQueue) feed(queued, budget int) (moved int) {
+	for len(q.backlog) > 0 {
+		p := q.backlog[0]
+		if p.replay {
+			if queued+moved > 0 && q.charge(queued+moved)+len(p.frame)+frameOverhead > budget {
+				break
+			}
+		} else {
+			q.later -= len(p.frame)
+			q.nlater--
+		}
+		q.backlog[0] = pending{} // release the reference
+		q.backlog = q.backlog[1:]
+		q.push(p.frame)
+		moved += len(p.frame)
+	}
+	if len(q.backlog) == 0 {
+		q.backlog = nil // a long replay's array goes with it
+	}
+	return moved
 }
 
 // pendingPong returns the queued pong not yet begun, or nil.
@@ -131,8 +200,11 @@ func (q *writeQueue) pushPong(frame []byte) {
 }
 
 // dropUnstarted drops the queued frames not yet begun, keeping a frame
-// written in part, and returns the number of bytes dropped.
+// written in part, and the backlog, and returns the number of bytes dropped
+// from frames.
 func (q *writeQueue) dropUnstarted() (dropped int) {
+	clear(q.backlog)
+	q.backlog, q.later, q.nlater = nil, 0, 0
 	keep := q.head
 	if q.off > 0 {
 		keep++ // a frame half written must be finished, or the stream breaks

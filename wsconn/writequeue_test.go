@@ -174,3 +174,61 @@ func BenchmarkWriteQueueDrain(b *testing.B) {
 		})
 	}
 }
+
+// TestWriteQueueBacklog: a replay moves into the queue within its budget,
+// an empty queue takes one frame however large, frames sent behind the
+// replay are counted at once and keep their order, and dropping clears it
+// all.
+func TestWriteQueueBacklog(t *testing.T) {
+	q := newWriteQueue()
+	q.push([]byte("L0"))
+	for _, f := range []string{"r1", "r2", "r3", "r4"} {
+		q.pushBehind([]byte(f), true)
+	}
+	q.pushBehind([]byte("L5"), false)
+	q.pushBehind([]byte("r6"), true)
+	assert.True(t, q.behind())
+	assert.Equal(t, 2+2+2*frameOverhead, q.charge(2), "frames behind a replay are counted; the replay's are not")
+
+	// A budget of 4 frames: the queued frame, the one behind the replay
+	// (counted already), and two replay frames.
+	budget := 4 * (2 + frameOverhead)
+	moved := q.feed(2, budget)
+	assert.Equal(t, 4, moved)
+	assert.Equal(t, "L0r1r2", string(q.queued()))
+
+	// The queue drains: the rest moves, L5 with it.
+	q.consume(6)
+	moved = q.feed(0, budget)
+	assert.Equal(t, "r3r4L5r6", string(q.queued()))
+	assert.Equal(t, 8, moved)
+	assert.Zero(t, q.later, "L5 is in the queue now")
+	assert.False(t, q.behind())
+	assert.Nil(t, q.backlog, "the backlog's array is released")
+
+	// An empty queue takes a replay frame over the budget, and only one.
+	q.consume(8)
+	big := bytes.Repeat([]byte("x"), 2*budget)
+	q.pushBehind(big, true)
+	q.pushBehind([]byte("r7"), true)
+	moved = q.feed(0, budget)
+	assert.Equal(t, len(big), moved)
+	assert.True(t, q.behind(), "r7 waits")
+	q.consume(len(big))
+	assert.Equal(t, 2, q.feed(0, budget))
+
+	// Dropping clears the backlog and what it counted.
+	q.consume(2 * budget)
+	q.push([]byte("a"))
+	q.pushBehind([]byte("r"), true)
+	q.pushBehind([]byte("L"), false)
+	q.dropUnstarted()
+	assert.False(t, q.behind())
+	assert.Zero(t, q.charge(0))
+	assert.True(t, q.idle())
+
+	q.holds = 1
+	assert.False(t, q.idle(), "a held queue is not idle")
+	q.holds, q.unread = 0, []byte("x")
+	assert.False(t, q.idle(), "a queue with input set aside is not idle")
+}
