@@ -138,7 +138,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.historyAge, "history-age", 5*time.Minute, "how long a message stays in a topic's history")
 	fs.IntVar(&o.maxSubscriptions, "max-subscriptions", 100, "topics one connection may subscribe to")
 	fs.IntVar(&o.maxTopicBytes, "max-topic-bytes", 128, "longest topic name; names are ASCII letters, digits and -_.:@/")
-	fs.StringVar(&o.slowConsumer, "slow-consumer", "disconnect", "`policy` for a subscriber whose write queue is full: disconnect (close code 4008) or drop (skip the message; the client sees the seq gap)")
+	fs.StringVar(&o.slowConsumer, "slow-consumer", "disconnect", "`policy` for a subscriber whose write queue is full: disconnect (close code 4008) or drop (skip the message; a dropped notice tells the client)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", 30*time.Second, "ping a connection after this much silence (0: never)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 75*time.Second, "close a connection (1001) after this much silence; a pong counts as traffic (0: never)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ (for diagnosis; do not expose publicly)")

@@ -328,6 +328,17 @@ func (cl *client) Expired(_ *wsconn.Conn, now time.Time) (ws.StatusCode, string,
 	return CloseTokenExpired, "token expired", true
 }
 
+// OnDrain asks the shard to tell the client what it lost while its queue
+// was full (see shard.lost).
+func (cl *client) OnDrain(*wsconn.Conn) {
+	h := cl.hub()
+	if h.enter() {
+		room := cl.shard.post(op{kind: opDrained, cl: cl})
+		h.exit()
+		waitRoom(room)
+	}
+}
+
 // OnClose drops the connection's subscriptions.
 func (cl *client) OnClose(*wsconn.Conn) {
 	h := cl.hub()
@@ -514,6 +525,19 @@ func (cl *client) allow() bool {
 
 func (cl *client) sendError(code, message string) {
 	_ = cl.conn.WriteMessage(ws.OpText, mustJSON(errorReply{Type: "error", Code: code, Message: message}))
+}
+
+// appendDropped appends the frame of a dropped notice for r to dst.
+func appendDropped(dst []byte, r lostRange) []byte {
+	var buf [256]byte
+	p := append(buf[:0], `{"type":"dropped","topic":"`...)
+	p = append(p, r.topic.name...)
+	p = append(p, `","from":`...)
+	p = strconv.AppendUint(p, r.from, 10)
+	p = append(p, `,"to":`...)
+	p = strconv.AppendUint(p, r.to, 10)
+	p = append(p, '}')
+	return wsconn.AppendFrame(dst, ws.OpText, p)
 }
 
 // appendSubscribed appends the frame of a subscribed reply to dst. It is

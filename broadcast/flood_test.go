@@ -432,8 +432,9 @@ func testPublisherFlood(t *testing.T, policy broadcast.Policy) {
 		// Now they read: each drains its queue and gets the end marker,
 		// published once no queue holds anything.
 		type slowResult struct {
-			seqs []uint64
-			err  error
+			seqs    []uint64 // messages, in the order read
+			dropped [][2]uint64
+			err     error
 		}
 		slowDone := make([]chan slowResult, floodSlow)
 		for i, c := range slow {
@@ -448,6 +449,12 @@ func testPublisherFlood(t *testing.T, policy broadcast.Policy) {
 					}
 					var m frame
 					if err == nil {
+						if d, derr := parseFrame(f.Payload); derr == nil && d.Type == "dropped" {
+							// Where it falls among the messages is checked below.
+							res.dropped = append(res.dropped, [2]uint64{d.From, d.To})
+							res.seqs = append(res.seqs, 0)
+							continue
+						}
 						m, err = floodMessage(f.Payload)
 					}
 					if err != nil {
@@ -474,13 +481,23 @@ func testPublisherFlood(t *testing.T, policy broadcast.Policy) {
 				t.Fatalf("slow subscriber %d did not get the end marker", i)
 			}
 			require.NoError(t, res.err)
-			prev, gap := uint64(0), uint64(0)
+			// Every seq is told once, in order: as a message, or in
+			// the run of a dropped notice (a 0 in seqs).
+			prev, gap, notices := uint64(0), uint64(0), 0
 			for _, s := range res.seqs {
-				require.Greater(t, s, prev, "slow subscriber %d: messages in seq order", i)
-				if s > prev+1 && gap == 0 {
-					gap = prev + 1
+				if s == 0 {
+					d := res.dropped[notices]
+					notices++
+					require.Equal(t, prev+1, d[0], "slow subscriber %d: dropped notice %v after seq %d", i, d, prev)
+					require.GreaterOrEqual(t, d[1], d[0])
+					if gap == 0 {
+						gap = d[0]
+					}
+					missing += d[1] - d[0] + 1
+					prev = d[1]
+					continue
 				}
-				missing += s - prev - 1
+				require.Equal(t, prev+1, s, "slow subscriber %d: a message after seq %d with no dropped notice between", i, prev)
 				prev = s
 			}
 			require.Equal(t, end, prev)

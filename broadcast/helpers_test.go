@@ -282,6 +282,8 @@ type frame struct {
 	Data      json.RawMessage `json:"data"`
 	Epoch     string          `json:"epoch"`
 	Recovered bool            `json:"recovered"`
+	From      uint64          `json:"from"` // dropped
+	To        uint64          `json:"to"`   // dropped
 	Code      string          `json:"code"`
 	Message   string          `json:"message"`
 }

@@ -25,8 +25,8 @@ type Policy uint8
 const (
 	// Disconnect closes a slow consumer with CloseSlowConsumer.
 	Disconnect Policy = iota
-	// Drop skips the message for that subscriber, which sees the gap in
-	// seq and can recover with since.
+	// Drop skips the message for that subscriber, which is told by a
+	// dropped notice in its place, and can recover with since.
 	Drop
 )
 
@@ -288,7 +288,7 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 	// Under t.mu, so every shard sees this topic's messages in seq order;
 	// post never blocks, so no worker waits for a shard with t.mu held.
 	for _, s := range h.shards {
-		if room := s.post(op{kind: opDeliver, topic: t, frame: frame}); room != nil {
+		if room := s.post(op{kind: opDeliver, topic: t, frame: frame, seq: t.seq}); room != nil {
 			rooms = append(rooms, room)
 		}
 	}

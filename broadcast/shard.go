@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"bytes"
+	"slices"
 	"sync/atomic"
 
 	"github.com/fanout/fanout/wsconn"
@@ -15,6 +16,7 @@ const (
 	opSubscribe                 // queue replay and reply to cl, then add it to topic
 	opUnsubscribe               // remove cl from topic
 	opLeave                     // remove cl from all of topics
+	opDrained                   // cl's queue emptied: tell it what it lost
 	opStop                      // finish
 )
 
@@ -29,7 +31,7 @@ type op struct {
 	cl     *client
 	topics []*Topic // opLeave
 
-	seq       uint64 // opSubscribe: the seq after which messages follow, for the reply
+	seq       uint64 // opDeliver: the message's; opSubscribe: the seq after which messages follow, for the reply
 	recovered bool   // opSubscribe
 }
 
@@ -48,13 +50,26 @@ type shard struct {
 	touched []*wsconn.Conn // connections with frames queued in this pass
 	scratch []byte         // for replies
 
+	// lost holds, under the Drop policy, the messages each client missed
+	// because its queue was full and has not yet been told of. Until it is
+	// told, the topic's later messages are skipped for it too, so that the
+	// notice comes in seq order; it is told before the next message that
+	// fits, or once its queue empties (wsconn.Conn.NotifyDrain).
+	lost map[*client][]lostRange
+
 	deliveries      atomic.Uint64
 	drops           atomic.Uint64
 	slowDisconnects atomic.Uint64
 }
 
+// lostRange is a run of seqs of a topic that a client missed.
+type lostRange struct {
+	topic    *Topic
+	from, to uint64
+}
+
 func newShard(h *Hub) *shard {
-	return &shard{hub: h, inbox: newInbox(h.cfg.InboxLen), subs: make(map[*Topic][]*client)}
+	return &shard{hub: h, inbox: newInbox(h.cfg.InboxLen), subs: make(map[*Topic][]*client), lost: make(map[*client][]lostRange)}
 }
 
 // post sends o to the shard without blocking. When the shard is behind it
@@ -86,11 +101,17 @@ func (s *shard) handle(o op) (stop bool) {
 	case opDeliver:
 		var n, dropped uint64
 		for _, cl := range s.subs[o.topic] {
+			if len(s.lost) > 0 && !s.tell(cl, o.topic) {
+				s.lose(cl, o.topic, o.seq) // its notice first
+				dropped++
+				continue
+			}
 			switch s.queue(cl, o.frame) {
 			case nil:
 				n++
 			case wsconn.ErrQueueFull:
 				if s.hub.cfg.SlowConsumer == Drop {
+					s.lose(cl, o.topic, o.seq)
 					dropped++ // under Disconnect it is counted as a disconnect
 				}
 			}
@@ -118,10 +139,24 @@ func (s *shard) handle(o op) (stop bool) {
 		s.subs[o.topic] = append(s.subs[o.topic], o.cl)
 	case opUnsubscribe:
 		s.remove(o.topic, o.cl)
+		if r, ok := s.forget(o.cl, o.topic); ok {
+			// What it lost comes before the reply, past the limit if
+			// need be, like the reply.
+			s.reply(o.cl, appendDropped(nil, r), true)
+		}
 		s.reply(o.cl, o.frame, true)
 	case opLeave:
 		for _, t := range o.topics {
 			s.remove(t, o.cl)
+		}
+		delete(s.lost, o.cl)
+	case opDrained:
+		// A copy: tell edits the runs.
+		for _, r := range slices.Clone(s.lost[o.cl]) {
+			if !s.tell(o.cl, r.topic) {
+				o.cl.conn.NotifyDrain() // full again already
+				break
+			}
 		}
 	case opStop:
 		return true
@@ -145,8 +180,8 @@ func (s *shard) queue(cl *client, frame []byte) error {
 
 // reply writes a subscribed or unsubscribed reply to cl now, behind what is
 // queued; owned says whether frame is cl's to keep (else it is copied if it
-// must wait). A skipped reply, unlike a skipped message, leaves no seq gap
-// to tell the client, so under Drop a reply goes out past the queue limit
+// must wait). A skipped reply, unlike a skipped message, leaves no dropped
+// notice to tell the client, so under Drop a reply goes out past the queue limit
 // (see wsconn.Conn.SendOverLimit). Under Disconnect a full queue evicts cl,
 // as for a message.
 func (s *shard) reply(cl *client, frame []byte, owned bool) {
@@ -166,6 +201,54 @@ func (s *shard) reply(cl *client, frame []byte, owned bool) {
 		}
 		_ = cl.conn.SendOverLimit(frame)
 	}
+}
+
+// lose records that cl missed seq of t. A new run asks cl's connection to
+// say when its queue empties, so that a lost last message is told too.
+func (s *shard) lose(cl *client, t *Topic, seq uint64) {
+	runs := s.lost[cl]
+	for i := range runs {
+		if runs[i].topic == t {
+			runs[i].to = seq
+			return
+		}
+	}
+	s.lost[cl] = append(runs, lostRange{topic: t, from: seq, to: seq})
+	cl.conn.NotifyDrain()
+}
+
+// forget removes and returns cl's lost run of t, if it has one.
+func (s *shard) forget(cl *client, t *Topic) (lostRange, bool) {
+	runs := s.lost[cl]
+	for i, r := range runs {
+		if r.topic == t {
+			runs[i] = runs[len(runs)-1]
+			runs = runs[:len(runs)-1]
+			if len(runs) == 0 {
+				delete(s.lost, cl)
+			} else {
+				s.lost[cl] = runs
+			}
+			return r, true
+		}
+	}
+	return lostRange{}, false
+}
+
+// tell queues to cl the notice of what it lost of t, if anything, and
+// reports whether cl may have t's next message: true if there was nothing
+// to tell or the notice is queued; false if the queue had no room for it,
+// and the run stays (NotifyDrain is pending).
+func (s *shard) tell(cl *client, t *Topic) bool {
+	r, ok := s.forget(cl, t)
+	if !ok {
+		return true
+	}
+	if s.queue(cl, appendDropped(nil, r)) != nil {
+		s.lost[cl] = append(s.lost[cl], r)
+		return false
+	}
+	return true
 }
 
 func (s *shard) slowConsumer(cl *client) {

@@ -140,57 +140,117 @@ func testSlowConsumer(t *testing.T, policy broadcast.Policy, kind string) {
 
 	case broadcast.Drop:
 		// The slow one is still connected: it drains what was queued for
-		// it, then gets a marker published once every queue is empty.
-		got := make(chan []uint64, 1)
-		slowErr := make(chan error, 1)
+		// it, with a dropped notice for each run of messages it missed,
+		// then gets a marker published once every queue is empty.
 		const markerData = `{"marker":true}`
+		var (
+			next    = uint64(1) // the seq the slow one must hear of next
+			missing uint64
+			done    = make(chan error, 1)
+		)
 		go func() {
-			var seen []uint64
-			for {
-				f, err := slow.readFrame(waitTimeout)
-				if err == nil && f.Op != opText {
-					err = fmt.Errorf("slow consumer: frame op %#x (%q): want only messages", f.Op, f.Payload)
-				}
-				var m frame
-				if err == nil {
-					m, err = parseFrame(f.Payload)
-				}
-				if err != nil {
-					slowErr <- err
-					return
-				}
-				seen = append(seen, m.Seq)
-				if string(m.Data) == markerData {
-					got <- seen
-					return
-				}
-			}
+			done <- readAccounted(slow, topic, &next, &missing, func(m frame) bool { return string(m.Data) == markerData })
 		}()
 		require.Eventually(t, func() bool { return ts.srv.QueuedBytes() == 0 }, waitTimeout, 5*time.Millisecond,
 			"the slow consumer's queue drains once it reads")
 		marker := publishData(markerData)
-		var seen []uint64
 		select {
-		case seen = <-got:
-		case err := <-slowErr:
+		case err := <-done:
 			require.NoError(t, err)
 		case <-time.After(waitTimeout):
 			t.Fatal("the slow consumer did not get the marker")
 		}
-		missing := 0
-		prev := uint64(0)
-		for _, s := range seen {
-			require.Greater(t, s, prev, "the slow consumer's messages are in seq order: %v", seen)
-			missing += int(s - prev - 1)
-			prev = s
-		}
-		require.Equal(t, marker, prev)
+		require.Equal(t, marker+1, next)
 		st := ts.hub.Stats()
-		assert.Positive(t, missing, "the slow consumer saw a gap")
-		assert.Equal(t, st.Drops, uint64(missing), "every drop is a seq the slow consumer did not get")
+		assert.Positive(t, missing, "the slow consumer missed messages")
+		assert.Equal(t, st.Drops, missing, "every drop is told, once")
 		assert.Zero(t, st.SlowDisconnects)
 		assert.Equal(t, int64(2), st.Clients)
 	}
+}
+
+// readAccounted reads c's frames of topic until stop accepts a message,
+// checking that every seq from *next on is told exactly once and in order:
+// as a message, or in the run of a dropped notice, whose seqs it adds to
+// *missing. *next ends as the seq after the last told.
+func readAccounted(c *rawClient, topic string, next, missing *uint64, stop func(frame) bool) error {
+	for {
+		f, err := c.readFrame(waitTimeout)
+		if err == nil && f.Op != opText {
+			err = fmt.Errorf("frame op %#x (%q): want only text", f.Op, f.Payload)
+		}
+		var m frame
+		if err == nil {
+			m, err = parseFrame(f.Payload)
+		}
+		if err != nil {
+			return fmt.Errorf("after seq %d: %w", *next-1, err)
+		}
+		if m.Topic != topic {
+			return fmt.Errorf("after seq %d: %s: want topic %q", *next-1, m, topic)
+		}
+		switch {
+		case m.isMessage():
+			if m.Seq != *next {
+				return fmt.Errorf("message %d, want %d: a loss not told, or told twice", m.Seq, *next)
+			}
+			*next++
+			if stop(m) {
+				return nil
+			}
+		case m.Type == "dropped":
+			if m.From != *next || m.To < m.From {
+				return fmt.Errorf("%s after seq %d", m, *next-1)
+			}
+			*missing += m.To - m.From + 1
+			*next = m.To + 1
+			if stop(m) {
+				return nil
+			}
+		default:
+			return fmt.Errorf("after seq %d: %s", *next-1, m)
+		}
+	}
+}
+
+// TestDroppedLastMessage: under the Drop policy, a subscriber whose queue
+// was full when the last messages were published is told of them once its
+// queue empties, with no later message to show the gap: a dropped notice
+// covering them. (It was never told.)
+func TestDroppedLastMessage(t *testing.T) {
+	const topic = "last"
+	ts := startHub(t, broadcast.Config{SlowConsumer: broadcast.Drop}, wsconn.Config{MaxQueueBytes: 32 << 10})
+	slow := dialRaw(t, ts.addr, "/ws?topics="+topic, 4096)
+	f, err := slow.readFrame(waitTimeout)
+	require.NoError(t, err)
+	r, err := parseFrame(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, "subscribed", r.Type, "%s", r)
+
+	var last uint64
+	for i := 1; i <= 4000 && ts.hub.Stats().Drops == 0; i++ {
+		last = ts.publish(t, topic, jsonData(i, 4<<10))
+	}
+	require.Positive(t, ts.hub.Stats().Drops, "no drops")
+	for range 10 {
+		last = ts.publish(t, topic, jsonData(int(last)+1, 4<<10))
+	}
+	// Nothing more is published: the notice of the last ones comes from
+	// the queue emptying as the client reads.
+	next, missing := uint64(1), uint64(0)
+	require.NoError(t, readAccounted(slow, topic, &next, &missing, func(m frame) bool {
+		return m.Seq == last || m.Type == "dropped" && m.To == last
+	}))
+	assert.Equal(t, ts.hub.Stats().Drops, missing, "every drop is told, once")
+
+	// And the topic goes on.
+	seq := ts.publish(t, topic, `{"after":true}`)
+	f, err = slow.readFrame(waitTimeout)
+	require.NoError(t, err)
+	m, err := parseFrame(f.Payload)
+	require.NoError(t, err)
+	require.True(t, m.isMessage(), "%s", m)
+	require.Equal(t, seq, m.Seq)
 }
 
 // TestSlowConsumerEvictedDuringReplay: a client recovers a backlog larger
@@ -298,7 +358,7 @@ func TestSlowConsumerDropKeepsReplies(t *testing.T) {
 			require.NoError(t, err, "round %d: replies so far: %v", round, replies)
 			m, err := parseFrame(f.Payload)
 			require.NoError(t, err)
-			if m.Type != "" {
+			if m.Type != "" && m.Type != "dropped" {
 				replies = append(replies, m.Type+" "+m.Topic)
 			}
 		}

@@ -171,6 +171,28 @@ func (c *Conn) SendReplay(frames [][]byte) error {
 	return nil
 }
 
+// NotifyDrain asks for a call to the Handler's OnDrain (see Drainer) once
+// everything queued so far has been written: a fan-out that had to skip
+// frames for c, because its queue was full, learns when c can take a
+// notice of what it missed. Nothing happens if c closes first, or if its
+// Handler is not a Drainer.
+func (c *Conn) NotifyDrain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return
+	}
+	if c.q == nil {
+		c.q = newWriteQueue()
+	}
+	if c.queued > 0 || c.wantWrite {
+		c.q.notify = true
+		return
+	}
+	c.q.emptied = true
+	c.schedule()
+}
+
 // feedLocked moves what it can of the backlog into the queue (see
 // writeQueue.feed); half the limit is a replay's budget, so that frames sent
 // behind it find room.
@@ -529,6 +551,12 @@ func (c *Conn) flushLocked() {
 	c.wantWrite = false
 	// The empty queue stays for the next fan-out, so that deliveries
 	// allocate nothing; the sweep frees it once the connection goes quiet.
+
+	if c.q != nil && c.q.notify && c.state == stateOpen {
+		// The handler asked to know: a turn tells it, off this lock.
+		c.q.notify, c.q.emptied = false, true
+		c.schedule()
+	}
 
 	c.resumeLocked()
 

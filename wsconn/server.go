@@ -35,6 +35,13 @@ type Handler interface {
 	OnClose(c *Conn)
 }
 
+// A Drainer is a Handler that wants to know when a connection's write queue
+// has emptied after Conn.NotifyDrain. OnDrain is called on the connection's
+// worker, like the Handler's other methods, and must not block.
+type Drainer interface {
+	OnDrain(c *Conn)
+}
+
 // An Expirer is a Handler whose connections can run out of time of their
 // own, such as when the token a connection was opened with expires. The
 // sweep asks it about each open connection on every pass, instead of a

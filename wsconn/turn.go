@@ -58,11 +58,20 @@ func (c *Conn) turn(buf []byte) {
 		c.release()
 		return
 	}
+	emptied := c.q != nil && c.q.emptied && c.state == stateOpen
+	if emptied {
+		c.q.emptied = false
+	}
 	// What the turn writes (pongs, echoes, replies, a close frame) is
 	// gathered and written at its end, a writev for up to maxIovecs frames,
 	// not a write for each.
 	c.batching = true
 	c.mu.Unlock()
+	if emptied {
+		if d, ok := c.handler.(Drainer); ok {
+			d.OnDrain(c)
+		}
+	}
 	c.read(buf)
 	c.mu.Lock()
 	c.batching = false

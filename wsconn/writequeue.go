@@ -28,6 +28,9 @@ type writeQueue struct {
 	nlater  int // and how many they are
 	holds   int // Conn.Hold calls not yet matched by Conn.SendReplay
 
+	notify  bool // Conn.NotifyDrain was called: tell the handler once the queue is empty
+	emptied bool // the queue emptied after NotifyDrain: the next turn calls Drainer.OnDrain
+
 	// unread is input read but not handled because the connection paused
 	// (its queue full, or a replay on its way) in the middle of it. It is
 	// handled before anything more is read.
@@ -129,7 +132,7 @@ func (q *writeQueue) charge(bytes int) int {
 // idle reports whether the queue holds nothing the connection needs: no
 // frame, no hold and no input set aside. The sweep frees an idle queue.
 func (q *writeQueue) idle() bool {
-	return q.empty() && len(q.backlog) == 0 && q.holds == 0 && len(q.unread) == 0
+	return q.empty() && len(q.backlog) == 0 && q.holds == 0 && len(q.unread) == 0 && !q.notify && !q.emptied
 }
 
 // behind reports whether a frame sent now must wait in the backlog, behind

@@ -1,0 +1,83 @@
+package wsconn
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// drainRecorder is Echo that is a Drainer: it counts OnDrain calls.
+type drainRecorder struct {
+	recordingEcho
+	drained chan *Conn
+}
+
+func (d drainRecorder) OnDrain(c *Conn) { d.drained <- c }
+
+// TestNotifyDrain: OnDrain comes once per NotifyDrain, only once everything
+// queued before it is written: at once for an empty queue, and for a full
+// one when the peer has read it all.
+func TestNotifyDrain(t *testing.T) {
+	opened := make(chan *Conn, 1)
+	drained := make(chan *Conn, 4)
+	cfg := Config{MaxQueueBytes: 64 << 10}
+	cfg.Upgrade = func(*Request) (Handler, error) {
+		return drainRecorder{recordingEcho{opened: opened}, drained}, nil
+	}
+	s, err := NewServer(cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { _ = s.Close() })
+	nc, br, c := dialRecorded(t, ln.Addr().String(), opened, true)
+
+	c.NotifyDrain()
+	select {
+	case got := <-drained:
+		assert.Same(t, c, got)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no OnDrain for an empty queue")
+	}
+
+	// Fill the queue past what the sockets take, then ask.
+	frame := NewFrame(ws.OpBinary, make([]byte, 4000))
+	n := 0
+	for ; n < 1000; n++ {
+		if err := c.Send(frame); err != nil {
+			require.ErrorIs(t, err, ErrQueueFull)
+			break
+		}
+	}
+	require.Positive(t, c.QueuedBytes(), "frames queued")
+	c.NotifyDrain()
+	select {
+	case <-drained:
+		t.Fatal("OnDrain before the queue was written")
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	for i := range n {
+		h, err := ws.ReadHeader(br)
+		require.NoError(t, err, "frame %d of %d", i, n)
+		_, err = io.CopyN(io.Discard, br, h.Length)
+		require.NoError(t, err)
+	}
+	select {
+	case got := <-drained:
+		assert.Same(t, c, got)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no OnDrain once the queue was written")
+	}
+	select {
+	case <-drained:
+		t.Fatal("a second OnDrain for one NotifyDrain")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
