@@ -539,6 +539,7 @@ func (c *Conn) flushLocked() {
 		}
 		if err == unix.EAGAIN {
 			c.waitWritableLocked()
+			c.resumeLocked() // what was written may have ended a pause
 			return
 		}
 		if err != nil {
@@ -621,11 +622,6 @@ func (c *Conn) pausedLocked() bool {
 	return c.fullLocked() || c.q != nil && (c.q.holds > 0 || len(c.q.backlog) > 0)
 }
 
-// unreadReadyLocked reports whether input set aside by a pause can now be
-// handled.
-func (c *Conn) unreadReadyLocked() bool {
-	return c.state == stateOpen && c.q != nil && len(c.q.unread) > 0 && !c.pausedLocked()
-}
 
 // interestLocked returns the readiness the connection waits for, and no
 // more: a paused connection is not armed for reading, nor for the peer's

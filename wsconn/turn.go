@@ -19,19 +19,18 @@ func (c *Conn) serve(buf []byte) {
 		c.srv.turns.Add(1)
 		c.turn(buf)
 		c.mu.Lock()
-		again := (c.expired || c.broken) && c.state != stateClosed || c.unreadReadyLocked()
+		again := (c.expired || c.broken) && c.state != stateClosed
 		c.mu.Unlock()
 		if again {
-			// A write failed or a deadline passed during the turn, or
-			// the pause that set input aside ended.
-			continue
+			continue // a write failed or a deadline passed during the turn
 		}
 		if c.sched.CompareAndSwap(turnRunning, turnIdle) {
 			c.mu.Lock()
 			c.armLocked()
-			// A pause lifted since the check above (a SendReplay that
-			// found this turn running) leaves set-aside input with no
-			// readiness event to come for it.
+			// A pause that lifted during the turn (a SendReplay or a
+			// flush that found it running) leaves set-aside input with
+			// no readiness event to come for it: a turn of its own,
+			// through the pool, so that other connections get theirs.
 			c.resumeLocked()
 			c.mu.Unlock()
 			return
@@ -102,7 +101,16 @@ func (c *Conn) read(buf []byte) {
 		if !paused && state == stateOpen && c.q != nil {
 			unread, c.q.unread = c.q.unread, nil
 		}
+		// Paused with nothing to write, the fd is armed for nothing; an
+		// error (a reset) still fires, and is noticed only here, since
+		// nothing is read or written: released, or it would fire again at
+		// every re-arm.
+		failed := paused && state == stateOpen && !c.wantWrite && socketFailed(int(c.fd))
 		c.mu.Unlock()
+		if failed {
+			c.release()
+			return
+		}
 		if paused {
 			return
 		}
@@ -153,6 +161,13 @@ func (c *Conn) read(buf []byte) {
 			return // the socket is very likely drained
 		}
 	}
+}
+
+// socketFailed reports whether the socket has a pending error, such as a
+// reset by the peer.
+func socketFailed(fd int) bool {
+	e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	return err == nil && e != 0
 }
 
 // readFrames handles the frames in p, input just read, and restarts the

@@ -152,14 +152,17 @@ func (q *writeQueue) pushBehind(frame []byte, replay bool) {
 
 // feed moves frames from the backlog into frames, in order, and returns the
 // bytes it moved. A frame counted already moves at once; a replay's frame
-// moves while the queue's charge stays within budget, and an empty queue
-// (queued, its unwritten bytes, is 0) takes one however large, so that a
-// replay always makes progress.
+// moves while the frames in the queue, with their overhead, stay within
+// budget, and an empty queue (queued, its unwritten bytes, is 0) takes one
+// however large, so that a replay always makes progress. The frames waiting
+// behind do not count here: were they to fill the budget, the replay would
+// move a frame per write.
 func (q *writeQueue) feed(queued, budget int) (moved int) {
 	for len(q.backlog) > 0 {
 		p := q.backlog[0]
 		if p.replay {
-			if queued+moved > 0 && q.charge(queued+moved)+len(p.frame)+frameOverhead > budget {
+			inQueue := queued + moved + q.len()*frameOverhead
+			if queued+moved > 0 && inQueue+len(p.frame)+frameOverhead > budget {
 				break
 			}
 		} else {

@@ -190,24 +190,27 @@ func TestWriteQueueBacklog(t *testing.T) {
 	assert.True(t, q.behind())
 	assert.Equal(t, 2+2+2*frameOverhead, q.charge(2), "frames behind a replay are counted; the replay's are not")
 
-	// A budget of 4 frames: the queued frame, the one behind the replay
-	// (counted already), and two replay frames.
-	budget := 4 * (2 + frameOverhead)
+	// A budget of 3 frames: the queued frame and two replay frames (the
+	// one behind the replay does not count).
+	budget := 3 * (2 + frameOverhead)
 	moved := q.feed(2, budget)
 	assert.Equal(t, 4, moved)
 	assert.Equal(t, "L0r1r2", string(q.queued()))
 
-	// The queue drains: the rest moves, L5 with it.
+	// The queue drains: the rest moves, L5 with it (it was counted) but
+	// not r6, past the budget.
 	q.consume(6)
 	moved = q.feed(0, budget)
-	assert.Equal(t, "r3r4L5r6", string(q.queued()))
-	assert.Equal(t, 8, moved)
+	assert.Equal(t, "r3r4L5", string(q.queued()))
+	assert.Equal(t, 6, moved)
 	assert.Zero(t, q.later, "L5 is in the queue now")
+	q.consume(6)
+	assert.Equal(t, 2, q.feed(0, budget))
 	assert.False(t, q.behind())
 	assert.Nil(t, q.backlog, "the backlog's array is released")
 
 	// An empty queue takes a replay frame over the budget, and only one.
-	q.consume(8)
+	q.consume(2)
 	big := bytes.Repeat([]byte("x"), 2*budget)
 	q.pushBehind(big, true)
 	q.pushBehind([]byte("r7"), true)
