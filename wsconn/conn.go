@@ -622,7 +622,6 @@ func (c *Conn) pausedLocked() bool {
 	return c.fullLocked() || c.q != nil && (c.q.holds > 0 || len(c.q.backlog) > 0)
 }
 
-
 // interestLocked returns the readiness the connection waits for, and no
 // more: a paused connection is not armed for reading, nor for the peer's
 // half-close, which would fire again at every re-arm and spin a worker.
