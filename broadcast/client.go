@@ -269,14 +269,14 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 			if q.hasSince {
 				since = &q.since
 			}
-			cl.subscribe(q.topic, since, q.epoch)
+			cl.subscribe(request{topic: q.topic}, since, q.epoch)
 		})
 		cl.initial = nil
 	}
 	if !cl.id.IsZero() {
 		// Every connection of a user hears the user's own topic.
 		if own := cl.id.UserTopic(); cl.subscribed(own) < 0 {
-			cl.subscribe(own, nil, "")
+			cl.subscribe(request{topic: own}, nil, "")
 		}
 	}
 }
@@ -288,6 +288,27 @@ type clientMessage struct {
 	Since *uint64         `json:"since"`
 	Epoch string          `json:"epoch"`
 	Data  json.RawMessage `json:"data"`
+	ID    json.RawMessage `json:"id"`
+}
+
+// maxIDBytes bounds a client message's id, as it is sent back.
+const maxIDBytes = 64
+
+// request is what a reply or an error names of the client message it
+// answers: its topic, and its id (raw JSON, a string or a number), if any.
+type request struct {
+	topic string
+	id    json.RawMessage
+}
+
+// validID reports whether id, raw JSON, is a string or a number of at most
+// maxIDBytes.
+func validID(id json.RawMessage) bool {
+	if len(id) == 0 || len(id) > maxIDBytes {
+		return false
+	}
+	c := id[0]
+	return c == '"' || c == '-' || c >= '0' && c <= '9'
 }
 
 // OnMessage handles subscribe, unsubscribe and publish. A bad message gets
@@ -298,23 +319,32 @@ func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 		return
 	}
 	if op != ws.OpText {
-		cl.sendError(CodeBinaryUnsupported, "messages are JSON text frames")
+		cl.sendError(request{}, CodeBinaryUnsupported, "messages are JSON text frames")
 		return
 	}
 	var m clientMessage
 	if err := json.Unmarshal(payload, &m); err != nil {
-		cl.sendError(CodeBadJSON, "message is not a JSON object: "+err.Error())
+		cl.sendError(request{}, CodeBadJSON, "message is not a JSON object: "+err.Error())
+		return
+	}
+	if string(m.ID) == "null" {
+		m.ID = nil
+	}
+	req := request{topic: m.Topic, id: m.ID}
+	if m.ID != nil && !validID(m.ID) {
+		req.id = nil
+		cl.sendError(req, CodeBadJSON, "id must be a string or a number of at most "+strconv.Itoa(maxIDBytes)+" bytes")
 		return
 	}
 	switch m.Type {
 	case "subscribe":
-		cl.subscribe(m.Topic, m.Since, m.Epoch)
+		cl.subscribe(req, m.Since, m.Epoch)
 	case "unsubscribe":
-		cl.unsubscribe(m.Topic)
+		cl.unsubscribe(req)
 	case "publish":
-		cl.publish(m.Topic, m.Data)
+		cl.publish(req, m.Data)
 	default:
-		cl.sendError(CodeUnknownType, "unknown message type "+strconv.Quote(m.Type))
+		cl.sendError(req, CodeUnknownType, "unknown message type "+strconv.Quote(m.Type))
 	}
 }
 
@@ -374,23 +404,24 @@ func (cl *client) subscribed(name string) int {
 // duplicate, because the seq snapshot and the op to the shard are taken
 // under the topic's lock, which publishes also take. Otherwise the reply
 // says recovered:false with the topic's latest seq, and nothing is replayed.
-func (cl *client) subscribe(name string, since *uint64, epoch string) {
+func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	h := cl.hub()
+	name := req.topic
 	switch {
 	case !h.validTopic(name):
-		cl.sendError(CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
+		cl.sendError(req, CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
 		return
-	case !cl.may(name, auth.Identity.CanSubscribe):
+	case !cl.may(req, auth.Identity.CanSubscribe):
 		return
 	case cl.subscribed(name) >= 0:
-		cl.sendError(CodeAlreadySubscribed, "already subscribed to "+strconv.Quote(name))
+		cl.sendError(req, CodeAlreadySubscribed, "already subscribed to "+strconv.Quote(name))
 		return
 	case len(cl.topics) >= h.cfg.MaxSubscriptions:
-		cl.sendError(CodeTooManySubscriptions, "subscription limit reached")
+		cl.sendError(req, CodeTooManySubscriptions, "subscription limit of "+strconv.Itoa(h.cfg.MaxSubscriptions)+" reached; not subscribed to "+strconv.Quote(name))
 		return
 	}
 	if !h.enter() {
-		cl.sendError(CodeUnavailable, "server shutting down")
+		cl.sendError(req, CodeUnavailable, "server shutting down")
 		return
 	}
 	// A recovery may replay: the connection handles no more messages
@@ -415,7 +446,7 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 		}
 	}
 	t.subscribers.Add(1)
-	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, seq: seq, recovered: recovered})
+	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, seq: seq, recovered: recovered, id: req.id})
 	t.mu.Unlock()
 	h.exit()
 	cl.topics = append(cl.topics, t)
@@ -423,10 +454,11 @@ func (cl *client) subscribe(name string, since *uint64, epoch string) {
 	waitRoom(room)
 }
 
-func (cl *client) unsubscribe(name string) {
+func (cl *client) unsubscribe(req request) {
+	name := req.topic
 	i := cl.subscribed(name)
 	if i < 0 {
-		cl.sendError(CodeNotSubscribed, "not subscribed to "+strconv.Quote(name))
+		cl.sendError(req, CodeNotSubscribed, "not subscribed to "+strconv.Quote(name))
 		return
 	}
 	h := cl.hub()
@@ -439,52 +471,53 @@ func (cl *client) unsubscribe(name string) {
 	}
 	// Through the shard, so that the reply follows every message queued
 	// before the unsubscribe.
-	reply := controlFrame(controlReply{Type: "unsubscribed", Topic: name})
+	reply := controlFrame(controlReply{Type: "unsubscribed", Topic: name, ID: req.id})
 	room := cl.shard.post(op{kind: opUnsubscribe, topic: t, cl: cl, frame: reply})
 	h.exit()
 	waitRoom(room)
 }
 
-func (cl *client) publish(name string, data json.RawMessage) {
+func (cl *client) publish(req request, data json.RawMessage) {
 	h := cl.hub()
+	name := req.topic
 	if h.cfg.Auth == nil && h.cfg.PublishKey != "" && !h.cfg.AnonymousPublish {
 		// A publish key guards publishing; a WebSocket without a token
 		// cannot present it.
 		h.forbidden.Add(1)
-		cl.sendError(CodeForbidden, "publishing needs the publish key: use POST /publish")
+		cl.sendError(req, CodeForbidden, "publishing needs the publish key: use POST /publish")
 		return
 	}
-	if h.validTopic(name) && !cl.may(name, auth.Identity.CanPublish) {
+	if h.validTopic(name) && !cl.may(req, auth.Identity.CanPublish) {
 		return
 	}
 	seq, err := cl.hub().Publish(name, data)
 	switch err {
 	case nil:
-		_ = cl.conn.WriteMessage(ws.OpText, mustJSON(controlReply{Type: "published", Topic: name, Seq: &seq}))
+		cl.send(controlFrame(controlReply{Type: "published", Topic: name, Seq: &seq, ID: req.id}))
 	case ErrInvalidTopic:
-		cl.sendError(CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
+		cl.sendError(req, CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
 	case ErrInvalidData:
-		cl.sendError(CodeInvalidData, "publish needs data, a JSON value")
+		cl.sendError(req, CodeInvalidData, "publish needs data, a JSON value")
 	case ErrTooLarge:
-		cl.sendError(CodeTooLarge, "data is larger than "+strconv.Itoa(cl.hub().cfg.MaxDataBytes)+" bytes")
+		cl.sendError(req, CodeTooLarge, "data is larger than "+strconv.Itoa(cl.hub().cfg.MaxDataBytes)+" bytes")
 	default:
-		cl.sendError(CodeUnavailable, "server shutting down")
+		cl.sendError(req, CodeUnavailable, "server shutting down")
 	}
 }
 
 // may reports whether the client's token grants it topic by the check
 // can; if not, it sends the error frame that says why. Without
 // authentication everything is granted.
-func (cl *client) may(topic string, can func(auth.Identity, string) bool) bool {
+func (cl *client) may(req request, can func(auth.Identity, string) bool) bool {
 	h := cl.hub()
 	switch {
 	case h.cfg.Auth == nil:
 		return true
 	case cl.id.Expired(time.Now()):
-		cl.sendError(CodeTokenExpired, "token expired; reconnect with a new token")
-	case !can(cl.id, topic):
+		cl.sendError(req, CodeTokenExpired, "token expired; reconnect with a new token")
+	case !can(cl.id, req.topic):
 		h.forbidden.Add(1)
-		cl.sendError(CodeForbidden, "token does not grant topic "+strconv.Quote(topic))
+		cl.sendError(req, CodeForbidden, "token does not grant topic "+strconv.Quote(req.topic))
 	default:
 		return true
 	}
@@ -519,12 +552,28 @@ func (cl *client) allow() bool {
 		return false
 	}
 	h.rateLimited.Add(1)
-	cl.sendError(CodeRateLimited, "over "+strconv.FormatFloat(rate, 'g', -1, 64)+" messages per second; message dropped")
+	cl.sendError(request{}, CodeRateLimited, "over "+strconv.FormatFloat(rate, 'g', -1, 64)+" messages per second; message dropped")
 	return false
 }
 
-func (cl *client) sendError(code, message string) {
-	_ = cl.conn.WriteMessage(ws.OpText, mustJSON(errorReply{Type: "error", Code: code, Message: message}))
+// sendError sends an error frame that answers req.
+func (cl *client) sendError(req request, code, message string) {
+	cl.send(controlFrame(errorReply{Type: "error", Code: code, Topic: req.topic, Message: message, ID: req.id}))
+}
+
+// send queues frame, a reply or an error, through the client's shard: behind
+// every reply and message the shard has queued to it so far, so that the
+// client gets the answers to its messages in the order it sent them.
+func (cl *client) send(frame []byte) {
+	h := cl.hub()
+	if !h.enter() {
+		// Shutting down: no shard queues anything more.
+		_ = cl.conn.SendOverLimit(frame)
+		return
+	}
+	room := cl.shard.post(op{kind: opReply, cl: cl, frame: frame})
+	h.exit()
+	waitRoom(room)
 }
 
 // appendDropped appends the frame of a dropped notice for r to dst.
@@ -543,8 +592,8 @@ func appendDropped(dst []byte, r lostRange) []byte {
 // appendSubscribed appends the frame of a subscribed reply to dst. It is
 // built by appending, as it goes out on every connect: topic names and epochs
 // need no JSON escaping.
-func appendSubscribed(dst []byte, topic string, seq uint64, epoch string, recovered bool) []byte {
-	var buf [256]byte
+func appendSubscribed(dst []byte, topic string, seq uint64, epoch string, recovered bool, id json.RawMessage) []byte {
+	var buf [256 + maxIDBytes]byte
 	p := append(buf[:0], `{"type":"subscribed","topic":"`...)
 	p = append(p, topic...)
 	p = append(p, `","seq":`...)
@@ -553,20 +602,27 @@ func appendSubscribed(dst []byte, topic string, seq uint64, epoch string, recove
 	p = append(p, epoch...)
 	p = append(p, `","recovered":`...)
 	p = strconv.AppendBool(p, recovered)
+	if len(id) > 0 {
+		p = append(p, `,"id":`...)
+		p = append(p, id...)
+	}
 	p = append(p, '}')
 	return wsconn.AppendFrame(dst, ws.OpText, p)
 }
 
 type controlReply struct {
-	Type  string  `json:"type"`
-	Topic string  `json:"topic"`
-	Seq   *uint64 `json:"seq,omitempty"`
+	Type  string          `json:"type"`
+	Topic string          `json:"topic"`
+	Seq   *uint64         `json:"seq,omitempty"`
+	ID    json.RawMessage `json:"id,omitempty"`
 }
 
 type errorReply struct {
-	Type    string `json:"type"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Type    string          `json:"type"`
+	Code    string          `json:"code"`
+	Topic   string          `json:"topic,omitempty"`
+	Message string          `json:"message"`
+	ID      json.RawMessage `json:"id,omitempty"`
 }
 
 func mustJSON(v any) []byte {

@@ -17,6 +17,7 @@ const (
 	opUnsubscribe               // remove cl from topic
 	opLeave                     // remove cl from all of topics
 	opDrained                   // cl's queue emptied: tell it what it lost
+	opReply                     // queue frame, a reply or an error, to cl
 	opStop                      // finish
 )
 
@@ -25,7 +26,7 @@ const (
 type op struct {
 	kind   opKind
 	topic  *Topic
-	frame  []byte   // opDeliver: the message; opUnsubscribe: the reply
+	frame  []byte   // opDeliver: the message; opUnsubscribe, opReply: the reply
 	replay [][]byte // opSubscribe
 	held   bool     // opSubscribe: the connection is held until the replay is sent (wsconn.Conn.Hold)
 	cl     *client
@@ -33,6 +34,7 @@ type op struct {
 
 	seq       uint64 // opDeliver: the message's; opSubscribe: the seq after which messages follow, for the reply
 	recovered bool   // opSubscribe
+	id        []byte // opSubscribe: the client's id for its request, raw JSON, echoed in the reply
 }
 
 const (
@@ -125,7 +127,7 @@ func (s *shard) handle(o op) (stop bool) {
 		// whether what follows is a replay, before any message. It is
 		// built here, in the shard's scratch buffer, and copied only if
 		// the socket does not take it at once.
-		s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered)
+		s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered, o.id)
 		s.reply(o.cl, s.scratch, false)
 		if o.held {
 			// History frames are shared, and go out as the socket drains,
@@ -150,6 +152,8 @@ func (s *shard) handle(o op) (stop bool) {
 			s.remove(t, o.cl)
 		}
 		delete(s.lost, o.cl)
+	case opReply:
+		s.reply(o.cl, o.frame, true)
 	case opDrained:
 		// A copy: tell edits the runs.
 		for _, r := range slices.Clone(s.lost[o.cl]) {
