@@ -80,9 +80,9 @@ type stats struct {
 type serveOptions struct {
 	listen          string
 	workers         int
-	maxMessageBytes int64
-	maxQueueBytes   int
-	maxHeaderBytes  int
+	maxMessageBytes byteSize
+	maxQueueBytes   byteSize
+	maxHeaderBytes  byteSize
 	maxHandshakes   int
 	maxHTTPHandlers int
 	maxConns        int
@@ -102,8 +102,9 @@ type serveOptions struct {
 	idleTimeout      time.Duration
 	frameTimeout     time.Duration
 	pprof            bool
-	maxPublishBytes  int
+	maxPublishBytes  byteSize
 	messageRate      float64
+	byteRate         byteSize
 	messageBurst     int
 
 	noAuth         bool
@@ -121,9 +122,10 @@ type serveOptions struct {
 func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.listen, "listen", ":8080", "`HOST:PORT` to listen on for WebSocket and HTTP")
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines that serve ready connections (0: 2 × GOMAXPROCS, at least 4)")
-	fs.Int64Var(&o.maxMessageBytes, "max-message-bytes", 1<<20, "largest client message in `bytes`, all fragments together; a longer one is closed with 1009")
-	fs.IntVar(&o.maxQueueBytes, "max-queue-bytes", 1<<20, "per-connection write queue limit in `bytes`, each queued frame counting 48 beyond its own; past it the connection stops reading (echo) or is a slow consumer")
-	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 8<<10, "largest HTTP request head in `bytes`; a larger one gets 431")
+	o.maxMessageBytes, o.maxQueueBytes, o.maxHeaderBytes = 1<<20, 1<<20, 8<<10
+	fs.Var(&o.maxMessageBytes, "max-message-bytes", "largest client message in `bytes`, all fragments together; a longer one is closed with 1009 (on /ws, also at most --max-publish-bytes plus 1KiB and --max-topic-bytes)")
+	fs.Var(&o.maxQueueBytes, "max-queue-bytes", "per-connection write queue limit in `bytes`, each queued frame counting 48 beyond its own; past it the connection stops reading (echo) or is a slow consumer")
+	fs.Var(&o.maxHeaderBytes, "max-header-bytes", "largest HTTP request head in `bytes`; a larger one gets 431")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "connections held, upgraded or not; past it new ones get 503 (0: the open-file limit minus 64)")
 	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 0, "connections from one source IP address; past it new ones get 503 (0: no limit; behind a proxy, limit per IP there)")
 	fs.IntVar(&o.maxHandshakes, "max-handshakes", 10000, "connections accepted but not yet upgraded; past it new ones get 503")
@@ -142,8 +144,10 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.pingInterval, "ping-interval", 30*time.Second, "ping a connection after this much silence (0: never)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 75*time.Second, "close a connection (1001) after this much silence; a pong counts as traffic (0: never)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ (for diagnosis; do not expose publicly)")
-	fs.IntVar(&o.maxPublishBytes, "max-publish-bytes", 64<<10, "largest published message data in `bytes` (POST /publish body or publish message data); larger gets 413 or error too_large")
+	o.maxPublishBytes, o.byteRate = 64<<10, 1<<20
+	fs.Var(&o.maxPublishBytes, "max-publish-bytes", "largest published message data in `bytes` (POST /publish body or publish message data); larger gets 413 or error too_large")
 	fs.Float64Var(&o.messageRate, "max-message-rate", 100, "messages per second one /ws client may send (token bucket; 0: no limit); over it a message gets error rate_limited, and a client that keeps on is closed with 1008")
+	fs.Var(&o.byteRate, "max-byte-rate", "`bytes` per second one /ws client may send, counted in the --max-message-rate bucket: a message costs max(1, its bytes × the message rate / this) (0: messages only)")
 	fs.IntVar(&o.messageBurst, "message-burst", 0, "bucket size of --max-message-rate in messages (0: 2 × the rate)")
 
 	fs.BoolVar(&o.noAuth, "no-auth", false, "INSECURE: serve without authentication; anyone may subscribe to and publish on any topic")
@@ -223,12 +227,13 @@ Flags:
 		HistoryAge:       o.historyAge,
 		MaxSubscriptions: o.maxSubscriptions,
 		MaxTopicBytes:    o.maxTopicBytes,
-		MaxDataBytes:     o.maxPublishBytes,
+		MaxDataBytes:     int(o.maxPublishBytes),
 		SlowConsumer:     policy,
 		Auth:             verifier,
 		PublishKey:       o.publishKey,
 		AnonymousPublish: o.anonPublish,
 		MessageRate:      o.messageRate,
+		ByteRate:         float64(o.byteRate),
 		MessageBurst:     o.messageBurst,
 		Logger:           log,
 	})
@@ -326,10 +331,10 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 	echo := o.echo
 	return wsconn.Config{
 		Workers:             o.workers,
-		MaxMessageBytes:     o.maxMessageBytes,
+		MaxMessageBytes:     int64(o.maxMessageBytes),
 		MaxBodyBytes:        int64(o.maxPublishBytes),
-		MaxQueueBytes:       o.maxQueueBytes,
-		MaxHeaderBytes:      o.maxHeaderBytes,
+		MaxQueueBytes:       int(o.maxQueueBytes),
+		MaxHeaderBytes:      int(o.maxHeaderBytes),
 		MaxHandshakes:       o.maxHandshakes,
 		MaxHTTPHandlers:     o.maxHTTPHandlers,
 		MaxConnections:      o.maxConns,

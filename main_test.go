@@ -881,3 +881,41 @@ func TestServeAnonymousPublish(t *testing.T) {
 		_ = pub.Close()
 	}
 }
+
+// TestServeMessageLimits: byte-size flags take KiB/MiB/GiB; /echo takes
+// messages up to --max-message-bytes (1 MiB by default, for conformance
+// suites), while /ws refuses (1009) any message longer than the protocol
+// can accept, a publish of --max-publish-bytes and its envelope, before it
+// is buffered or decoded.
+func TestServeMessageLimits(t *testing.T) {
+	s := startServe(t, "--no-auth", "--max-publish-bytes", "16KiB", "--max-message-bytes", "1MiB", "--max-queue-bytes", "2MiB")
+	big := bytes.Repeat([]byte("x"), 512<<10)
+
+	echo, _, err := gorilla.DefaultDialer.Dial("ws://"+s.addr+"/echo", nil)
+	require.NoError(t, err)
+	defer echo.Close()
+	require.NoError(t, echo.WriteMessage(gorilla.TextMessage, big))
+	_, got, err := echo.ReadMessage()
+	require.NoError(t, err)
+	assert.Len(t, got, len(big), "/echo takes 512 KiB")
+
+	ws, _, err := gorilla.DefaultDialer.Dial("ws://"+s.addr+"/ws", nil)
+	require.NoError(t, err)
+	defer ws.Close()
+	// The largest publish goes through.
+	data := `"` + strings.Repeat("y", 16<<10-2) + `"`
+	require.NoError(t, ws.WriteMessage(gorilla.TextMessage, []byte(`{"type":"publish","topic":"t","data":`+data+`}`)))
+	_, got, err = ws.ReadMessage()
+	require.NoError(t, err)
+	assert.Contains(t, string(got), `"published"`)
+	// 512 KiB is far past it: closed with 1009.
+	require.NoError(t, ws.WriteMessage(gorilla.TextMessage, big))
+	_, _, err = ws.ReadMessage()
+	var ce *gorilla.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, gorilla.CloseMessageTooBig, ce.Code)
+
+	code, _, stderr := runFanout(t, "serve", "--no-auth", "--listen", "127.0.0.1:0", "--max-queue-bytes", "1MB")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "max-queue-bytes")
+}

@@ -315,7 +315,7 @@ func validID(id json.RawMessage) bool {
 // an error frame; the connection stays open.
 func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 	cl.hub().clientMsgs.Add(1)
-	if !cl.allow() {
+	if !cl.allow(len(payload)) {
 		return
 	}
 	if op != ws.OpText {
@@ -344,7 +344,7 @@ func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 	case "publish":
 		cl.publish(req, m.Data)
 	default:
-		cl.sendError(req, CodeUnknownType, "unknown message type "+strconv.Quote(m.Type))
+		cl.sendError(req, CodeUnknownType, "unknown message type "+cl.hub().quote(m.Type))
 	}
 }
 
@@ -409,7 +409,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	name := req.topic
 	switch {
 	case !h.validTopic(name):
-		cl.sendError(req, CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
+		cl.sendError(req, CodeInvalidTopic, "invalid topic name "+h.quote(name))
 		return
 	case !cl.may(req, auth.Identity.CanSubscribe):
 		return
@@ -458,7 +458,7 @@ func (cl *client) unsubscribe(req request) {
 	name := req.topic
 	i := cl.subscribed(name)
 	if i < 0 {
-		cl.sendError(req, CodeNotSubscribed, "not subscribed to "+strconv.Quote(name))
+		cl.sendError(req, CodeNotSubscribed, "not subscribed to "+cl.hub().quote(name))
 		return
 	}
 	h := cl.hub()
@@ -495,7 +495,7 @@ func (cl *client) publish(req request, data json.RawMessage) {
 	case nil:
 		cl.send(controlFrame(controlReply{Type: "published", Topic: name, Seq: &seq, ID: req.id}))
 	case ErrInvalidTopic:
-		cl.sendError(req, CodeInvalidTopic, "invalid topic name "+strconv.Quote(name))
+		cl.sendError(req, CodeInvalidTopic, "invalid topic name "+h.quote(name))
 	case ErrInvalidData:
 		cl.sendError(req, CodeInvalidData, "publish needs data, a JSON value")
 	case ErrTooLarge:
@@ -524,11 +524,33 @@ func (cl *client) may(req request, can func(auth.Identity, string) bool) bool {
 	return false
 }
 
+// MaxMessageBytes is the largest message the protocol can accept
+// (wsconn.MessageLimiter): a publish of MaxDataBytes, with room for the rest
+// of the message. A longer one is refused (1009) as it arrives, never
+// buffered or decoded.
+func (cl *client) MaxMessageBytes() int64 {
+	cfg := &cl.hub().cfg
+	return int64(cfg.MaxDataBytes) + int64(cfg.MaxTopicBytes) + envelopeBytes
+}
+
+// envelopeBytes is what a client message may hold beyond its data and topic:
+// keys, type, since, epoch, id and some whitespace.
+const envelopeBytes = 1 << 10
+
+// quote quotes s, part of a client message, for an error message: at most
+// MaxTopicBytes of it, so that an error never echoes much of its input.
+func (h *Hub) quote(s string) string {
+	if len(s) > h.cfg.MaxTopicBytes {
+		return strconv.Quote(s[:h.cfg.MaxTopicBytes]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
 // allow takes a message from the client's rate bucket. Over the rate, the
 // message is refused with an error frame and the bucket goes into debt;
 // a client whose debt reaches a whole burst is closed with 1008, since it
 // kept sending after it was told.
-func (cl *client) allow() bool {
+func (cl *client) allow(size int) bool {
 	h := cl.hub()
 	rate := h.cfg.MessageRate
 	if rate <= 0 {
@@ -541,24 +563,38 @@ func (cl *client) allow() bool {
 	}
 	cl.tokens = min(burst, cl.tokens+float32(float64(now-cl.filled)*rate/1000))
 	cl.filled = now
-	if cl.tokens >= 1 {
-		cl.tokens--
+	cost := float32(1)
+	if h.cfg.ByteRate > 0 {
+		// Bytes count in the same bucket: a message costs the share of
+		// a second its bytes take at ByteRate, in messages at MessageRate.
+		cost = max(1, float32(float64(size)*rate/h.cfg.ByteRate))
+	}
+	if cl.tokens >= cost {
+		cl.tokens -= cost
 		return true
 	}
-	cl.tokens--
+	cl.tokens -= cost
 	if cl.tokens <= -burst {
 		h.rateCloses.Add(1)
 		cl.conn.Close(CloseRateLimit, "message rate exceeded")
 		return false
 	}
 	h.rateLimited.Add(1)
-	cl.sendError(request{}, CodeRateLimited, "over "+strconv.FormatFloat(rate, 'g', -1, 64)+" messages per second; message dropped")
+	limit := strconv.FormatFloat(rate, 'g', -1, 64) + " messages"
+	if h.cfg.ByteRate > 0 {
+		limit += " or " + strconv.FormatFloat(h.cfg.ByteRate, 'g', -1, 64) + " bytes"
+	}
+	cl.sendError(request{}, CodeRateLimited, "over "+limit+" per second; message dropped")
 	return false
 }
 
 // sendError sends an error frame that answers req.
 func (cl *client) sendError(req request, code, message string) {
-	cl.send(controlFrame(errorReply{Type: "error", Code: code, Topic: req.topic, Message: message, ID: req.id}))
+	topic := req.topic
+	if n := cl.hub().cfg.MaxTopicBytes; len(topic) > n {
+		topic = topic[:n] // no valid topic is longer: no use echoing more
+	}
+	cl.send(controlFrame(errorReply{Type: "error", Code: code, Topic: topic, Message: message, ID: req.id}))
 }
 
 // send queues frame, a reply or an error, through the client's shard: behind

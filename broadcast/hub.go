@@ -95,6 +95,11 @@ type Config struct {
 	// MessageBurst is the bucket size of MessageRate. Default: 2 ×
 	// MessageRate, at least 1.
 	MessageBurst int
+	// ByteRate limits the bytes a client sends, per second, in the same
+	// bucket as MessageRate (and only with it): a message costs
+	// max(1, its bytes × MessageRate / ByteRate) of the bucket. Zero: every
+	// message costs 1.
+	ByteRate float64
 	// Logger receives the hub's logs. Default: slog.Default().
 	Logger *slog.Logger
 }

@@ -35,6 +35,14 @@ type Handler interface {
 	OnClose(c *Conn)
 }
 
+// A MessageLimiter is a Handler whose messages have a size limit of their
+// own, below Config.MaxMessageBytes: a protocol whose messages cannot be
+// valid past some size has them refused (1009) as they arrive, before they
+// are buffered, let alone parsed.
+type MessageLimiter interface {
+	MaxMessageBytes() int64
+}
+
 // A Drainer is a Handler that wants to know when a connection's write queue
 // has emptied after Conn.NotifyDrain. OnDrain is called on the connection's
 // worker, like the Handler's other methods, and must not block.

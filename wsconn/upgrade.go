@@ -101,6 +101,11 @@ func (c *Conn) readHandshake(p []byte) {
 	c.deadline = 0
 	c.lastSeen = c.srv.ticks()
 	c.handler = handler
+	if l, ok := handler.(MessageLimiter); ok {
+		if n := l.MaxMessageBytes(); n > 0 && n < c.rd.maxMessageBytes {
+			c.rd.maxMessageBytes = n
+		}
+	}
 	c.enqueueCopyLocked(resp) // resp belongs to the pooled upgrader
 	c.mu.Unlock()
 	handler.OnOpen(c)
