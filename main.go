@@ -97,6 +97,8 @@ type serveOptions struct {
 	historyAge       time.Duration
 	maxSubscriptions int
 	maxTopicBytes    int
+	maxTopics        int
+	maxHistoryBytes  byteSize
 	slowConsumer     string
 	pingInterval     time.Duration
 	idleTimeout      time.Duration
@@ -140,6 +142,9 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.historyAge, "history-age", 5*time.Minute, "how long a message stays in a topic's history")
 	fs.IntVar(&o.maxSubscriptions, "max-subscriptions", 100, "topics one connection may subscribe to")
 	fs.IntVar(&o.maxTopicBytes, "max-topic-bytes", 128, "longest topic name; names are ASCII letters, digits and -_.:@/")
+	fs.IntVar(&o.maxTopics, "max-topics", 100_000, "topics the server holds; a publish or subscribe that would create one more is refused (503, error too_many_topics)")
+	o.maxHistoryBytes = 256 << 20
+	fs.Var(&o.maxHistoryBytes, "max-history-bytes", "history of all topics together in `bytes`, each message counting 64 beyond its own; past it the oldest messages, whichever their topic, are dropped (0: no bound but --history-size and --history-age)")
 	fs.StringVar(&o.slowConsumer, "slow-consumer", "disconnect", "`policy` for a subscriber whose write queue is full: disconnect (close code 4008) or drop (skip the message; a dropped notice tells the client)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", 30*time.Second, "ping a connection after this much silence (0: never)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 75*time.Second, "close a connection (1001) after this much silence; a pong counts as traffic (0: never)")
@@ -227,6 +232,8 @@ Flags:
 		HistoryAge:       o.historyAge,
 		MaxSubscriptions: o.maxSubscriptions,
 		MaxTopicBytes:    o.maxTopicBytes,
+		MaxTopics:        o.maxTopics,
+		MaxHistoryBytes:  historyBytes(o.maxHistoryBytes),
 		MaxDataBytes:     int(o.maxPublishBytes),
 		SlowConsumer:     policy,
 		Auth:             verifier,
@@ -358,4 +365,13 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 		HTTP:   mux,
 		Logger: log,
 	}
+}
+
+// historyBytes maps --max-history-bytes to broadcast.Config.MaxHistoryBytes,
+// where 0 means the default and a negative value no bound.
+func historyBytes(b byteSize) int64 {
+	if b == 0 {
+		return -1
+	}
+	return int64(b)
 }

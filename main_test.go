@@ -433,6 +433,7 @@ func TestServeCommandLine(t *testing.T) {
 		"-max-handshakes", "-handshake-timeout", "-shutdown-timeout", "-echo", "-log-level",
 		"-shards", "-history-size", "-history-age", "-max-subscriptions", "-max-topic-bytes",
 		"-slow-consumer", "-ping-interval", "-idle-timeout", "-frame-timeout",
+		"-max-topics", "-max-history-bytes", "-max-byte-rate",
 	} {
 		assert.Regexp(t, `(?m)^  `+flag+`( |$)`, stderr, "serve --help lists %s", flag)
 	}

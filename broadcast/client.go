@@ -30,6 +30,7 @@ const (
 	CodeTokenExpired         = "token_expired"          // the token's exp has passed; reconnect with a new one
 	CodeRateLimited          = "rate_limited"           // over the message rate; the message was not handled
 	CodeTooLarge             = "too_large"              // publish data over the size limit
+	CodeTooManyTopics        = "too_many_topics"        // the topic does not exist and the server holds its limit of topics
 )
 
 // CloseTokenExpired is the close code of a connection whose token's exp
@@ -433,7 +434,15 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	if held {
 		cl.conn.Hold()
 	}
-	t := h.lockTopic(name)
+	t, err := h.lockTopic(name)
+	if err != nil {
+		if held {
+			_ = cl.conn.SendReplay(nil) // releases the hold
+		}
+		h.exit()
+		cl.sendError(req, CodeTooManyTopics, "topic limit of "+strconv.Itoa(h.cfg.MaxTopics)+" reached; not subscribed to "+h.quote(name))
+		return
+	}
 	// The reply's seq is the one after which messages follow: since, if
 	// what came after it is replayed; otherwise the topic's latest.
 	seq := t.seq
@@ -498,6 +507,8 @@ func (cl *client) publish(req request, data json.RawMessage) {
 		cl.sendError(req, CodeInvalidTopic, "invalid topic name "+h.quote(name))
 	case ErrInvalidData:
 		cl.sendError(req, CodeInvalidData, "publish needs data, a JSON value")
+	case ErrTooManyTopics:
+		cl.sendError(req, CodeTooManyTopics, "topic limit of "+strconv.Itoa(h.cfg.MaxTopics)+" reached; not published to "+h.quote(name))
 	case ErrTooLarge:
 		cl.sendError(req, CodeTooLarge, "data is larger than "+strconv.Itoa(cl.hub().cfg.MaxDataBytes)+" bytes")
 	default:

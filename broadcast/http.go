@@ -51,6 +51,9 @@ func (h *Hub) PublishHandler() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid or missing topic"})
 		case ErrInvalidData:
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body is not valid JSON"})
+		case ErrTooManyTopics:
+			w.Header().Set("Retry-After", "10")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "topic limit reached: the topic does not exist and the server holds --max-topics"})
 		case ErrTooLarge:
 			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body is larger than " + strconv.Itoa(h.cfg.MaxDataBytes) + " bytes"})
 		default:

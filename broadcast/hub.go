@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,15 @@ type Config struct {
 	// MessageBurst is the bucket size of MessageRate. Default: 2 ×
 	// MessageRate, at least 1.
 	MessageBurst int
+	// MaxTopics bounds the topics the hub holds. A publish or subscribe
+	// that would create one more is refused (ErrTooManyTopics). Default:
+	// 100,000.
+	MaxTopics int
+	// MaxHistoryBytes bounds the history of all topics together, each
+	// entry counting its frame and 64 bytes; past it the oldest entries,
+	// whichever their topic, are dropped. Default: 256 MiB; negative: no
+	// bound but HistorySize and HistoryAge.
+	MaxHistoryBytes int64
 	// ByteRate limits the bytes a client sends, per second, in the same
 	// bucket as MessageRate (and only with it): a message costs
 	// max(1, its bytes × MessageRate / ByteRate) of the bucket. Zero: every
@@ -126,6 +136,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.MaxDataBytes <= 0 {
 		cfg.MaxDataBytes = 64 << 10
 	}
+	if cfg.MaxTopics <= 0 {
+		cfg.MaxTopics = 100_000
+	}
+	if cfg.MaxHistoryBytes == 0 {
+		cfg.MaxHistoryBytes = 256 << 20
+	}
 	if cfg.MessageRate > 0 && cfg.MessageBurst <= 0 {
 		cfg.MessageBurst = max(1, int(2*cfg.MessageRate))
 	}
@@ -140,7 +156,10 @@ var (
 	ErrInvalidTopic = errors.New("broadcast: invalid topic name")
 	ErrInvalidData  = errors.New("broadcast: data is not valid JSON")
 	ErrTooLarge     = errors.New("broadcast: data is larger than MaxDataBytes")
-	ErrClosed       = errors.New("broadcast: hub closed")
+	// ErrTooManyTopics: the topic does not exist, and the hub holds
+	// MaxTopics already.
+	ErrTooManyTopics = errors.New("broadcast: topic limit reached")
+	ErrClosed        = errors.New("broadcast: hub closed")
 )
 
 // Hub holds the topics and fans each published message out to their
@@ -152,6 +171,7 @@ type Hub struct {
 
 	mu     sync.RWMutex // guards topics
 	topics map[string]*Topic
+	budget *historyBudget
 
 	// gate is held (read) by everything that sends ops to the shards, and
 	// taken (write) by Close, so that no op is sent after the shards stop.
@@ -173,6 +193,7 @@ type Hub struct {
 	rateLimited   atomic.Uint64
 	rateCloses    atomic.Uint64
 	expiryCloses  atomic.Uint64
+	topicsRefused atomic.Uint64
 }
 
 // New starts a hub with cfg. Close stops it.
@@ -182,6 +203,7 @@ func New(cfg Config) *Hub {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		topics:  make(map[string]*Topic),
+		budget:  newHistoryBudget(cfg.MaxHistoryBytes),
 		stop:    make(chan struct{}),
 		started: time.Now(),
 	}
@@ -211,32 +233,41 @@ func (h *Hub) validTopic(name string) bool {
 	return len(name) > 0 && len(name) <= h.cfg.MaxTopicBytes && auth.TopicChars(name)
 }
 
-// topic returns the named topic, creating it if need be.
-func (h *Hub) topic(name string) *Topic {
+// topic returns the named topic, creating it if need be and MaxTopics
+// allows.
+func (h *Hub) topic(name string) (*Topic, error) {
 	h.mu.RLock()
 	t := h.topics[name]
 	h.mu.RUnlock()
 	if t != nil {
-		return t
+		return t, nil
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if t = h.topics[name]; t == nil {
+		if len(h.topics) >= h.cfg.MaxTopics {
+			h.topicsRefused.Add(1)
+			return nil, ErrTooManyTopics
+		}
 		t = &Topic{name: name, epoch: newEpoch()}
+		t.floor.Store(1)
 		h.topics[name] = t
 	}
-	return t
+	return t, nil
 }
 
 // lockTopic returns the named topic, created if need be, with its lock
 // held. A topic that expireLoop dropped meanwhile is dead, and the lookup is
 // retried, so nothing is published to or subscribed on a forgotten topic.
-func (h *Hub) lockTopic(name string) *Topic {
+func (h *Hub) lockTopic(name string) (*Topic, error) {
 	for {
-		t := h.topic(name)
+		t, err := h.topic(name)
+		if err != nil {
+			return nil, err
+		}
 		t.mu.Lock()
 		if !t.dead {
-			return t
+			return t, nil
 		}
 		t.mu.Unlock()
 	}
@@ -284,11 +315,17 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 	}
 	defer h.exit()
 	now := time.Now().UnixNano()
-	t := h.lockTopic(topic)
-	defer t.mu.Unlock()
+	t, err := h.lockTopic(topic)
+	if err != nil {
+		return 0, nil, err
+	}
 	t.seq++
 	frame := compile(topic, t.seq, data)
-	t.history.push(entry{seq: t.seq, at: now, frame: frame}, h.cfg.HistorySize)
+	if h.cfg.HistorySize > 0 {
+		freed := t.history.push(entry{seq: t.seq, at: now, frame: frame}, h.cfg.HistorySize)
+		h.budget.charge(t, t.seq, len(frame), freed)
+		t.floor.Store(t.history.floor(t.seq))
+	}
 	h.published.Add(1)
 	// Under t.mu, so every shard sees this topic's messages in seq order;
 	// post never blocks, so no worker waits for a shard with t.mu held.
@@ -297,7 +334,11 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 			rooms = append(rooms, room)
 		}
 	}
-	return t.seq, rooms, nil
+	seq = t.seq
+	t.mu.Unlock()
+	// Past MaxHistoryBytes the oldest history goes, with no lock held.
+	h.budget.trim()
+	return seq, rooms, nil
 }
 
 // expireLoop drops expired history and forgets topics with neither
@@ -315,10 +356,12 @@ func (h *Hub) expireLoop() {
 		h.mu.Lock()
 		for name, tp := range h.topics {
 			tp.mu.Lock()
-			tp.history.expire(cutoff)
+			h.budget.release(tp.history.expire(cutoff))
+			tp.floor.Store(tp.history.floor(tp.seq))
 			if tp.history.n == 0 && tp.subscribers.Load() == 0 {
 				// Its history starts afresh if it comes back: new epoch.
 				tp.dead = true
+				tp.floor.Store(math.MaxUint64)
 				delete(h.topics, name)
 			}
 			tp.mu.Unlock()
@@ -360,6 +403,9 @@ type Stats struct {
 	RateLimited     uint64 `json:"rate_limited"`        // client messages refused for their rate
 	RateCloses      uint64 `json:"rate_limit_closes"`   // connections closed 1008 for sustained abuse
 	ExpiryCloses    uint64 `json:"token_expiry_closes"` // connections closed 4001 at their token's exp
+	TopicsRefused   uint64 `json:"topics_refused"`      // publishes and subscribes refused at MaxTopics
+	HistoryBytes    int64  `json:"history_bytes"`       // history held, as MaxHistoryBytes counts it
+	HistoryEvicted  uint64 `json:"history_evicted"`     // entries dropped, oldest first, for MaxHistoryBytes
 }
 
 // Stats returns the hub's counters.
@@ -379,6 +425,9 @@ func (h *Hub) Stats() Stats {
 		RateLimited:    h.rateLimited.Load(),
 		RateCloses:     h.rateCloses.Load(),
 		ExpiryCloses:   h.expiryCloses.Load(),
+		TopicsRefused:  h.topicsRefused.Load(),
+		HistoryBytes:   h.budget.bytes.Load(),
+		HistoryEvicted: h.budget.evicted.Load(),
 	}
 	for _, s := range h.shards {
 		st.Deliveries += s.deliveries.Load()

@@ -153,6 +153,13 @@ func (s *shard) handle(o op) (stop bool) {
 		}
 		delete(s.lost, o.cl)
 	case opReply:
+		// What it lost comes first, past the limit if need be: a
+		// published reply must not come before the notice of the very
+		// message it answers.
+		for _, r := range s.lost[o.cl] {
+			s.reply(o.cl, appendDropped(nil, r), true)
+		}
+		delete(s.lost, o.cl)
 		s.reply(o.cl, o.frame, true)
 	case opDrained:
 		// A copy: tell edits the runs.
@@ -244,14 +251,18 @@ func (s *shard) forget(cl *client, t *Topic) (lostRange, bool) {
 // to tell or the notice is queued; false if the queue had no room for it,
 // and the run stays (NotifyDrain is pending).
 func (s *shard) tell(cl *client, t *Topic) bool {
-	r, ok := s.forget(cl, t)
-	if !ok {
+	i := slices.IndexFunc(s.lost[cl], func(r lostRange) bool { return r.topic == t })
+	if i < 0 {
 		return true
 	}
-	if s.queue(cl, appendDropped(nil, r)) != nil {
-		s.lost[cl] = append(s.lost[cl], r)
+	// Built in scratch, and copied only if the socket does not take it at
+	// once: a notice refused for want of room, again and again while a
+	// flood lasts, costs no allocation.
+	s.scratch = appendDropped(s.scratch[:0], s.lost[cl][i])
+	if cl.conn.SendCopy(s.scratch) != nil {
 		return false
 	}
+	s.forget(cl, t)
 	return true
 }
 

@@ -22,6 +22,11 @@ type Topic struct {
 	seq     uint64     // of the last message published
 	dead    bool       // dropped from the hub; look the name up again
 	history history
+
+	// floor is the seq of the oldest entry history holds (seq+1 when it
+	// holds none; the maximum once dead): the history budget's records
+	// below it are stale. Written under mu, read without it.
+	floor atomic.Uint64
 }
 
 // Name returns the topic's name.
@@ -35,21 +40,35 @@ type entry struct {
 }
 
 // history is a ring of the last messages of a topic, bounded in count and
-// age.
+// age, and with all topics' in bytes (historyBudget).
 type history struct {
 	ring  []entry
 	start int // index of the oldest entry
 	n     int
 }
 
-func (h *history) push(e entry, limit int) {
+// historyFreed is what history dropped: entries, and their bytes as the
+// budget charges them.
+type historyFreed struct {
+	entries int64
+	bytes   int64
+}
+
+func (f *historyFreed) add(e *entry) {
+	f.entries++
+	f.bytes += int64(len(e.frame) + entryOverhead)
+}
+
+// push appends e, dropping the oldest entry if the ring holds limit
+// entries already, and returns what it dropped.
+func (h *history) push(e entry, limit int) (freed historyFreed) {
 	if limit <= 0 {
-		return
+		return freed
 	}
 	if h.n < len(h.ring) {
 		h.ring[(h.start+h.n)%len(h.ring)] = e
 		h.n++
-		return
+		return freed
 	}
 	if len(h.ring) < limit {
 		// Grow by doubling up to the limit: a quiet topic keeps a small ring.
@@ -60,23 +79,48 @@ func (h *history) push(e entry, limit int) {
 		h.ring, h.start = ring, 0
 		h.ring[h.n] = e
 		h.n++
-		return
+		return freed
 	}
 	// Full: the newest replaces the oldest.
+	freed.add(&h.ring[h.start])
 	h.ring[h.start] = e
 	h.start = (h.start + 1) % len(h.ring)
+	return freed
 }
 
 // expire drops entries published before cutoff.
-func (h *history) expire(cutoff int64) {
+func (h *history) expire(cutoff int64) (freed historyFreed) {
 	for h.n > 0 && h.ring[h.start].at < cutoff {
-		h.ring[h.start] = entry{}
-		h.start = (h.start + 1) % len(h.ring)
-		h.n--
+		h.dropFirst(&freed)
 	}
+	return freed
+}
+
+// dropOldest drops the oldest entry if it is seq's.
+func (h *history) dropOldest(seq uint64) (freed historyFreed) {
+	if h.n > 0 && h.ring[h.start].seq == seq {
+		h.dropFirst(&freed)
+	}
+	return freed
+}
+
+func (h *history) dropFirst(freed *historyFreed) {
+	freed.add(&h.ring[h.start])
+	h.ring[h.start] = entry{}
+	h.start = (h.start + 1) % len(h.ring)
+	h.n--
 	if h.n == 0 {
 		h.ring, h.start = nil, 0
 	}
+}
+
+// floor returns the seq of the oldest entry, or last+1 if there is none;
+// last is the topic's seq.
+func (h *history) floor(last uint64) uint64 {
+	if h.n == 0 {
+		return last + 1
+	}
+	return h.ring[h.start].seq
 }
 
 // since returns the frames of the messages after seq, in order, and whether
