@@ -378,7 +378,7 @@ func (cl *client) OnClose(*wsconn.Conn) {
 		return
 	}
 	for _, t := range cl.topics {
-		t.subscribers.Add(-1)
+		t.leave(cl.shard)
 	}
 	h.subscriptions.Add(-int64(len(cl.topics)))
 	if h.enter() {
@@ -454,7 +454,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 			seq = *since
 		}
 	}
-	t.subscribers.Add(1)
+	t.join(cl.shard)
 	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, seq: seq, recovered: recovered, id: req.id})
 	t.mu.Unlock()
 	h.exit()
@@ -473,7 +473,7 @@ func (cl *client) unsubscribe(req request) {
 	h := cl.hub()
 	t := cl.topics[i]
 	cl.topics = append(cl.topics[:i], cl.topics[i+1:]...)
-	t.subscribers.Add(-1)
+	t.leave(cl.shard)
 	h.subscriptions.Add(-1)
 	if !h.enter() {
 		return

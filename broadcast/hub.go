@@ -209,7 +209,7 @@ func New(cfg Config) *Hub {
 	}
 	h.shards = make([]*shard, cfg.Shards)
 	for i := range h.shards {
-		h.shards[i] = newShard(h)
+		h.shards[i] = newShard(h, i)
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
@@ -249,7 +249,7 @@ func (h *Hub) topic(name string) (*Topic, error) {
 			h.topicsRefused.Add(1)
 			return nil, ErrTooManyTopics
 		}
-		t = &Topic{name: name, epoch: newEpoch()}
+		t = &Topic{name: name, epoch: newEpoch(), inShard: make([]atomic.Int32, len(h.shards))}
 		t.floor.Store(1)
 		h.topics[name] = t
 	}
@@ -329,7 +329,10 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 	h.published.Add(1)
 	// Under t.mu, so every shard sees this topic's messages in seq order;
 	// post never blocks, so no worker waits for a shard with t.mu held.
-	for _, s := range h.shards {
+	for i, s := range h.shards {
+		if t.inShard[i].Load() == 0 {
+			continue // no subscriber of t there: a publish costs only the shards it needs
+		}
 		if room := s.post(op{kind: opDeliver, topic: t, frame: frame, seq: t.seq}); room != nil {
 			rooms = append(rooms, room)
 		}
@@ -343,9 +346,15 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 
 // expireLoop drops expired history and forgets topics with neither
 // subscribers nor history, so that a topic's memory goes with its use.
+//
+// It never stops the world: the topic map's lock is held to copy the list
+// of topics (shared with publishers, who only read it) and then, a batch
+// at a time, to forget the unused ones; each topic is expired under its own
+// lock alone.
 func (h *Hub) expireLoop() {
 	t := time.NewTicker(min(h.cfg.HistoryAge/4, 10*time.Second))
 	defer t.Stop()
+	var all, unused []*Topic
 	for {
 		select {
 		case <-h.stop:
@@ -353,20 +362,50 @@ func (h *Hub) expireLoop() {
 		case <-t.C:
 		}
 		cutoff := time.Now().Add(-h.cfg.HistoryAge).UnixNano()
-		h.mu.Lock()
-		for name, tp := range h.topics {
+		all = all[:0]
+		h.mu.RLock()
+		for _, tp := range h.topics {
+			all = append(all, tp)
+		}
+		h.mu.RUnlock()
+		unused = unused[:0]
+		for _, tp := range all {
 			tp.mu.Lock()
 			h.budget.release(tp.history.expire(cutoff))
 			tp.floor.Store(tp.history.floor(tp.seq))
 			if tp.history.n == 0 && tp.subscribers.Load() == 0 {
-				// Its history starts afresh if it comes back: new epoch.
-				tp.dead = true
-				tp.floor.Store(math.MaxUint64)
-				delete(h.topics, name)
+				unused = append(unused, tp)
 			}
 			tp.mu.Unlock()
 		}
-		h.mu.Unlock()
+		for i := 0; i < len(unused); i += expireBatch {
+			h.forget(unused[i:min(i+expireBatch, len(unused))])
+		}
+		// No topic is kept alive by the lists until the next sweep.
+		clear(all)
+		clear(unused)
+	}
+}
+
+// expireBatch bounds the topics forgotten under one hold of the topic map's
+// write lock.
+const expireBatch = 256
+
+// forget drops the topics of batch that are still unused: with neither
+// history nor subscribers. A publish or subscribe since the sweep looked
+// keeps its topic.
+func (h *Hub) forget(batch []*Topic) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, tp := range batch {
+		tp.mu.Lock()
+		if !tp.dead && tp.history.n == 0 && tp.subscribers.Load() == 0 {
+			// Its history starts afresh if it comes back: new epoch.
+			tp.dead = true
+			tp.floor.Store(math.MaxUint64)
+			delete(h.topics, tp.name)
+		}
+		tp.mu.Unlock()
 	}
 }
 

@@ -46,6 +46,7 @@ const (
 // the order it was sent.
 type shard struct {
 	hub   *Hub
+	idx   int // in Hub.shards
 	inbox *inbox
 	subs  map[*Topic][]*client
 
@@ -70,8 +71,8 @@ type lostRange struct {
 	from, to uint64
 }
 
-func newShard(h *Hub) *shard {
-	return &shard{hub: h, inbox: newInbox(h.cfg.InboxLen), subs: make(map[*Topic][]*client), lost: make(map[*client][]lostRange)}
+func newShard(h *Hub, idx int) *shard {
+	return &shard{hub: h, idx: idx, inbox: newInbox(h.cfg.InboxLen), subs: make(map[*Topic][]*client), lost: make(map[*client][]lostRange)}
 }
 
 // post sends o to the shard without blocking. When the shard is behind it

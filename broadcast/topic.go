@@ -17,6 +17,9 @@ type Topic struct {
 	epoch string // changes whenever the topic's history starts afresh
 
 	subscribers atomic.Int64 // subscriptions held by clients
+	// inShard counts the subscriptions of each shard (by shard.idx): a
+	// publish goes only to the shards with subscribers.
+	inShard []atomic.Int32
 
 	mu      sync.Mutex // orders publishes and subscribes
 	seq     uint64     // of the last message published
@@ -27,6 +30,21 @@ type Topic struct {
 	// holds none; the maximum once dead): the history budget's records
 	// below it are stale. Written under mu, read without it.
 	floor atomic.Uint64
+}
+
+// join counts a subscription of a client of s. t.mu is held, so that a
+// publish after it sees it.
+func (t *Topic) join(s *shard) {
+	t.subscribers.Add(1)
+	t.inShard[s.idx].Add(1)
+}
+
+// leave uncounts a subscription of a client of s. A publish that misses it
+// posts to s for nothing; one that still sees it posts a message that s,
+// which removes the subscriber in order, does not deliver.
+func (t *Topic) leave(s *shard) {
+	t.subscribers.Add(-1)
+	t.inShard[s.idx].Add(-1)
 }
 
 // Name returns the topic's name.
@@ -96,9 +114,13 @@ func (h *history) expire(cutoff int64) (freed historyFreed) {
 	return freed
 }
 
-// dropOldest drops the oldest entry if it is seq's.
+// dropOldest drops the entries up to seq. The budget pops a topic's
+// records in seq order, so when two trims race, the one that pops the
+// later record may take the topic's lock first: it drops the earlier entry
+// too (its record is then stale), or the later entry would be left with no
+// record, never to be evicted.
 func (h *history) dropOldest(seq uint64) (freed historyFreed) {
-	if h.n > 0 && h.ring[h.start].seq == seq {
+	for h.n > 0 && h.ring[h.start].seq <= seq {
 		h.dropFirst(&freed)
 	}
 	return freed
@@ -109,8 +131,18 @@ func (h *history) dropFirst(freed *historyFreed) {
 	h.ring[h.start] = entry{}
 	h.start = (h.start + 1) % len(h.ring)
 	h.n--
-	if h.n == 0 {
+	switch {
+	case h.n == 0:
 		h.ring, h.start = nil, 0
+	case len(h.ring) > 64 && h.n < len(h.ring)/4:
+		// Mostly empty, as the budget leaves a topic: a smaller ring, so
+		// that its slots, which the budget does not charge, stay within
+		// a few times the entries it does.
+		ring := make([]entry, 2*h.n)
+		for i := range h.n {
+			ring[i] = h.ring[(h.start+i)%len(h.ring)]
+		}
+		h.ring, h.start = ring, 0
 	}
 }
 
