@@ -77,7 +77,7 @@ func TestWalkQueryBounded(t *testing.T) {
 	assert.Equal(t, 2700, n)
 
 	h.cfg.MaxSubscriptions = 100
-	assert.ErrorIs(t, h.walkQuery(q, func(querySub) {}), errTooManyTopics)
+	assert.ErrorIs(t, h.walkQuery(q, func(querySub) {}), errQueryTooLong)
 }
 
 // BenchmarkWalkQuery walks an 8 KiB-ish query of 2,700 topics, each with a

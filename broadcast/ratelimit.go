@@ -1,0 +1,47 @@
+package broadcast
+
+import (
+	"strconv"
+)
+
+// allow takes a message from the client's rate bucket. Over the rate, the
+// message is refused with an error frame and the bucket goes into debt;
+// a client whose debt reaches a whole burst is closed with 1008, since it
+// kept sending after it was told.
+func (cl *client) allow(size int) bool {
+	h := cl.hub()
+	rate := h.cfg.MessageRate
+	if rate <= 0 {
+		return true
+	}
+	now := h.clock()
+	burst := float32(h.cfg.MessageBurst)
+	if cl.tokens <= -burst {
+		return false // closing already
+	}
+	cl.tokens = min(burst, cl.tokens+float32(float64(now-cl.filled)*rate/1000))
+	cl.filled = now
+	cost := float32(1)
+	if h.cfg.ByteRate > 0 {
+		// Bytes count in the same bucket: a message costs the share of
+		// a second its bytes take at ByteRate, in messages at MessageRate.
+		cost = max(1, float32(float64(size)*rate/h.cfg.ByteRate))
+	}
+	if cl.tokens >= cost {
+		cl.tokens -= cost
+		return true
+	}
+	cl.tokens -= cost
+	if cl.tokens <= -burst {
+		h.rateCloses.Add(1)
+		cl.conn.Close(CloseRateLimit, "message rate exceeded")
+		return false
+	}
+	h.rateLimited.Add(1)
+	limit := strconv.FormatFloat(rate, 'g', -1, 64) + " messages"
+	if h.cfg.ByteRate > 0 {
+		limit += " or " + strconv.FormatFloat(h.cfg.ByteRate, 'g', -1, 64) + " bytes"
+	}
+	cl.sendError(request{}, CodeRateLimited, "over "+limit+" per second; message dropped")
+	return false
+}
