@@ -180,6 +180,7 @@ Runs the server. On one port:
   GET  /ws?topics=a,b&since=a:41   WebSocket subscriber (wire protocol v1, see README)
   POST /publish?topic=a            publish the JSON body; 202 {"seq":N}
   GET  /stats                      counters as JSON
+  GET  /metrics                    the same, and Go and process metrics, for Prometheus
   GET  /healthz                    200 ok
   GET  /echo                       WebSocket echo (unless --echo=false)
 
@@ -321,6 +322,7 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.Handle("/publish", hub.PublishHandler())
+	mux.Handle("GET /metrics", metricsHandler(srv, hub))
 	if o.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -29,6 +29,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 	gorilla "github.com/gorilla/websocket"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -919,4 +921,78 @@ func TestServeMessageLimits(t *testing.T) {
 	code, _, stderr := runFanout(t, "serve", "--no-auth", "--listen", "127.0.0.1:0", "--max-queue-bytes", "1MB")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "max-queue-bytes")
+}
+
+// TestServeMetrics: GET /metrics is Prometheus text that a Prometheus
+// parser reads, with the server's, the hub's, Go's and the process's
+// metrics, and they move with traffic.
+func TestServeMetrics(t *testing.T) {
+	s := startServe(t, "--no-auth")
+	c, _, err := gorilla.DefaultDialer.Dial("ws://"+s.addr+"/ws?topics=m", nil)
+	require.NoError(t, err)
+	defer c.Close()
+	_, _, err = c.ReadMessage() // subscribed
+	require.NoError(t, err)
+	resp, err := httpClient.Post("http://"+s.addr+"/publish?topic=m", "application/json", strings.NewReader(`{"x":1}`))
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	_, _, err = c.ReadMessage() // the message
+	require.NoError(t, err)
+	_, resp404, err := gorilla.DefaultDialer.Dial("ws://"+s.addr+"/nope", nil)
+	require.Error(t, err)
+	require.Equal(t, http.StatusNotFound, resp404.StatusCode)
+
+	resp, err = httpClient.Get("http://" + s.addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	value := func(name string, labels ...string) float64 {
+		t.Helper()
+		f, ok := families[name]
+		require.True(t, ok, "metric %s", name)
+	metrics:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		t.Fatalf("metric %s%v not found", name, labels)
+		return 0
+	}
+	assert.Equal(t, 1.0, value("fanout_websockets"))
+	assert.GreaterOrEqual(t, value("fanout_connections"), 1.0)
+	assert.Equal(t, 1.0, value("fanout_handshakes_total", "outcome", "101"))
+	assert.Equal(t, 1.0, value("fanout_handshakes_total", "outcome", "404"))
+	assert.Equal(t, 1.0, value("fanout_publishes_total"))
+	assert.Equal(t, 1.0, value("fanout_deliveries_total"))
+	assert.Equal(t, 1.0, value("fanout_fanout_latency_seconds"))
+	assert.Equal(t, 1.0, value("fanout_topics"))
+	assert.Equal(t, 1.0, value("fanout_history_messages"))
+	assert.Positive(t, value("fanout_history_bytes"))
+	assert.Equal(t, 1.0, value("fanout_subscriptions"))
+	for _, name := range []string{
+		"fanout_queued_bytes", "fanout_drops_total", "fanout_slow_consumer_disconnects_total",
+		"fanout_messages_in_total", "fanout_handshakes_in_flight", "fanout_history_evicted_total",
+		"go_goroutines", "process_resident_memory_bytes",
+	} {
+		value(name)
+	}
+	value("fanout_close_codes_sent_total", "code", "1001")
 }

@@ -194,6 +194,7 @@ type Hub struct {
 	rateCloses    atomic.Uint64
 	expiryCloses  atomic.Uint64
 	topicsRefused atomic.Uint64
+	latency       latencyHistogram
 }
 
 // New starts a hub with cfg. Close stops it.
@@ -329,13 +330,24 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 	h.published.Add(1)
 	// Under t.mu, so every shard sees this topic's messages in seq order;
 	// post never blocks, so no worker waits for a shard with t.mu held.
+	var timer *fanoutTimer
 	for i, s := range h.shards {
 		if t.inShard[i].Load() == 0 {
 			continue // no subscriber of t there: a publish costs only the shards it needs
 		}
-		if room := s.post(op{kind: opDeliver, topic: t, frame: frame, seq: t.seq}); room != nil {
+		if timer == nil {
+			// One count stays with the publisher until every shard is
+			// posted to, so that none observes before the last post.
+			timer = &fanoutTimer{at: time.Since(h.started)}
+			timer.left.Store(1)
+		}
+		timer.left.Add(1)
+		if room := s.post(op{kind: opDeliver, topic: t, frame: frame, seq: t.seq, timer: timer}); room != nil {
 			rooms = append(rooms, room)
 		}
+	}
+	if timer != nil {
+		timer.done(h)
 	}
 	seq = t.seq
 	t.mu.Unlock()
@@ -443,6 +455,7 @@ type Stats struct {
 	RateCloses      uint64 `json:"rate_limit_closes"`   // connections closed 1008 for sustained abuse
 	ExpiryCloses    uint64 `json:"token_expiry_closes"` // connections closed 4001 at their token's exp
 	TopicsRefused   uint64 `json:"topics_refused"`      // publishes and subscribes refused at MaxTopics
+	HistoryMessages int64  `json:"history_messages"`    // messages held in all topics' history
 	HistoryBytes    int64  `json:"history_bytes"`       // history held, as MaxHistoryBytes counts it
 	HistoryEvicted  uint64 `json:"history_evicted"`     // entries dropped, oldest first, for MaxHistoryBytes
 }
@@ -453,20 +466,21 @@ func (h *Hub) Stats() Stats {
 	topics := len(h.topics)
 	h.mu.RUnlock()
 	st := Stats{
-		Topics:         topics,
-		Subscriptions:  h.subscriptions.Load(),
-		Clients:        h.clients.Load(),
-		MessagesIn:     h.published.Load(),
-		ClientMessages: h.clientMsgs.Load(),
-		Replayed:       h.replayed.Load(),
-		AuthFailures:   h.authFailures.Load(),
-		Forbidden:      h.forbidden.Load(),
-		RateLimited:    h.rateLimited.Load(),
-		RateCloses:     h.rateCloses.Load(),
-		ExpiryCloses:   h.expiryCloses.Load(),
-		TopicsRefused:  h.topicsRefused.Load(),
-		HistoryBytes:   h.budget.bytes.Load(),
-		HistoryEvicted: h.budget.evicted.Load(),
+		Topics:          topics,
+		Subscriptions:   h.subscriptions.Load(),
+		Clients:         h.clients.Load(),
+		MessagesIn:      h.published.Load(),
+		ClientMessages:  h.clientMsgs.Load(),
+		Replayed:        h.replayed.Load(),
+		AuthFailures:    h.authFailures.Load(),
+		Forbidden:       h.forbidden.Load(),
+		RateLimited:     h.rateLimited.Load(),
+		RateCloses:      h.rateCloses.Load(),
+		ExpiryCloses:    h.expiryCloses.Load(),
+		TopicsRefused:   h.topicsRefused.Load(),
+		HistoryMessages: h.budget.entries.Load(),
+		HistoryBytes:    h.budget.bytes.Load(),
+		HistoryEvicted:  h.budget.evicted.Load(),
 	}
 	for _, s := range h.shards {
 		st.Deliveries += s.deliveries.Load()

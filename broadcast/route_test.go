@@ -3,6 +3,7 @@ package broadcast
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -62,4 +63,34 @@ func BenchmarkPublishShards(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestFanoutLatency: a publish to a topic with subscribers on two shards is
+// observed once, when the second has queued it; one to a topic without
+// subscribers is not observed.
+func TestFanoutLatency(t *testing.T) {
+	h := New(Config{Shards: 4})
+	defer h.Close()
+	tp, err := h.lockTopic("two")
+	require.NoError(t, err)
+	tp.join(h.shards[1])
+	tp.join(h.shards[2])
+	tp.mu.Unlock()
+	_, err = h.Publish("none", []byte(`1`))
+	require.NoError(t, err)
+	for range 10 {
+		_, err = h.Publish("two", []byte(`1`))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		_, count, _ := h.FanoutLatency()
+		return count == 10
+	}, 5*time.Second, time.Millisecond)
+	cumulative, count, sum := h.FanoutLatency()
+	require.Len(t, cumulative, len(LatencyBounds))
+	require.LessOrEqual(t, cumulative[len(cumulative)-1], count)
+	require.Positive(t, sum)
+	time.Sleep(50 * time.Millisecond)
+	_, count, _ = h.FanoutLatency()
+	require.Equal(t, uint64(10), count, "one observation per publish")
 }

@@ -32,9 +32,10 @@ type op struct {
 	cl     *client
 	topics []*Topic // opLeave
 
-	seq       uint64 // opDeliver: the message's; opSubscribe: the seq after which messages follow, for the reply
-	recovered bool   // opSubscribe
-	id        []byte // opSubscribe: the client's id for its request, raw JSON, echoed in the reply
+	seq       uint64       // opDeliver: the message's; opSubscribe: the seq after which messages follow, for the reply
+	recovered bool         // opSubscribe
+	id        []byte       // opSubscribe: the client's id for its request, raw JSON, echoed in the reply
+	timer     *fanoutTimer // opDeliver: observes the fan-out latency
 }
 
 const (
@@ -122,6 +123,9 @@ func (s *shard) handle(o op) (stop bool) {
 		s.deliveries.Add(n)
 		if dropped > 0 {
 			s.drops.Add(dropped)
+		}
+		if o.timer != nil {
+			o.timer.done(s.hub)
 		}
 	case opSubscribe:
 		// The reply first, so that the client knows the epoch, and

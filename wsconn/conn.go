@@ -298,6 +298,7 @@ func (c *Conn) Evict(code ws.StatusCode, reason string) {
 	if c.q != nil {
 		c.queued -= c.q.dropUnstarted()
 	}
+	c.srv.countClose(code)
 	c.closeLocked(NewCloseFrame(code, reason))
 }
 
@@ -350,6 +351,8 @@ func (c *Conn) closeBy(code ws.StatusCode, reason string, deadline uint32) {
 		// Its handler's response closes it; Shutdown waits for that.
 		c.mu.Unlock()
 		return
+	case stateOpen:
+		c.srv.countClose(code)
 	}
 	c.closeLockedBy(NewCloseFrame(code, reason), deadline)
 	c.mu.Unlock()

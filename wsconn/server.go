@@ -231,6 +231,7 @@ type Server struct {
 	accepted        atomic.Uint64
 	upgrades        atomic.Uint64
 	handshakeErrors atomic.Uint64
+	outcomes        outcomes      // handshake statuses and close codes
 	refused         atomic.Uint64 // at accept, for any reason
 	refusedConns    atomic.Uint64 // over MaxConnections
 	refusedPerIP    atomic.Uint64 // over MaxConnectionsPerIP

@@ -57,10 +57,12 @@ func (c *Conn) readHandshake(p []byte) {
 		if bytes.Contains(data, []byte("\n\n")) {
 			// A head whose lines end in bare LF: it will never end in
 			// CRLF CRLF, and the client must hear why.
+			c.srv.countStatus(http.StatusBadRequest)
 			c.respond(http.StatusBadRequest, "request lines must end in CRLF\n")
 			return
 		}
 		if len(data) >= maxHeader {
+			c.srv.countStatus(http.StatusRequestHeaderFieldsTooLarge)
 			c.respond(http.StatusRequestHeaderFieldsTooLarge, "request header too large\n")
 			return
 		}
@@ -69,6 +71,7 @@ func (c *Conn) readHandshake(p []byte) {
 	}
 	head, rest := data[:end+4], data[end+4:]
 	if len(head) > maxHeader {
+		c.srv.countStatus(http.StatusRequestHeaderFieldsTooLarge)
 		c.respond(http.StatusRequestHeaderFieldsTooLarge, "request header too large\n")
 		return
 	}
@@ -82,6 +85,7 @@ func (c *Conn) readHandshake(p []byte) {
 	if err != nil {
 		resp = bytes.Clone(resp)
 		c.srv.handshakeErrors.Add(1)
+		c.srv.countStatus(statusOf(resp))
 		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "err", err)
 		c.mu.Lock()
 		c.closeLocked(resp)

@@ -1,0 +1,82 @@
+package wsconn
+
+import (
+	"strconv"
+	"sync/atomic"
+
+	"github.com/gobwas/ws"
+)
+
+// Handshake statuses and close codes are counted in fixed tables of atomic
+// counters, read at scrape time: counting costs no lock and no allocation.
+
+// countedStatuses are the handshake refusals counted one by one; others
+// count as "other".
+var countedStatuses = [...]int{400, 401, 403, 404, 405, 426, 431, 503}
+
+// countedCloses are the close codes counted one by one; others count as
+// "other".
+var countedCloses = [...]ws.StatusCode{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 4001, 4008}
+
+// outcomes holds the counters.
+type outcomes struct {
+	status [len(countedStatuses) + 1]atomic.Uint64 // the last: other
+	closes [len(countedCloses) + 1]atomic.Uint64   // the last: other
+}
+
+// countStatus counts a handshake refused with status.
+func (s *Server) countStatus(status int) {
+	for i, st := range countedStatuses {
+		if st == status {
+			s.outcomes.status[i].Add(1)
+			return
+		}
+	}
+	s.outcomes.status[len(countedStatuses)].Add(1)
+}
+
+// countClose counts a close frame sent with code.
+func (s *Server) countClose(code ws.StatusCode) {
+	for i, c := range countedCloses {
+		if c == code {
+			s.outcomes.closes[i].Add(1)
+			return
+		}
+	}
+	s.outcomes.closes[len(countedCloses)].Add(1)
+}
+
+// statusOf returns the status code of an HTTP response, or 0.
+func statusOf(resp []byte) int {
+	// "HTTP/1.1 401 Unauthorized\r\n"
+	if len(resp) < 12 {
+		return 0
+	}
+	n, err := strconv.Atoi(string(resp[9:12]))
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// HandshakeStatuses returns the handshakes refused, by the status of the
+// answer ("400", "401", …, "other"); refusals at accept (503 for a limit)
+// are in Stats.Refused, not here.
+func (s *Server) HandshakeStatuses() map[string]uint64 {
+	m := make(map[string]uint64, len(countedStatuses)+1)
+	for i, st := range countedStatuses {
+		m[strconv.Itoa(st)] = s.outcomes.status[i].Load()
+	}
+	m["other"] = s.outcomes.status[len(countedStatuses)].Load()
+	return m
+}
+
+// CloseCodes returns the close frames sent, by code ("1000", …, "other").
+func (s *Server) CloseCodes() map[string]uint64 {
+	m := make(map[string]uint64, len(countedCloses)+1)
+	for i, c := range countedCloses {
+		m[strconv.Itoa(int(c))] = s.outcomes.closes[i].Load()
+	}
+	m["other"] = s.outcomes.closes[len(countedCloses)].Load()
+	return m
+}
