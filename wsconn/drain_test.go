@@ -2,7 +2,6 @@ package wsconn
 
 import (
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -23,19 +22,11 @@ func (d drainRecorder) OnDrain(c *Conn) { d.drained <- c }
 // queued before it is written: at once for an empty queue, and for a full
 // one when the peer has read it all.
 func TestNotifyDrain(t *testing.T) {
-	opened := make(chan *Conn, 1)
 	drained := make(chan *Conn, 4)
-	cfg := Config{MaxQueueBytes: 64 << 10}
-	cfg.Upgrade = func(*Request) (Handler, error) {
-		return drainRecorder{recordingEcho{opened: opened}, drained}, nil
-	}
-	s, err := NewServer(cfg)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() { _ = s.Close() })
-	nc, br, c := dialRecorded(t, ln.Addr().String(), opened, true)
+	addr, opened := serveRecordingWith(t, Config{MaxQueueBytes: 64 << 10}, func(r recordingEcho) Handler {
+		return drainRecorder{r, drained}
+	})
+	nc, br, c := dialRecorded(t, addr, opened, true)
 
 	c.NotifyDrain()
 	select {

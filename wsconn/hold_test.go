@@ -31,20 +31,13 @@ func (h holdingEcho) OnMessage(c *Conn, _ ws.OpCode, p []byte) {
 // nothing and re-armed: about 35,000 a second until the hold ended (found
 // in review).
 func TestHeldResetReleased(t *testing.T) {
-	opened := make(chan *Conn, 16)
-	cfg := Config{Upgrade: func(*Request) (Handler, error) {
-		return holdingEcho{recordingEcho{opened: opened}, 500 * time.Millisecond}, nil
-	}}
-	s, err := NewServer(cfg)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() { _ = s.Close() })
-
-	nc, _, c := dialRecorded(t, ln.Addr().String(), opened, false)
+	addr, opened := serveRecordingWith(t, Config{}, func(r recordingEcho) Handler {
+		return holdingEcho{r, 500 * time.Millisecond}
+	})
+	nc, _, c := dialRecorded(t, addr, opened, false)
+	s := c.srv
 	// One message that holds, and one that is set aside.
-	_, err = nc.Write(append(clientBinary([]byte("hold")), clientBinary([]byte("b"))...))
+	_, err := nc.Write(append(clientBinary([]byte("hold")), clientBinary([]byte("b"))...))
 	require.NoError(t, err)
 	time.Sleep(50 * time.Millisecond)
 	before := s.turns.Load()

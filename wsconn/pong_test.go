@@ -31,8 +31,15 @@ func (r recordingEcho) OnOpen(c *Conn) { r.opened <- c }
 // the address and the channel of opened connections.
 func serveRecording(t *testing.T, cfg Config) (string, chan *Conn) {
 	t.Helper()
+	return serveRecordingWith(t, cfg, func(r recordingEcho) Handler { return r })
+}
+
+// serveRecordingWith is serveRecording with the Handler that wrap makes of
+// the recordingEcho.
+func serveRecordingWith(t *testing.T, cfg Config, wrap func(recordingEcho) Handler) (string, chan *Conn) {
+	t.Helper()
 	opened := make(chan *Conn, 16)
-	cfg.Upgrade = func(*Request) (Handler, error) { return recordingEcho{opened: opened}, nil }
+	cfg.Upgrade = func(*Request) (Handler, error) { return wrap(recordingEcho{opened: opened}), nil }
 	s, err := NewServer(cfg)
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
