@@ -49,6 +49,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help":
 		usage(stdout)
 		return 0
+	case "version":
+		version(stdout)
+		return 0
 	default:
 		fmt.Fprintf(stderr, "fanout: unknown command %q\n\n", cmd)
 		usage(stderr)
@@ -62,6 +65,7 @@ func usage(w io.Writer) {
 Usage:
   fanout [serve] [flags]   run the server (the default command)
   fanout bench SCENARIO    load-test a server; "fanout bench --help" explains
+  fanout version           show the version and VCS revision it was built from
   fanout help              show this text
 
 Run "fanout serve --help" for the server's flags.

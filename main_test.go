@@ -996,3 +996,19 @@ func TestServeMetrics(t *testing.T) {
 	}
 	value("fanout_close_codes_sent_total", "code", "1001")
 }
+
+// TestVersion: "fanout version" names the module version and the Go
+// version, and the VCS revision when the build recorded one.
+func TestVersion(t *testing.T) {
+	code, stdout, _ := runFanout(t, "version")
+	assert.Equal(t, 0, code)
+	assert.Regexp(t, `^fanout \S+( revision [0-9a-f]{40}( \(modified\))?( of \S+)?)? go1\.\d+`, stdout)
+
+	info := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v1.2.3"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123456789abcdef0123456789abcdef01234567"},
+		{Key: "vcs.time", Value: "2026-12-07T02:00:00Z"},
+		{Key: "vcs.modified", Value: "true"},
+	}}
+	assert.Equal(t, "fanout v1.2.3 revision 0123456789abcdef0123456789abcdef01234567 (modified) of 2026-12-07T02:00:00Z go1.26.8", formatVersion(info))
+	assert.Equal(t, "fanout (devel) go1.26.8", formatVersion(&debug.BuildInfo{GoVersion: "go1.26.8"}))
+}
