@@ -202,6 +202,10 @@ Flags:
 		fmt.Fprintf(stderr, "fanout serve: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(stderr, "fanout serve:", err)
+		return 2
+	}
 	o.publishKey = cmp.Or(o.publishKey, os.Getenv("FANOUT_PUBLISH_KEY"))
 	verifier, err := o.verifier()
 	if err != nil {

@@ -1012,3 +1012,36 @@ func TestVersion(t *testing.T) {
 	assert.Equal(t, "fanout v1.2.3 revision 0123456789abcdef0123456789abcdef01234567 (modified) of 2026-12-07T02:00:00Z go1.26.8", formatVersion(info))
 	assert.Equal(t, "fanout (devel) go1.26.8", formatVersion(&debug.BuildInfo{GoVersion: "go1.26.8"}))
 }
+
+// TestServeFlagsSayNo: flag values that would start a server that does not
+// do what they say are refused with exit 2 and a line naming the flag; they
+// used to start silently.
+func TestServeFlagsSayNo(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		flag string // named in the error
+	}{
+		{[]string{"--workers", "-1"}, "--workers"},
+		{[]string{"--shards", "-2"}, "--shards"},
+		{[]string{"--max-subscriptions", "0"}, "--max-subscriptions"},
+		{[]string{"--max-topics", "-5"}, "--max-topics"},
+		{[]string{"--max-connections", "-1"}, "--max-connections"},
+		{[]string{"--max-queue-bytes", "0"}, "--max-queue-bytes"},
+		{[]string{"--max-header-bytes", "100"}, "--max-header-bytes"},
+		{[]string{"--handshake-timeout", "0s"}, "--handshake-timeout"},
+		{[]string{"--frame-timeout", "-1s"}, "--frame-timeout"},
+		{[]string{"--history-age", "-1m"}, "--history-age"},
+		{[]string{"--max-message-rate", "-3"}, "--max-message-rate"},
+		{[]string{"--ping-interval", "30s", "--idle-timeout", "20s"}, "--idle-timeout"},
+		{[]string{"--ping-interval", "30s", "--idle-timeout", "30s"}, "--idle-timeout"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, _, stderr := runFanout(t, append([]string{"serve", "--no-auth", "--listen", "127.0.0.1:0"}, tc.args...)...)
+			assert.Equal(t, 2, code)
+			assert.Contains(t, stderr, tc.flag)
+			assert.Equal(t, 1, strings.Count(strings.TrimSpace(stderr), "\n")+1, "one line: %q", stderr)
+		})
+	}
+	// Zero where zero has a meaning still starts.
+	startServe(t, "--no-auth", "--ping-interval", "0", "--idle-timeout", "0", "--workers", "0", "--max-connections-per-ip", "0")
+}
