@@ -2,7 +2,9 @@ package wsconn
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gobwas/ws"
 )
@@ -24,15 +26,11 @@ type outcomes struct {
 	closes [len(countedCloses) + 1]atomic.Uint64   // the last: other
 }
 
-// countStatus counts a handshake refused with status.
-func (s *Server) countStatus(status int) {
-	for i, st := range countedStatuses {
-		if st == status {
-			s.outcomes.status[i].Add(1)
-			return
-		}
-	}
-	s.outcomes.status[len(countedStatuses)].Add(1)
+// countStatus counts a handshake refused with status, and logs it (see
+// refusalLog).
+func (s *Server) countStatus(status int, reason string) {
+	s.outcomes.status[statusIndex(status)].Add(1)
+	s.logRefusal(status, reason)
 }
 
 // countClose counts a close frame sent with code.
@@ -79,4 +77,44 @@ func (s *Server) CloseCodes() map[string]uint64 {
 	}
 	m["other"] = s.outcomes.closes[len(countedCloses)].Load()
 	return m
+}
+
+// refusalLog logs refused handshakes at info, at most one line per status
+// a second, with the number refused since the previous line: a flood of
+// refusals costs a few lines, not one each. It logs the status and the
+// reason the server gave, never a request's headers or URL, which may hold
+// a token.
+type refusalLog struct {
+	mu      sync.Mutex
+	last    [len(countedStatuses) + 1]time.Time
+	pending [len(countedStatuses) + 1]uint64
+}
+
+// statusIndex returns status's index in countedStatuses, or the index of
+// "other".
+func statusIndex(status int) int {
+	for i, st := range countedStatuses {
+		if st == status {
+			return i
+		}
+	}
+	return len(countedStatuses)
+}
+
+// logRefusal logs, within the rate, a handshake refused with status for
+// reason.
+func (s *Server) logRefusal(status int, reason string) {
+	i := statusIndex(status)
+	now := s.now()
+	r := &s.refusals
+	r.mu.Lock()
+	r.pending[i]++
+	if now.Sub(r.last[i]) < time.Second {
+		r.mu.Unlock()
+		return
+	}
+	n := r.pending[i]
+	r.pending[i], r.last[i] = 0, now
+	r.mu.Unlock()
+	s.log.Info("handshake refused", "status", status, "reason", reason, "count", n)
 }

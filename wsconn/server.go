@@ -231,7 +231,8 @@ type Server struct {
 	accepted        atomic.Uint64
 	upgrades        atomic.Uint64
 	handshakeErrors atomic.Uint64
-	outcomes        outcomes      // handshake statuses and close codes
+	outcomes        outcomes // handshake statuses and close codes
+	refusals        refusalLog
 	refused         atomic.Uint64 // at accept, for any reason
 	refusedConns    atomic.Uint64 // over MaxConnections
 	refusedPerIP    atomic.Uint64 // over MaxConnectionsPerIP
@@ -378,14 +379,20 @@ func (s *Server) open(fd int, addr netip.Addr) {
 	s.accepted.Add(1)
 	var peerSlot uint32
 	switch {
-	case s.closing.Load(), s.handshakes.Load() >= int64(s.cfg.MaxHandshakes):
+	case s.closing.Load():
 		s.refused.Add(1)
+		refuse(fd)
+		return
+	case s.handshakes.Load() >= int64(s.cfg.MaxHandshakes):
+		s.refused.Add(1)
+		s.logRefusal(503, "over the handshakes in flight limit")
 		refuse(fd)
 		return
 	case s.connections.Load() >= int64(s.cfg.MaxConnections):
 		// Only Serve adds connections, so with one listener this is exact.
 		s.refused.Add(1)
 		s.refusedConns.Add(1)
+		s.logRefusal(503, "over the connection limit")
 		refuse(fd)
 		return
 	case s.cfg.MaxConnectionsPerIP > 0:
@@ -393,6 +400,7 @@ func (s *Server) open(fd int, addr netip.Addr) {
 		if peerSlot, ok = s.peers.add(addr, s.cfg.MaxConnectionsPerIP); !ok {
 			s.refused.Add(1)
 			s.refusedPerIP.Add(1)
+			s.logRefusal(503, "over the per-IP connection limit")
 			refuse(fd)
 			return
 		}

@@ -57,12 +57,12 @@ func (c *Conn) readHandshake(p []byte) {
 		if bytes.Contains(data, []byte("\n\n")) {
 			// A head whose lines end in bare LF: it will never end in
 			// CRLF CRLF, and the client must hear why.
-			c.srv.countStatus(http.StatusBadRequest)
+			c.srv.countStatus(http.StatusBadRequest, "request lines end in bare LF")
 			c.respond(http.StatusBadRequest, "request lines must end in CRLF\n")
 			return
 		}
 		if len(data) >= maxHeader {
-			c.srv.countStatus(http.StatusRequestHeaderFieldsTooLarge)
+			c.srv.countStatus(http.StatusRequestHeaderFieldsTooLarge, "request head over the limit")
 			c.respond(http.StatusRequestHeaderFieldsTooLarge, "request header too large\n")
 			return
 		}
@@ -71,7 +71,7 @@ func (c *Conn) readHandshake(p []byte) {
 	}
 	head, rest := data[:end+4], data[end+4:]
 	if len(head) > maxHeader {
-		c.srv.countStatus(http.StatusRequestHeaderFieldsTooLarge)
+		c.srv.countStatus(http.StatusRequestHeaderFieldsTooLarge, "request head over the limit")
 		c.respond(http.StatusRequestHeaderFieldsTooLarge, "request header too large\n")
 		return
 	}
@@ -85,7 +85,7 @@ func (c *Conn) readHandshake(p []byte) {
 	if err != nil {
 		resp = bytes.Clone(resp)
 		c.srv.handshakeErrors.Add(1)
-		c.srv.countStatus(statusOf(resp))
+		c.srv.countStatus(statusOf(resp), err.Error())
 		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "err", err)
 		c.mu.Lock()
 		c.closeLocked(resp)

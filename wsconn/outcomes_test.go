@@ -1,0 +1,80 @@
+package wsconn
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRefusalLog: refused handshakes are logged at info, one line per
+// status a second at most, with the count since the previous line, and with
+// neither the request's URL nor its headers (a token may be in either).
+func TestRefusalLog(t *testing.T) {
+	var logs lockedBuffer
+	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	cfg.Upgrade = func(*Request) (Handler, error) { return nil, Reject(404, "no such endpoint") }
+	s, err := NewServer(cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { _ = s.Close() })
+
+	// A real refusal is logged.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte("GET /nope?token=SECRET HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer SECRET\r\n\r\n"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "handshake refused") }, 5*time.Second, 5*time.Millisecond)
+	assert.Contains(t, logs.String(), "status=404")
+	assert.Contains(t, logs.String(), `reason="no such endpoint"`)
+	assert.NotContains(t, logs.String(), "SECRET")
+
+	// A flood: one line a second per status, with the count. (A server
+	// of its own, not serving, so that its clock can be set.)
+	var flood lockedBuffer
+	s2, err := NewServer(Config{Logger: slog.New(slog.NewTextHandler(&flood, nil)), Upgrade: cfg.Upgrade})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s2.Close() })
+	now := time.Now()
+	s2.now = func() time.Time { return now }
+	for range 100 {
+		s2.logRefusal(401, "bad token")
+	}
+	s2.logRefusal(431, "head too large")
+	now = now.Add(time.Second)
+	s2.logRefusal(401, "bad token")
+	lines := strings.Split(strings.TrimSpace(flood.String()), "\n")
+	require.Len(t, lines, 3, "%q", lines)
+	assert.Contains(t, lines[0], "status=401")
+	assert.Contains(t, lines[0], "count=1")
+	assert.Contains(t, lines[1], "status=431")
+	assert.Contains(t, lines[2], "count=100", "the 99 held back and this one")
+}
