@@ -301,9 +301,6 @@ func (o *serveOptions) verifier() (*auth.Verifier, error) {
 	case secret != "" && o.jwtPublicKey != "":
 		return nil, errors.New("set one of --jwt-secret and --jwt-public-key, not both")
 	}
-	if secret != "" && len(secret) < auth.MinSecretBytes {
-		return nil, fmt.Errorf("--jwt-secret (or $FANOUT_JWT_SECRET) is %d bytes: an HS256 secret must be at least %d", len(secret), auth.MinSecretBytes)
-	}
 	cfg := auth.Config{Secret: []byte(secret), Issuer: o.jwtIssuer, Audience: o.jwtAudience, Leeway: o.jwtLeeway, AllowNoExp: !o.jwtRequireExp}
 	if o.jwtPublicKey != "" {
 		pem, err := os.ReadFile(o.jwtPublicKey)
@@ -315,7 +312,10 @@ func (o *serveOptions) verifier() (*auth.Verifier, error) {
 		}
 	}
 	v, err := auth.NewVerifier(cfg)
-	if err != nil {
+	switch {
+	case errors.Is(err, auth.ErrShortSecret):
+		return nil, fmt.Errorf("--jwt-secret (or $FANOUT_JWT_SECRET) is %d bytes: an HS256 secret must be at least %d", len(secret), auth.MinSecretBytes)
+	case err != nil:
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
 	return v, nil

@@ -33,7 +33,7 @@ var (
 	descConnections   = desc("connections", "Connections held: WebSocket, handshaking or plain HTTP.")
 	descWebSockets    = desc("websockets", "Upgraded WebSocket connections.")
 	descHandshaking   = desc("handshakes_in_flight", "Connections accepted and not yet upgraded nor answered.")
-	descHandshakes    = desc("handshakes_total", "Handshakes by outcome: 101 (upgraded), the status of a refusal (503 includes connections refused at accept for a limit), aborted (the peer left or the handshake timed out).", "outcome")
+	descHandshakes    = desc("handshakes_total", "Handshakes by outcome: 101 (upgraded), the status of a refusal (503 includes connections refused at accept, for a limit or while shutting down), aborted (the peer left or the handshake timed out).", "outcome")
 	descMessagesIn    = desc("messages_in_total", "Data messages received from clients, /ws and /echo.")
 	descBytesIn       = desc("bytes_in_total", "Bytes read from clients.")
 	descBytesOut      = desc("bytes_out_total", "Bytes written to clients.")

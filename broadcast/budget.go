@@ -55,6 +55,9 @@ func newHistoryBudget(limit int64) *historyBudget {
 func (b *historyBudget) charge(t *Topic, seq uint64, size int, freed historyFreed) {
 	b.bytes.Add(int64(size+entryOverhead) - freed.bytes)
 	b.entries.Add(1 - freed.entries)
+	if b.limit == math.MaxInt64 {
+		return // no bound: nothing is ever trimmed, so no order is kept
+	}
 	b.mu.Lock()
 	if b.head > 0 && len(b.recs)-b.head < b.head {
 		// More than half is consumed: move the rest down.

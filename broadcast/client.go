@@ -88,11 +88,10 @@ func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 // Expired closes a connection whose token has expired (wsconn.Expirer):
 // the token's grants end at its exp, subscriptions included.
 func (cl *client) Expired(_ *wsconn.Conn, now time.Time) (ws.StatusCode, string, bool) {
-	if cl.hub().cfg.Auth == nil || !cl.id.Expired(now) {
+	if cl.hub().cfg.Auth == nil {
 		return 0, "", false
 	}
-	cl.hub().expiryCloses.Add(1)
-	return CloseTokenExpired, "token expired", true
+	return cl.hub().tokenExpired(cl.id, now)
 }
 
 // OnDrain asks the shard to tell the client what it lost while its queue

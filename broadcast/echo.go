@@ -34,9 +34,15 @@ type echo struct {
 
 // Expired closes the connection at its token's exp (wsconn.Expirer).
 func (e *echo) Expired(_ *wsconn.Conn, now time.Time) (ws.StatusCode, string, bool) {
-	if !e.id.Expired(now) {
+	return e.hub.tokenExpired(e.id, now)
+}
+
+// tokenExpired is the Expired of a connection opened with id: once its
+// token's exp has passed, it is closed with CloseTokenExpired, and counted.
+func (h *Hub) tokenExpired(id auth.Identity, now time.Time) (ws.StatusCode, string, bool) {
+	if !id.Expired(now) {
 		return 0, "", false
 	}
-	e.hub.expiryCloses.Add(1)
+	h.expiryCloses.Add(1)
 	return CloseTokenExpired, "token expired", true
 }

@@ -431,41 +431,28 @@ func testPublisherFlood(t *testing.T, policy broadcast.Policy) {
 		assert.Equal(t, int64(floodSlow+len(clientKinds)+1), st.Clients, "the slow subscribers are still connected")
 		// Now they read: each drains its queue and gets the end marker,
 		// published once no queue holds anything.
+		// Every seq is told once, in order: as a message, or in the run
+		// of a dropped notice (readAccounted).
 		type slowResult struct {
-			seqs    []uint64 // messages, in the order read
-			dropped [][2]uint64
-			err     error
+			next, missing uint64
+			firstGap      uint64 // the first seq of its first dropped run
+			err           error
 		}
 		slowDone := make([]chan slowResult, floodSlow)
 		for i, c := range slow {
 			slowDone[i] = make(chan slowResult, 1)
 			go func() {
-				var res slowResult
-				defer func() { slowDone[i] <- res }()
-				for {
-					f, err := c.readFrame(waitTimeout)
-					if err == nil && f.Op != opText {
-						err = fmt.Errorf("frame op %#x %q: want only messages", f.Op, f.Payload)
+				res := slowResult{next: 1}
+				err := readAccounted(c, floodTopic, &res.next, &res.missing, func(m frame) bool {
+					if m.Type == "dropped" && res.firstGap == 0 {
+						res.firstGap = m.From
 					}
-					var m frame
-					if err == nil {
-						if d, derr := parseFrame(f.Payload); derr == nil && d.Type == "dropped" {
-							// Where it falls among the messages is checked below.
-							res.dropped = append(res.dropped, [2]uint64{d.From, d.To})
-							res.seqs = append(res.seqs, 0)
-							continue
-						}
-						m, err = floodMessage(f.Payload)
-					}
-					if err != nil {
-						res.err = fmt.Errorf("slow subscriber %d: %w", i, err)
-						return
-					}
-					res.seqs = append(res.seqs, m.Seq)
-					if string(m.Data) == endMarker {
-						return
-					}
+					return m.isMessage() && string(m.Data) == endMarker
+				})
+				if err != nil {
+					res.err = fmt.Errorf("slow subscriber %d: %w", i, err)
 				}
+				slowDone[i] <- res
 			}()
 		}
 		require.Eventually(t, func() bool { return ts.srv.QueuedBytes() == 0 }, waitTimeout, 5*time.Millisecond,
@@ -481,28 +468,10 @@ func testPublisherFlood(t *testing.T, policy broadcast.Policy) {
 				t.Fatalf("slow subscriber %d did not get the end marker", i)
 			}
 			require.NoError(t, res.err)
-			// Every seq is told once, in order: as a message, or in
-			// the run of a dropped notice (a 0 in seqs).
-			prev, gap, notices := uint64(0), uint64(0), 0
-			for _, s := range res.seqs {
-				if s == 0 {
-					d := res.dropped[notices]
-					notices++
-					require.Equal(t, prev+1, d[0], "slow subscriber %d: dropped notice %v after seq %d", i, d, prev)
-					require.GreaterOrEqual(t, d[1], d[0])
-					if gap == 0 {
-						gap = d[0]
-					}
-					missing += d[1] - d[0] + 1
-					prev = d[1]
-					continue
-				}
-				require.Equal(t, prev+1, s, "slow subscriber %d: a message after seq %d with no dropped notice between", i, prev)
-				prev = s
-			}
-			require.Equal(t, end, prev)
-			require.Positive(t, gap, "slow subscriber %d saw a gap", i)
-			firstGap = append(firstGap, gap-1)
+			require.Equal(t, end+1, res.next)
+			require.Positive(t, res.firstGap, "slow subscriber %d saw a gap", i)
+			missing += res.missing
+			firstGap = append(firstGap, res.firstGap-1)
 		}
 		st = ts.hub.Stats()
 		assert.Equal(t, st.Drops, missing, "every drop is a seq a slow subscriber did not get")

@@ -199,6 +199,24 @@ type Hub struct {
 
 // New starts a hub with cfg. Close stops it.
 func New(cfg Config) *Hub {
+	h := newHub(cfg)
+	for i := range h.shards {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.shards[i].run()
+		}()
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.expireLoop()
+	}()
+	return h
+}
+
+// newHub makes a hub with cfg whose shards and expiry are not started.
+func newHub(cfg Config) *Hub {
 	cfg = cfg.withDefaults()
 	h := &Hub{
 		cfg:     cfg,
@@ -211,17 +229,7 @@ func New(cfg Config) *Hub {
 	h.shards = make([]*shard, cfg.Shards)
 	for i := range h.shards {
 		h.shards[i] = newShard(h, i)
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			h.shards[i].run()
-		}()
 	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		h.expireLoop()
-	}()
 	return h
 }
 
@@ -315,7 +323,7 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 		return 0, nil, ErrClosed
 	}
 	defer h.exit()
-	now := time.Now().UnixNano()
+	now := time.Now() // one clock read: history's time and the fan-out timer's start
 	t, err := h.lockTopic(topic)
 	if err != nil {
 		return 0, nil, err
@@ -323,7 +331,7 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 	t.seq++
 	frame := compile(topic, t.seq, data)
 	if h.cfg.HistorySize > 0 {
-		freed := t.history.push(entry{seq: t.seq, at: now, frame: frame}, h.cfg.HistorySize)
+		freed := t.history.push(entry{seq: t.seq, at: now.UnixNano(), frame: frame}, h.cfg.HistorySize)
 		h.budget.charge(t, t.seq, len(frame), freed)
 		t.floor.Store(t.history.floor(t.seq))
 	}
@@ -338,7 +346,7 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 		if timer == nil {
 			// One count stays with the publisher until every shard is
 			// posted to, so that none observes before the last post.
-			timer = &fanoutTimer{at: time.Since(h.started)}
+			timer = &fanoutTimer{at: now.Sub(h.started)}
 			timer.left.Store(1)
 		}
 		timer.left.Add(1)
@@ -385,7 +393,7 @@ func (h *Hub) expireLoop() {
 			tp.mu.Lock()
 			h.budget.release(tp.history.expire(cutoff))
 			tp.floor.Store(tp.history.floor(tp.seq))
-			if tp.history.n == 0 && tp.subscribers.Load() == 0 {
+			if tp.history.n == 0 && !tp.hasSubscribers() {
 				unused = append(unused, tp)
 			}
 			tp.mu.Unlock()
@@ -411,7 +419,7 @@ func (h *Hub) forget(batch []*Topic) {
 	defer h.mu.Unlock()
 	for _, tp := range batch {
 		tp.mu.Lock()
-		if !tp.dead && tp.history.n == 0 && tp.subscribers.Load() == 0 {
+		if !tp.dead && tp.history.n == 0 && !tp.hasSubscribers() {
 			// Its history starts afresh if it comes back: new epoch.
 			tp.dead = true
 			tp.floor.Store(math.MaxUint64)

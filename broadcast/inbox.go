@@ -21,7 +21,6 @@ type inbox struct {
 	limit int
 	room  chan struct{} // closed by take once the ops are taken; nil while no one waits
 	wake  chan struct{} // capacity 1: the shard has ops to take
-	puts  uint64        // ops put, ever; for tests
 }
 
 func newInbox(limit int) *inbox {
@@ -34,7 +33,6 @@ func newInbox(limit int) *inbox {
 func (b *inbox) put(o op) (room <-chan struct{}) {
 	b.mu.Lock()
 	b.ops = append(b.ops, o)
-	b.puts++
 	if len(b.ops) > b.limit {
 		if b.room == nil {
 			b.room = make(chan struct{})

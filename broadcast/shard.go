@@ -59,7 +59,8 @@ type shard struct {
 	// told, the topic's later messages are skipped for it too, so that the
 	// notice comes in seq order; it is told before the next message that
 	// fits, or once its queue empties (wsconn.Conn.NotifyDrain).
-	lost map[*client][]lostRange
+	lost   map[*client][]lostRange
+	lostIn map[*Topic]int // runs in lost, by topic: a delivery looks cl up only for a topic that has some
 
 	deliveries      atomic.Uint64
 	drops           atomic.Uint64
@@ -73,7 +74,8 @@ type lostRange struct {
 }
 
 func newShard(h *Hub, idx int) *shard {
-	return &shard{hub: h, idx: idx, inbox: newInbox(h.cfg.InboxLen), subs: make(map[*Topic][]*client), lost: make(map[*client][]lostRange)}
+	return &shard{hub: h, idx: idx, inbox: newInbox(h.cfg.InboxLen), subs: make(map[*Topic][]*client),
+		lost: make(map[*client][]lostRange), lostIn: make(map[*Topic]int)}
 }
 
 // post sends o to the shard without blocking. When the shard is behind it
@@ -104,8 +106,9 @@ func (s *shard) handle(o op) (stop bool) {
 	switch o.kind {
 	case opDeliver:
 		var n, dropped uint64
+		untold := len(s.lost) > 0 && s.lostIn[o.topic] > 0
 		for _, cl := range s.subs[o.topic] {
-			if len(s.lost) > 0 && !s.tell(cl, o.topic) {
+			if untold && !s.tell(cl, o.topic) {
 				s.lose(cl, o.topic, o.seq) // its notice first
 				dropped++
 				continue
@@ -140,8 +143,9 @@ func (s *shard) handle(o op) (stop bool) {
 			// as it can recovers all that history holds, and one that
 			// does not read holds one replay's references. This releases
 			// the connection that client.subscribe held.
-			_ = o.cl.conn.SendReplay(o.replay)
-			s.hub.replayed.Add(uint64(len(o.replay)))
+			if o.cl.conn.SendReplay(o.replay) == nil {
+				s.hub.replayed.Add(uint64(len(o.replay)))
+			}
 		}
 		s.subs[o.topic] = append(s.subs[o.topic], o.cl)
 	case opUnsubscribe:
@@ -156,15 +160,14 @@ func (s *shard) handle(o op) (stop bool) {
 		for _, t := range o.topics {
 			s.remove(t, o.cl)
 		}
-		delete(s.lost, o.cl)
+		s.forgetAll(o.cl)
 	case opReply:
 		// What it lost comes first, past the limit if need be: a
 		// published reply must not come before the notice of the very
 		// message it answers.
-		for _, r := range s.lost[o.cl] {
+		for _, r := range s.forgetAll(o.cl) {
 			s.reply(o.cl, appendDropped(nil, r), true)
 		}
-		delete(s.lost, o.cl)
 		s.reply(o.cl, o.frame, true)
 	case opDrained:
 		// A copy: tell edits the runs.
@@ -230,25 +233,49 @@ func (s *shard) lose(cl *client, t *Topic, seq uint64) {
 		}
 	}
 	s.lost[cl] = append(runs, lostRange{topic: t, from: seq, to: seq})
+	s.lostIn[t]++
 	cl.conn.NotifyDrain()
+}
+
+// forgetAll removes and returns all of cl's lost runs.
+func (s *shard) forgetAll(cl *client) []lostRange {
+	runs := s.lost[cl]
+	for _, r := range runs {
+		s.uncount(r.topic)
+	}
+	delete(s.lost, cl)
+	return runs
+}
+
+// uncount removes a run of t from lostIn.
+func (s *shard) uncount(t *Topic) {
+	if s.lostIn[t]--; s.lostIn[t] == 0 {
+		delete(s.lostIn, t)
+	}
 }
 
 // forget removes and returns cl's lost run of t, if it has one.
 func (s *shard) forget(cl *client, t *Topic) (lostRange, bool) {
 	runs := s.lost[cl]
-	for i, r := range runs {
-		if r.topic == t {
-			runs[i] = runs[len(runs)-1]
-			runs = runs[:len(runs)-1]
-			if len(runs) == 0 {
-				delete(s.lost, cl)
-			} else {
-				s.lost[cl] = runs
-			}
-			return r, true
-		}
+	i := slices.IndexFunc(runs, func(r lostRange) bool { return r.topic == t })
+	if i < 0 {
+		return lostRange{}, false
 	}
-	return lostRange{}, false
+	r := runs[i]
+	s.forgetAt(cl, runs, i)
+	return r, true
+}
+
+// forgetAt removes runs[i], runs being cl's lost runs.
+func (s *shard) forgetAt(cl *client, runs []lostRange, i int) {
+	s.uncount(runs[i].topic)
+	runs[i] = runs[len(runs)-1]
+	runs = runs[:len(runs)-1]
+	if len(runs) == 0 {
+		delete(s.lost, cl)
+	} else {
+		s.lost[cl] = runs
+	}
 }
 
 // tell queues to cl the notice of what it lost of t, if anything, and
@@ -256,18 +283,19 @@ func (s *shard) forget(cl *client, t *Topic) (lostRange, bool) {
 // to tell or the notice is queued; false if the queue had no room for it,
 // and the run stays (NotifyDrain is pending).
 func (s *shard) tell(cl *client, t *Topic) bool {
-	i := slices.IndexFunc(s.lost[cl], func(r lostRange) bool { return r.topic == t })
+	runs := s.lost[cl]
+	i := slices.IndexFunc(runs, func(r lostRange) bool { return r.topic == t })
 	if i < 0 {
 		return true
 	}
 	// Built in scratch, and copied only if the socket does not take it at
 	// once: a notice refused for want of room, again and again while a
 	// flood lasts, costs no allocation.
-	s.scratch = appendDropped(s.scratch[:0], s.lost[cl][i])
+	s.scratch = appendDropped(s.scratch[:0], runs[i])
 	if cl.conn.SendCopy(s.scratch) != nil {
 		return false
 	}
-	s.forget(cl, t)
+	s.forgetAt(cl, runs, i)
 	return true
 }
 

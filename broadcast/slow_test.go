@@ -43,12 +43,7 @@ func testSlowConsumer(t *testing.T, policy broadcast.Policy, kind string) {
 
 	normal := mustDial(t, kind, ts.addr, "topics="+topic)
 	mustReadSubscribed(t, normal, topic)
-	slow := dialRaw(t, ts.addr, "/ws?topics="+topic, 4096)
-	f, err := slow.readFrame(waitTimeout)
-	require.NoError(t, err)
-	r, err := parseFrame(f.Payload)
-	require.NoError(t, err)
-	require.Equal(t, "subscribed", r.Type, "%s", r)
+	slow := dialRawSubscribed(t, ts.addr, topic)
 
 	// The normal subscriber reads in a goroutine of its own and reports
 	// each seq; the publisher goes in lock-step with it, so the normal
@@ -220,12 +215,7 @@ func readAccounted(c *rawClient, topic string, next, missing *uint64, stop func(
 func TestDroppedLastMessage(t *testing.T) {
 	const topic = "last"
 	ts := startHub(t, broadcast.Config{SlowConsumer: broadcast.Drop}, wsconn.Config{MaxQueueBytes: 32 << 10})
-	slow := dialRaw(t, ts.addr, "/ws?topics="+topic, 4096)
-	f, err := slow.readFrame(waitTimeout)
-	require.NoError(t, err)
-	r, err := parseFrame(f.Payload)
-	require.NoError(t, err)
-	require.Equal(t, "subscribed", r.Type, "%s", r)
+	slow := dialRawSubscribed(t, ts.addr, topic)
 
 	var last uint64
 	for i := 1; i <= 4000 && ts.hub.Stats().Drops == 0; i++ {
@@ -245,7 +235,7 @@ func TestDroppedLastMessage(t *testing.T) {
 
 	// And the topic goes on.
 	seq := ts.publish(t, topic, `{"after":true}`)
-	f, err = slow.readFrame(waitTimeout)
+	f, err := slow.readFrame(waitTimeout)
 	require.NoError(t, err)
 	m, err := parseFrame(f.Payload)
 	require.NoError(t, err)
@@ -367,4 +357,17 @@ func TestSlowConsumerDropKeepsReplies(t *testing.T) {
 	}
 	t.Logf("%d of 6 clients had a request answered while their queue was full", tested)
 	require.Positive(t, tested, "no request was answered while the queue was full")
+}
+
+// dialRawSubscribed opens a raw client on topic with a 4 KiB receive
+// window, a slow reader, and reads its subscribed reply.
+func dialRawSubscribed(t *testing.T, addr, topic string) *rawClient {
+	t.Helper()
+	c := dialRaw(t, addr, "/ws?topics="+topic, 4096)
+	f, err := c.readFrame(waitTimeout)
+	require.NoError(t, err)
+	r, err := parseFrame(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, "subscribed", r.Type, "%s", r)
+	return c
 }

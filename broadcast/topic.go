@@ -16,7 +16,6 @@ type Topic struct {
 	name  string
 	epoch string // changes whenever the topic's history starts afresh
 
-	subscribers atomic.Int64 // subscriptions held by clients
 	// inShard counts the subscriptions of each shard (by shard.idx): a
 	// publish goes only to the shards with subscribers.
 	inShard []atomic.Int32
@@ -35,7 +34,6 @@ type Topic struct {
 // join counts a subscription of a client of s. t.mu is held, so that a
 // publish after it sees it.
 func (t *Topic) join(s *shard) {
-	t.subscribers.Add(1)
 	t.inShard[s.idx].Add(1)
 }
 
@@ -43,8 +41,18 @@ func (t *Topic) join(s *shard) {
 // posts to s for nothing; one that still sees it posts a message that s,
 // which removes the subscriber in order, does not deliver.
 func (t *Topic) leave(s *shard) {
-	t.subscribers.Add(-1)
 	t.inShard[s.idx].Add(-1)
+}
+
+// hasSubscribers reports whether any client subscribes to t. t.mu is held,
+// so that no subscribe is on its way.
+func (t *Topic) hasSubscribers() bool {
+	for i := range t.inShard {
+		if t.inShard[i].Load() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Name returns the topic's name.

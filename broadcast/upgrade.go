@@ -37,12 +37,10 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 		h.forbidden.Add(1)
 		return nil, wsconn.Reject(http.StatusForbidden, "token does not grant topic "+strconv.Quote(forbidden))
 	}
-	h.gate.RLock()
-	closed := h.closed
-	h.gate.RUnlock()
-	if closed {
+	if !h.enter() {
 		return nil, wsconn.Reject(http.StatusServiceUnavailable, "shutting down")
 	}
+	h.exit()
 	cl := &client{shard: h.nextShard(), id: id, tokens: float32(h.cfg.MessageBurst), filled: h.clock()}
 	if n > 0 {
 		// Only the query is kept, and parsed again in OnOpen: the

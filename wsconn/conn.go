@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bytes"
 	"errors"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -90,7 +91,8 @@ func (c *Conn) Handler() Handler { return c.handler }
 // handshake holds a request that did not arrive in one read.
 type handshake struct {
 	buf  []byte
-	need int // total request bytes (head and body), once the head is parsed
+	need int           // total request bytes (head and body), once the head is parsed
+	req  *http.Request // the plain HTTP request parsed from the head, waiting for its body
 }
 
 // RemoteAddr returns the peer's address, or the zero AddrPort once the
@@ -132,10 +134,7 @@ func (c *Conn) Hold() {
 	if c.state == stateClosed {
 		return
 	}
-	if c.q == nil {
-		c.q = newWriteQueue()
-	}
-	c.q.holds++
+	c.queueLocked().holds++
 }
 
 // SendReplay queues frames, a burst the peer asked for (a history replay),
@@ -157,12 +156,10 @@ func (c *Conn) SendReplay(frames [][]byte) error {
 	if c.state != stateOpen || c.broken {
 		return ErrClosed
 	}
-	if c.q == nil {
-		c.q = newWriteQueue()
-	}
+	q := c.queueLocked()
 	for _, f := range frames {
 		if len(f) > 0 {
-			c.q.pushBehind(f, true)
+			q.pushBehind(f, true)
 		}
 	}
 	c.feedLocked()
@@ -182,9 +179,7 @@ func (c *Conn) NotifyDrain() {
 	if c.state != stateOpen {
 		return
 	}
-	if c.q == nil {
-		c.q = newWriteQueue()
-	}
+	c.queueLocked()
 	if c.queued > 0 || c.wantWrite {
 		c.q.notify = true
 		return
@@ -409,10 +404,7 @@ func (c *Conn) pongLocked(payload []byte) {
 	// Pings are read in turns, which gather their output: the pong is
 	// queued, and written at the turn's end unless a later ping replaces it.
 	pong := NewFrame(ws.OpPong, payload)
-	if c.q == nil {
-		c.q = newWriteQueue()
-	}
-	c.q.pushPong(pong)
+	c.queueLocked().pushPong(pong)
 	c.queued += len(pong)
 	c.offerLocked()
 }
@@ -488,24 +480,27 @@ func (c *Conn) writeFirstLocked(p []byte) (n int, direct bool) {
 // appendLocked appends frame to the queue without writing it, or to the
 // backlog behind a replay.
 func (c *Conn) appendLocked(frame []byte) {
-	switch {
-	case c.q == nil:
-		c.q = newWriteQueue()
-	case c.q.behind():
-		c.q.pushBehind(frame, false)
-		return
+	if q := c.queueLocked(); q.behind() {
+		q.pushBehind(frame, false)
+	} else {
+		q.push(frame)
+		c.queued += len(frame)
 	}
-	c.q.push(frame)
-	c.queued += len(frame)
+}
+
+// queueLocked returns c's write queue, made if it has none (a connection
+// whose writes keep up has none, and the sweep frees an idle one).
+func (c *Conn) queueLocked() *writeQueue {
+	if c.q == nil {
+		c.q = newWriteQueue()
+	}
+	return c.q
 }
 
 // queueStartedLocked queues the rest of frame, whose first n bytes are
 // written, in an empty queue (see writeQueue.pushStarted).
 func (c *Conn) queueStartedLocked(frame []byte, n int) {
-	if c.q == nil {
-		c.q = newWriteQueue()
-	}
-	c.q.pushStarted(frame, n)
+	c.queueLocked().pushStarted(frame, n)
 	c.queued += len(frame) - n
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -40,16 +41,16 @@ func (c *Conn) readHTTP(data []byte, headLen int) {
 	need := headLen + int(max(req.ContentLength, 0))
 	if len(data) < need {
 		c.keepHandshake(data)
-		c.hs.need = need
+		c.hs.need, c.hs.req = need, req
 		return
 	}
-	c.serveHTTP(data[:need])
+	c.serveHTTP(req, data[headLen:need])
 }
 
-// serveHTTP starts the HTTP handler for the complete request in data on a
-// goroutine of its own; runHTTP queues its response and closes the
-// connection. data is not kept.
-func (c *Conn) serveHTTP(data []byte) {
+// serveHTTP starts the HTTP handler for req, parsed from the head, whose
+// body is body, on a goroutine of its own; runHTTP queues its response and
+// closes the connection. body is not kept.
+func (c *Conn) serveHTTP(req *http.Request, body []byte) {
 	c.hs = nil
 	if c.srv.httpHandlers.Add(1) > int64(c.srv.cfg.MaxHTTPHandlers) {
 		c.srv.httpHandlers.Add(-1)
@@ -57,14 +58,9 @@ func (c *Conn) serveHTTP(data []byte) {
 		c.respond(http.StatusServiceUnavailable, "too many requests in progress; retry\n", "Retry-After", "1")
 		return
 	}
-	// data is in the worker's read buffer or the handshake buffer; the
+	// body is in the worker's read buffer or the handshake buffer; the
 	// request's body reads from a copy of its own.
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(bytes.Clone(data))))
-	if err != nil {
-		c.srv.httpHandlers.Add(-1)
-		c.respond(http.StatusBadRequest, "malformed request\n")
-		return
-	}
+	req.Body = io.NopCloser(bytes.NewReader(bytes.Clone(body)))
 	req.RemoteAddr = c.RemoteAddr().String()
 	c.mu.Lock()
 	if c.state != stateHandshake {

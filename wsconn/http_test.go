@@ -1,9 +1,11 @@
 package wsconn_test
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -177,4 +179,40 @@ func TestHTTPHandlerPanic(t *testing.T) {
 	assert.Equal(t, "500 Internal Server Error internal server error\n", <-getAsync("http://"+addr+"/panic"))
 	assert.Equal(t, "200 OK ok\n", <-getAsync("http://"+addr+"/quick"))
 	requireServed(t, addr)
+}
+
+// TestHTTPBodyArrivesLater: a request whose body comes in reads after its
+// head is served with the whole body and the head's fields, the head parsed
+// once.
+func TestHTTPBodyArrivesLater(t *testing.T) {
+	got := make(chan string, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /echo-body", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- r.URL.Query().Get("q") + " " + r.Header.Get("X-Test") + " " + string(b)
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	_, addr := startServer(t, wsconn.Config{HTTP: mux})
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "POST /echo-body?q=query HTTP/1.1\r\nHost: x\r\nX-Test: header\r\nContent-Length: 10\r\n\r\nhello")
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // the head is read and parsed alone
+	_, err = io.WriteString(c, "world")
+	require.NoError(t, err)
+	select {
+	case s := <-got:
+		assert.Equal(t, "query header helloworld", s)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler never ran")
+	}
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
 }

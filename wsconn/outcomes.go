@@ -29,8 +29,9 @@ type outcomes struct {
 // countStatus counts a handshake refused with status, and logs it (see
 // refusalLog).
 func (s *Server) countStatus(status int, reason string) {
-	s.outcomes.status[statusIndex(status)].Add(1)
-	s.logRefusal(status, reason)
+	i := statusIndex(status)
+	s.outcomes.status[i].Add(1)
+	s.logRefusalAt(i, status, reason)
 }
 
 // countClose counts a close frame sent with code.
@@ -104,7 +105,11 @@ func statusIndex(status int) int {
 // logRefusal logs, within the rate, a handshake refused with status for
 // reason.
 func (s *Server) logRefusal(status int, reason string) {
-	i := statusIndex(status)
+	s.logRefusalAt(statusIndex(status), status, reason)
+}
+
+// logRefusalAt is logRefusal for the status at index i of the table.
+func (s *Server) logRefusalAt(i, status int, reason string) {
 	now := s.now()
 	r := &s.refusals
 	r.mu.Lock()

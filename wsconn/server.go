@@ -551,7 +551,7 @@ func (s *Server) sweep() {
 			var expirer Expirer
 			c.mu.Lock()
 			late := c.deadline != 0 && passed(tick, c.deadline) && c.state != stateClosed
-			if c.q != nil && c.queued == 0 && c.q.idle() {
+			if c.q != nil && c.q.idle() {
 				// An idle connection keeps no queue; one that is busy
 				// keeps it, so that fan-out allocates nothing per delivery.
 				if c.q.quiet {

@@ -225,10 +225,7 @@ func (c *Conn) proceed(p []byte, owned bool) bool {
 	if !owned {
 		p = bytes.Clone(p)
 	}
-	if c.q == nil {
-		c.q = newWriteQueue()
-	}
-	c.q.unread = p
+	c.queueLocked().unread = p
 	return false
 }
 

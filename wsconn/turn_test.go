@@ -1,6 +1,7 @@
 package wsconn
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"io"
@@ -12,6 +13,17 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// readServerFrame reads one unfragmented server frame from br.
+func readServerFrame(br *bufio.Reader) (ws.Header, []byte, error) {
+	h, err := ws.ReadHeader(br)
+	if err != nil {
+		return h, nil, err
+	}
+	p := make([]byte, h.Length)
+	_, err = io.ReadFull(br, p)
+	return h, p, err
+}
 
 // pauseByFlood writes echo requests to nc, without reading: a little more
 // than the server reads before c's queue is full and it stops reading, and
@@ -91,11 +103,7 @@ func TestFlushResumesReading(t *testing.T) {
 	go func() {
 		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		for range n {
-			h, err := ws.ReadHeader(br)
-			if err == nil {
-				_, err = io.CopyN(io.Discard, br, h.Length)
-			}
-			if err != nil {
+			if _, _, err := readServerFrame(br); err != nil {
 				done <- err
 				return
 			}
@@ -107,11 +115,8 @@ func TestFlushResumesReading(t *testing.T) {
 
 	// The message sent while paused is read and echoed.
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(3*time.Second)))
-	h, err := ws.ReadHeader(br)
+	_, p, err := readServerFrame(br)
 	require.NoError(t, err, "the echo of the message sent while the queue was full")
-	p := make([]byte, h.Length)
-	_, err = io.ReadFull(br, p)
-	require.NoError(t, err)
 	assert.Equal(t, "hello", string(p))
 }
 
@@ -129,11 +134,8 @@ func TestTurnWritesOnce(t *testing.T) {
 	}()
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 	for i := range n {
-		h, err := ws.ReadHeader(br)
+		_, p, err := readServerFrame(br)
 		require.NoError(t, err, "echo %d of %d", i, n)
-		p := make([]byte, h.Length)
-		_, err = io.ReadFull(br, p)
-		require.NoError(t, err)
 		require.Equal(t, "echo", string(p))
 	}
 	writes := c.srv.writeCalls.Load() - before
@@ -182,11 +184,8 @@ func TestPipelinedInputWaits(t *testing.T) {
 
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 	for i := range n {
-		h, err := ws.ReadHeader(br)
+		_, p, err := readServerFrame(br)
 		require.NoError(t, err, "echo %d of %d", i, n)
-		p := make([]byte, h.Length)
-		_, err = io.ReadFull(br, p)
-		require.NoError(t, err)
 		require.Equal(t, uint32(i), binary.BigEndian.Uint32(p), "echo %d in order", i)
 	}
 	require.NoError(t, <-written)

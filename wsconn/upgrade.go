@@ -47,7 +47,8 @@ func (c *Conn) readHandshake(p []byte) {
 		if need := c.hs.need; need > 0 {
 			// Head already parsed; waiting for the request body.
 			if len(data) >= need {
-				c.serveHTTP(data[:need])
+				req := c.hs.req
+				c.serveHTTP(req, data[need-int(req.ContentLength):need])
 			}
 			return
 		}
@@ -127,27 +128,14 @@ func (c *Conn) keepHandshake(data []byte) {
 }
 
 // wantsWebSocket reports whether the request head asks for a WebSocket
-// upgrade (an Upgrade header naming websocket). Such a request gets the
-// Upgrader's answer, an error status included; any other request is plain
-// HTTP.
+// upgrade (an Upgrade header whose list names websocket). Such a request
+// gets the Upgrader's answer, an error status included; any other request
+// is plain HTTP.
 func wantsWebSocket(head []byte) bool {
-	_, rest, _ := bytes.Cut(head, []byte("\r\n")) // skip the request line
-	for len(rest) > 0 {
-		var line []byte
-		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+	_, fields, _ := bytes.Cut(head, []byte("\r\n")) // past the request line, which may be empty
+	for line := range headerLines(fields) {
 		key, value, ok := bytes.Cut(line, []byte{':'})
-		if ok && bytes.EqualFold(bytes.TrimSpace(key), []byte("Upgrade")) && containsFold(value, "websocket") {
-			return true
-		}
-	}
-	return false
-}
-
-// containsFold reports whether s contains the lower-case ASCII word,
-// ignoring case, without allocating.
-func containsFold(s []byte, word string) bool {
-	for i := 0; i+len(word) <= len(s); i++ {
-		if bytes.EqualFold(s[i:i+len(word)], []byte(word)) {
+		if ok && bytes.EqualFold(bytes.TrimSpace(key), []byte("Upgrade")) && hasToken(value, "websocket") {
 			return true
 		}
 	}

@@ -205,8 +205,8 @@ func (q *writeQueue) pushPong(frame []byte) {
 	q.pong = len(q.frames)
 }
 
-// dropUnstarted drops the queued frames not yet begun, keeping a frame
-// written in part, and the backlog, and returns the number of bytes dropped
+// dropUnstarted drops the queued frames not yet begun and the backlog,
+// keeping a frame written in part, and returns the number of bytes dropped
 // from frames.
 func (q *writeQueue) dropUnstarted() (dropped int) {
 	clear(q.backlog)
