@@ -28,6 +28,7 @@ import (
 	"github.com/fanout/fanout/auth"
 	"github.com/fanout/fanout/bench"
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/page"
 	"github.com/fanout/fanout/wsconn"
 )
 
@@ -123,6 +124,7 @@ type serveOptions struct {
 	anonPublish    bool
 	publishKey     string
 	allowedOrigins string
+	page           pageFlag
 }
 
 func (o *serveOptions) flags(fs *flag.FlagSet) {
@@ -169,6 +171,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.publishKey, "publish-key", "", "`key` that grants POST /publish on every topic, as Authorization: Bearer KEY (default: $FANOUT_PUBLISH_KEY)")
 	fs.BoolVar(&o.anonPublish, "anonymous-publish", false, "with --no-auth and --publish-key, let WebSocket clients publish without the key")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host[:port], *.host for subdomains) allowed to open WebSockets; others get 403 (empty: any)")
+	fs.Var(&o.page, "page", "serve the live page at / (connections, deliveries, topics and a console); default: on, but off with authentication unless --page is given, as its summary shows topic names to whoever reaches it")
 	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "a frame or fragmented message must be complete this long after its first byte, or the connection is closed with 1008 (0: never)")
 }
 
@@ -186,6 +189,7 @@ Runs the server. On one port:
   GET  /stats                      counters as JSON
   GET  /metrics                    the same, and Go and process metrics, for Prometheus
   GET  /healthz                    200 ok
+  GET  /                           the live page (see --page)
   GET  /echo                       WebSocket echo (unless --echo=false)
 
 Flags:
@@ -254,17 +258,21 @@ Flags:
 		Logger:           log,
 	})
 	var srv *wsconn.Server
-	srv, err = wsconn.NewServer(o.config(log, hub, origins, func() *wsconn.Server { return srv }))
+	cfg, live := o.config(log, hub, origins, verifier != nil, func() *wsconn.Server { return srv })
+	srv, err = wsconn.NewServer(cfg)
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if live != nil {
+		go live.Run(ctx)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("fanout listening", "addr", ln.Addr().String(), "auth", verifier != nil, "origins", origins.String(),
-		"echo", o.echo, "workers", srv.Config().Workers, "shards", hub.Config().Shards)
+		"echo", o.echo, "page", live != nil, "workers", srv.Config().Workers, "shards", hub.Config().Shards)
 
 	select {
 	case err := <-errc:
@@ -321,10 +329,24 @@ func (o *serveOptions) verifier() (*auth.Verifier, error) {
 	return v, nil
 }
 
-// config builds the server configuration from the flags. srv returns the
-// server once it exists, for /stats.
-func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *auth.Origins, srv func() *wsconn.Server) wsconn.Config {
+// config builds the server configuration from the flags, and the live page
+// if it is on (its sampler is to be run). srv returns the server once it
+// exists, for /stats.
+func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *auth.Origins, authOn bool, srv func() *wsconn.Server) (wsconn.Config, *page.Page) {
 	mux := http.NewServeMux()
+	var live *page.Page
+	if o.page.enabled(authOn) {
+		live = page.New(page.Config{
+			Read: func() page.Sample {
+				s := srv()
+				return page.Sample{Connections: s.Stats().WebSockets, Deliveries: hub.Stats().Deliveries, QueuedBytes: s.QueuedBytes()}
+			},
+			Topics: hub.TopTopics,
+			Auth:   authOn,
+		})
+		mux.Handle("GET /{$}", live)
+		mux.Handle("GET /page/", live)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
@@ -374,7 +396,7 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 		},
 		HTTP:   mux,
 		Logger: log,
-	}
+	}, live
 }
 
 // historyBytes maps --max-history-bytes to broadcast.Config.MaxHistoryBytes,

@@ -55,6 +55,16 @@ func (t *Topic) hasSubscribers() bool {
 	return false
 }
 
+// subscriberCount returns the subscriptions to t, summed over the shards
+// without t.mu: a count that a subscribe or leave may change at once.
+func (t *Topic) subscriberCount() int {
+	n := 0
+	for i := range t.inShard {
+		n += int(t.inShard[i].Load())
+	}
+	return n
+}
+
 // Name returns the topic's name.
 func (t *Topic) Name() string { return t.name }
 

@@ -1,0 +1,168 @@
+// The live page: polls /page/summary for the charts, tiles and topics, and
+// runs a console over its own WebSocket to /ws. No dependencies, no build.
+
+const $ = (id) => document.getElementById(id);
+
+const fmt = new Intl.NumberFormat("en", { maximumFractionDigits: 1 });
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return fmt.format(n) + " " + units[i];
+}
+
+// rates turns cumulative delivery counts into per-second points.
+function rates(samples) {
+  const out = [];
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1], b = samples[i];
+    const dt = (b.t - a.t) / 1000;
+    if (dt > 0) out.push({ t: b.t, v: Math.max(0, b.deliveries - a.deliveries) / dt });
+  }
+  return out;
+}
+
+// draw plots points ({t, v}) as a line over the last span milliseconds.
+function draw(canvas, points, label, span) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (canvas.width !== w * dpr || canvas.height !== h * dpr) {
+    canvas.width = w * dpr;
+    canvas.height = h * dpr;
+  }
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const top = 14, bottom = h - 4;
+  const max = Math.max(1, ...points.map((p) => p.v));
+  const end = points.length ? points[points.length - 1].t : Date.now();
+  const x = (t) => w - ((end - t) / span) * w;
+  const y = (v) => bottom - (v / max) * (bottom - top);
+  g.strokeStyle = "#d6dbe0";
+  g.beginPath();
+  g.moveTo(0, bottom + 0.5);
+  g.lineTo(w, bottom + 0.5);
+  g.stroke();
+  g.fillStyle = "#5b6570";
+  g.font = "11px system-ui, sans-serif";
+  g.fillText("max " + label(max), 4, 11);
+  g.fillText(Math.round(span / 60000) + " min", w - 40, 11);
+  if (!points.length) return;
+  g.strokeStyle = "#0b63c9";
+  g.lineWidth = 1.5;
+  g.beginPath();
+  points.forEach((p, i) => (i ? g.lineTo(x(p.t), y(p.v)) : g.moveTo(x(p.t), y(p.v))));
+  g.stroke();
+}
+
+function topics(list, total) {
+  const body = $("top");
+  body.replaceChildren(...list.map((t) => {
+    const tr = document.createElement("tr");
+    for (const v of [t.name, fmt.format(t.subscribers), String(t.seq)]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.append(td);
+    }
+    tr.title = "epoch " + t.epoch;
+    return tr;
+  }));
+  $("top-note").textContent = total > list.length ? `the ${list.length} busiest of ${fmt.format(total)} topics` : "";
+}
+
+let authShown = false;
+
+async function poll() {
+  let wait = 2000;
+  try {
+    const r = await fetch("/page/summary", { cache: "no-store" });
+    if (!r.ok) throw new Error("status " + r.status);
+    const s = await r.json();
+    wait = Math.max(1000, s.interval_ms);
+    const samples = s.samples.concat(s.samples.length && s.samples[s.samples.length - 1].t >= s.now.t ? [] : [s.now]);
+    // The chart spans what the server holds: from one minute, as it fills,
+    // up to the whole ring.
+    const held = samples.length ? samples[samples.length - 1].t - samples[0].t : 0;
+    const span = Math.max(60000, Math.ceil(held / 60000) * 60000);
+    const rs = rates(samples);
+    $("connections").textContent = fmt.format(s.now.connections);
+    $("rate").textContent = rs.length ? fmt.format(rs[rs.length - 1].v) : "–";
+    $("queued").textContent = bytes(s.now.queued_bytes);
+    $("topics").textContent = fmt.format(s.topics);
+    draw($("chart-connections"), samples.map((p) => ({ t: p.t, v: p.connections })), fmt.format, span);
+    draw($("chart-rate"), rs, fmt.format, span);
+    draw($("chart-queued"), samples.map((p) => ({ t: p.t, v: p.queued_bytes })), bytes, span);
+    topics(s.top, s.topics);
+    if (s.auth && !authShown) {
+      $("token-row").hidden = false;
+      authShown = true;
+    }
+    $("status").textContent = "live, updated " + new Date(s.now.t).toLocaleTimeString();
+    $("status").classList.remove("bad");
+  } catch (e) {
+    $("status").textContent = "server unreachable (" + e.message + ")";
+    $("status").classList.add("bad");
+  }
+  setTimeout(poll, wait);
+}
+
+// The console's WebSocket, opened on first use.
+let ws = null;
+let pending = [];
+
+function log(text, cls) {
+  const ol = $("log");
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (cls) li.className = cls;
+  ol.append(li);
+  while (ol.children.length > 200) ol.firstChild.remove();
+  ol.scrollTop = ol.scrollHeight;
+}
+
+function socket() {
+  if (ws) return ws;
+  const token = $("token").value.trim();
+  const url = new URL("/ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  if (token) url.searchParams.set("token", token);
+  ws = new WebSocket(url);
+  ws.onopen = () => {
+    log("connected", "out");
+    for (const m of pending) ws.send(m);
+    pending = [];
+  };
+  ws.onmessage = (e) => log("← " + e.data);
+  ws.onclose = (e) => {
+    log(`closed ${e.code}${e.reason ? " " + e.reason : ""}`, "err");
+    ws = null;
+    pending = [];
+  };
+  return ws;
+}
+
+function send(msg) {
+  const text = JSON.stringify(msg);
+  log("→ " + text, "out");
+  const s = socket();
+  if (s.readyState === WebSocket.OPEN) s.send(text);
+  else pending.push(text);
+}
+
+$("subscribe").addEventListener("click", () => send({ type: "subscribe", topic: $("topic").value.trim() }));
+$("unsubscribe").addEventListener("click", () => send({ type: "unsubscribe", topic: $("topic").value.trim() }));
+$("publish").addEventListener("click", () => {
+  let data;
+  try {
+    data = JSON.parse($("data").value);
+  } catch (e) {
+    log("data is not JSON: " + e.message, "err");
+    return;
+  }
+  send({ type: "publish", topic: $("topic").value.trim(), data });
+});
+$("token").addEventListener("change", () => ws && ws.close(1000, "new token"));
+$("console").addEventListener("submit", (e) => e.preventDefault());
+
+poll();

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var screenshot = flag.String("screenshot", "", "TestLivePageInBrowser: after a little load, save a PNG of the page to this `file` (docs/page.png)")
+
+// TestServePageFlag: the live page is on by default without
+// authentication, off with --page=false, off with authentication unless
+// --page is given, and its summary is bounded JSON that says whether the
+// console needs a token.
+func TestServePageFlag(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	for _, tc := range []struct {
+		name string
+		args []string
+		on   bool
+		auth bool
+	}{
+		{"no-auth default", nil, true, false},
+		{"no-auth --page=false", []string{"--page=false"}, false, false},
+		{"auth default", []string{"--jwt-secret", secret}, false, true},
+		{"auth --page", []string{"--jwt-secret", secret, "--page"}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServe(t, tc.args...)
+			for _, path := range []string{"/", "/page/page.js", "/page/page.css", "/page/summary"} {
+				resp, err := httpClient.Get("http://" + s.addr + path)
+				require.NoError(t, err)
+				body, err := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				require.NoError(t, err)
+				if !tc.on {
+					assert.Equal(t, http.StatusNotFound, resp.StatusCode, path)
+					continue
+				}
+				require.Equal(t, http.StatusOK, resp.StatusCode, path)
+				assert.Contains(t, resp.Header.Get("Content-Security-Policy"), "default-src 'none'", path)
+				if path == "/page/summary" {
+					var sum struct {
+						Auth bool `json:"auth"`
+						Now  struct {
+							Connections *int64 `json:"connections"`
+						} `json:"now"`
+						Samples []json.RawMessage `json:"samples"`
+						Top     []json.RawMessage `json:"top"`
+					}
+					require.NoError(t, json.Unmarshal(body, &sum), "%s", body)
+					assert.Equal(t, tc.auth, sum.Auth)
+					assert.NotNil(t, sum.Now.Connections)
+					assert.NotNil(t, sum.Top, "top is a list, empty or not")
+				}
+			}
+		})
+	}
+	code, _, stderr := runFanout(t, "serve", "--no-auth", "--page=maybe")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "-page")
+}
+
+// chromium returns the path of a Chromium or Chrome binary. The browser
+// test needs one: it fails without it, in CI as anywhere, unless
+// FANOUT_SKIP_BROWSER=1 says to skip it.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("FANOUT_SKIP_BROWSER") == "1" {
+		t.Skip("no Chromium, and FANOUT_SKIP_BROWSER=1")
+	}
+	t.Fatal("no chromium in PATH: install it (apt-get install chromium), or set FANOUT_SKIP_BROWSER=1 to skip this test")
+	return ""
+}
+
+// TestLivePageInBrowser opens the live page in headless Chromium: it loads
+// with no console error, its connection count follows clients that
+// connect, its topic list shows their topic, and its console subscribes
+// over the page's own WebSocket and receives a message published over HTTP.
+func TestLivePageInBrowser(t *testing.T) {
+	exe := chromium(t)
+	s := startServe(t)
+
+	alloc, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe),
+		chromedp.NoSandbox, // root in CI containers
+		chromedp.WindowSize(1280, 1000),
+	)...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(alloc)
+	defer cancel()
+	budget := 2 * waitTimeout
+	if *screenshot != "" {
+		budget += loadTime
+	}
+	ctx, cancel = context.WithTimeout(ctx, budget)
+	defer cancel()
+
+	// Every console message of the page, from the first action on.
+	var mu sync.Mutex
+	var problems []string
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			switch m.Type {
+			case chromedp.ConsoleError, chromedp.ConsoleWarning, chromedp.ConsoleException:
+				mu.Lock()
+				problems = append(problems, fmt.Sprintf("%s (%s %s:%d)", m, m.Source, m.URL, m.Line))
+				mu.Unlock()
+			}
+		}
+	}()
+
+	base := "http://" + s.addr
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#connections")),
+	))
+
+	// text polls the element's text until ok accepts it.
+	text := func(sel string, ok func(string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			got, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+			require.NoError(t, err)
+			if ok(got) {
+				return got
+			}
+			require.True(t, time.Now().Before(deadline), "%s: %q", sel, got)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	number := func(s string) (int, bool) {
+		n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
+		return n, err == nil
+	}
+	// Without authentication the console asks for no token.
+	display, err := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.getElementById("token-row")).display`))
+	require.NoError(t, err)
+	assert.Equal(t, "none", display, "the token field shows without authentication")
+	before, _ := number(text("#connections", func(s string) bool { _, ok := number(s); return ok }))
+
+	const clients = 3
+	for range clients {
+		c := dialSubscriber(t, "gorilla", "ws://"+s.addr+"/ws?topics=watched")
+		_, err := c.read() // subscribed
+		require.NoError(t, err)
+	}
+	text("#connections", func(s string) bool { n, ok := number(s); return ok && n == before+clients })
+	text("#top", func(s string) bool { return strings.Contains(s, "watched") })
+
+	// The console: subscribe over the page's WebSocket, then publish over
+	// HTTP, and the message shows in its log.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#topic"), "browser"),
+		chromedp.Click(chromedp.CSS("#subscribe")),
+	))
+	text("#log", func(s string) bool { return strings.Contains(s, `{"type":"subscribed","topic":"browser"`) })
+	_, err = s.post("browser", `{"from":"http"}`)
+	require.NoError(t, err)
+	text("#log", func(s string) bool { return strings.Contains(s, `{"topic":"browser","seq":1,"data":{"from":"http"}}`) })
+	// And a publish from the console itself comes back to it.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#data"), `{"from":"page"}`),
+		chromedp.Click(chromedp.CSS("#publish")),
+	))
+	text("#log", func(s string) bool { return strings.Contains(s, `"seq":2,"data":{"from":"page"}`) })
+	// The page's own WebSocket counts too.
+	text("#connections", func(s string) bool { n, ok := number(s); return ok && n == before+clients+1 })
+
+	if *screenshot != "" {
+		stop := load(t, s)
+		time.Sleep(loadTime)
+		text("#rate", func(s string) bool { n, ok := number(s); return ok && n > 0 })
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		require.NoError(t, err)
+		stop()
+		require.NoError(t, os.WriteFile(*screenshot, png, 0o644))
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, problems, "the page logged errors or warnings")
+}
+
+// loadTime is how long the page watches load before its screenshot.
+const loadTime = 30 * time.Second
+
+// load connects a hundred subscribers over a few topics and publishes to
+// them until stop is called, so that the page's charts have something to
+// show.
+func load(t *testing.T, s *server) (stop func()) {
+	t.Helper()
+	topics := []string{"prices", "chat.lobby", "news", "alerts"}
+	for i := range 100 {
+		topic := topics[min(i%7, len(topics)-1)]
+		c := dialSubscriber(t, "coder", "ws://"+s.addr+"/ws?topics="+topic)
+		go func() {
+			for {
+				if _, err := c.read(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Duration(5+i%20) * time.Millisecond):
+			}
+			if _, err := s.post(topics[i%len(topics)], fmt.Sprintf(`{"n":%d}`, i)); err != nil {
+				t.Errorf("publish: %v", err)
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
