@@ -77,6 +77,11 @@ Scenarios:
               memory per connection and latency CDFs. A peer whose directory is missing
               is skipped with a message.
 
+A server with authentication (fanout serve --jwt-secret): --jwt-secret mints a token per
+client (sub bench-PID-N, so each connection is also subscribed to its own user:SUB topic
+as real users are) and one for publishing, each granting --topic; --token presents one
+token everywhere, which must grant subscribing to and publishing on --topic.
+
 Every delivery is accounted for: subscribers × messages = received + dropped + lost to
 disconnects. The client's own CPU (the worker processes') is reported with each result,
 so a reader can check that the client was not the bottleneck.

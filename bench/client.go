@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime"
 	"sort"
 	"sync"
@@ -121,7 +122,12 @@ type dialPlan struct {
 	kind     connKind
 	target   netip.AddrPort
 	sources  []netip.Addr // none: let the kernel choose
-	request  []byte
+	request  []byte       // the upgrade request of every connection; nil: minted
+	host     string       // of the request, to build a minted one
+	path     string
+	key      string
+	auth     *credentials
+	minted   atomic.Int64 // tokens minted, for each a distinct sub
 	timeout  time.Duration
 	sem      chan struct{} // dial concurrency; nil for churn
 	n        int64         // 0: unbounded (churn)
@@ -142,6 +148,20 @@ func (p *dialPlan) addrs() (target, source unix.Sockaddr) {
 		source = sockaddr(p.sources[int(i%int64(len(p.sources)))], 0)
 	}
 	return target, source
+}
+
+// upgrade returns the upgrade request of the plan's next connection: the
+// same for all, or one with a token minted for it.
+func (p *dialPlan) upgrade() ([]byte, error) {
+	if p.request != nil {
+		return p.request, nil
+	}
+	sub := fmt.Sprintf("bench-%d-%d", os.Getpid(), p.minted.Add(1))
+	token, err := p.auth.token(sub, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return upgradeRequest(p.host, p.path, p.key, token), nil
 }
 
 // settle counts a connection of the plan as open or failed and gives back
@@ -371,7 +391,12 @@ func (e *engine) serve(worker int, j job) {
 			return
 		}
 		c.state = stHandshake
-		if !c.write(c.plan.request) {
+		req, err := c.plan.upgrade()
+		if err != nil {
+			c.release(err)
+			return
+		}
+		if !c.write(req) {
 			return
 		}
 	}

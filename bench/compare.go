@@ -46,6 +46,9 @@ const modulePath = "github.com/fanout/fanout"
 // and throughput runs at o.Conns subscribers. It prints one markdown table
 // to stdout and writes OUT/compare.json and the chart.
 func Compare(ctx context.Context, o *Options, stdout, stderr io.Writer, log *slog.Logger) error {
+	if o.Token != "" || o.JWTSecret != "" {
+		return errors.New("--token and --jwt-secret do not apply: compare runs its own servers, without authentication")
+	}
 	src := o.Src
 	if src == "" {
 		var err error

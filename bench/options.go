@@ -26,6 +26,8 @@ type Options struct {
 	WSPath     string // subscribe endpoint path
 	EchoPath   string // echo endpoint path
 	Topic      string
+	Token      string // presented by every client (--token)
+	JWTSecret  string // mints a token per client (--jwt-secret)
 
 	Conns             int // N: subscribers (idle, fanout, throughput)
 	Workers           int // K: worker processes (0: enough for MaxConnsPerWorker)
@@ -69,6 +71,8 @@ func (o *Options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.WSPath, "ws-path", "/ws", "subscribe endpoint `path`; ?topics=TOPIC is added")
 	fs.StringVar(&o.EchoPath, "echo-path", "/echo", "echo endpoint `path` (echo scenario)")
 	fs.StringVar(&o.Topic, "topic", "bench", "the `topic` every subscriber subscribes to and every message goes to")
+	fs.StringVar(&o.Token, "token", "", "a `token` every connection and publish presents (Authorization: Bearer), for a server with authentication; it must grant subscribing to and publishing on --topic (default: $FANOUT_TOKEN)")
+	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "the server's HS256 `secret`, to mint a token per client (sub bench-PID-N, granting --topic, valid 24h) and one for publishing (default: $FANOUT_JWT_SECRET; the environment keeps it out of ps)")
 
 	fs.IntVar(&o.Conns, "n", 1000, "`N`: subscriber connections (idle, fanout, throughput, compare)")
 	fs.IntVar(&o.Workers, "workers", 0, "`K`: client worker processes (0: as few as --max-conns-per-worker allows)")
@@ -128,6 +132,9 @@ func (o *Options) validate() error {
 		return fmt.Errorf("--dial-concurrency must be at least 1")
 	case o.Timeout <= 0:
 		return fmt.Errorf("--timeout must be positive")
+	}
+	if _, err := newCredentials(o.Token, o.JWTSecret, o.Topic); err != nil {
+		return err
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"time"
 
@@ -29,6 +30,9 @@ type runner struct {
 	stderr io.Writer
 	pid    int // server process; 0: unknown
 	win    uint32
+
+	creds       *credentials // of the clients; nil: none
+	publishAuth string       // Authorization of a publish; empty: none
 }
 
 // newRunner resolves the target, plans the fleet for hold connections at
@@ -43,6 +47,16 @@ func newRunner(ctx context.Context, o *Options, stderr io.Writer, log *slog.Logg
 		return nil, err
 	}
 	r := &runner{o: o, t: t, plan: plan, log: log, stderr: stderr, httpc: newHTTPClient()}
+	if r.creds, err = newCredentials(o.Token, o.JWTSecret, o.Topic); err != nil {
+		return nil, err
+	}
+	if r.creds != nil {
+		token, err := r.creds.token(fmt.Sprintf("bench-%d-publisher", os.Getpid()), time.Now())
+		if err != nil {
+			return nil, err
+		}
+		r.publishAuth = "Bearer " + token
+	}
 	r.pid = r.findServerPID()
 	if err := checkServerFiles(r.pid, hold); err != nil {
 		return nil, err
@@ -161,6 +175,7 @@ func (r *runner) dialCommand(i int, kind, path string, n int) *dialCommand {
 		N:           n,
 		Concurrency: max(1, r.o.DialConcurrency/r.fleet.Size()),
 		Timeout:     Duration(r.o.DialTimeout),
+		Auth:        r.creds,
 	}
 }
 
@@ -343,6 +358,9 @@ func (r *runner) publish(ctx context.Context, data []byte) (uint64, error) {
 		return 0, fmt.Errorf("bench: publish: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if r.publishAuth != "" {
+		req.Header.Set("Authorization", r.publishAuth)
+	}
 	resp, err := r.httpc.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("bench: publish: %w", err)

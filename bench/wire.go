@@ -23,8 +23,9 @@ const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 const maxResponseHeadBytes = 8 << 10
 
 // upgradeRequest returns the GET request that upgrades a connection to
-// host (the Host header) and path (with its query), offering key.
-func upgradeRequest(host, path, key string) []byte {
+// host (the Host header) and path (with its query), offering key, with
+// token as a bearer token unless it is empty.
+func upgradeRequest(host, path, key, token string) []byte {
 	var b bytes.Buffer
 	b.WriteString("GET ")
 	b.WriteString(path)
@@ -32,6 +33,10 @@ func upgradeRequest(host, path, key string) []byte {
 	b.WriteString(host)
 	b.WriteString("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ")
 	b.WriteString(key)
+	if token != "" {
+		b.WriteString("\r\nAuthorization: Bearer ")
+		b.WriteString(token)
+	}
 	b.WriteString("\r\n\r\n")
 	return b.Bytes()
 }

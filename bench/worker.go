@@ -79,6 +79,9 @@ type dialCommand struct {
 	N           int      `json:"n"`
 	Concurrency int      `json:"concurrency"` // connects in flight
 	Timeout     Duration `json:"timeout"`     // per connection, connect and upgrade
+	// Auth is the token to present, or the secret to mint one per
+	// connection with; nil: none.
+	Auth *credentials `json:"auth,omitempty"`
 }
 
 // event is a message from a worker to the parent.
@@ -351,11 +354,18 @@ func newDialPlan(e *engine, d *dialCommand) (*dialPlan, error) {
 	plan := &dialPlan{
 		kind:    kind,
 		target:  ap,
-		request: upgradeRequest(d.Host, d.Path, e.key),
+		host:    d.Host,
+		path:    d.Path,
+		key:     e.key,
+		auth:    d.Auth,
 		timeout: time.Duration(d.Timeout),
 		n:       int64(d.N),
 		sem:     make(chan struct{}, max(1, d.Concurrency)),
 		done:    make(chan struct{}),
+	}
+	if d.Auth == nil || d.Auth.Secret == "" {
+		token, _ := d.Auth.token("", time.Time{}) // given, not minted: no error
+		plan.request = upgradeRequest(d.Host, d.Path, e.key, token)
 	}
 	if plan.timeout <= 0 {
 		plan.timeout = 10 * time.Second
