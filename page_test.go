@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -92,32 +93,34 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// TestLivePageInBrowser opens the live page in headless Chromium: it loads
-// with no console error, its connection count follows clients that
-// connect, its topic list shows their topic, and its console subscribes
-// over the page's own WebSocket and receives a message published over HTTP.
-func TestLivePageInBrowser(t *testing.T) {
-	exe := chromium(t)
-	s := startServe(t)
+// browserPage is a page open in headless Chromium, with every console
+// error, warning and exception it logged.
+type browserPage struct {
+	t   *testing.T
+	ctx context.Context
 
+	mu       sync.Mutex
+	problems []string
+}
+
+// openPage opens url in a fresh headless Chromium, which is closed when
+// the test ends; every action must be done within budget.
+func openPage(t *testing.T, url string, budget time.Duration) *browserPage {
+	t.Helper()
+	exe := chromium(t)
 	alloc, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
 		chromedp.NoSandbox, // root in CI containers
 		chromedp.WindowSize(1280, 1000),
 	)...)
-	defer cancel()
+	t.Cleanup(cancel)
 	ctx, cancel := chromedp.NewContext(alloc)
-	defer cancel()
-	budget := 2 * waitTimeout
-	if *screenshot != "" {
-		budget += loadTime
-	}
+	t.Cleanup(cancel)
 	ctx, cancel = context.WithTimeout(ctx, budget)
-	defer cancel()
+	t.Cleanup(cancel)
+	p := &browserPage{t: t, ctx: ctx}
 
 	// Every console message of the page, from the first action on.
-	var mu sync.Mutex
-	var problems []string
 	messages := chromedp.Console(ctx)
 	go func() {
 		for m, err := range messages {
@@ -126,42 +129,72 @@ func TestLivePageInBrowser(t *testing.T) {
 			}
 			switch m.Type {
 			case chromedp.ConsoleError, chromedp.ConsoleWarning, chromedp.ConsoleException:
-				mu.Lock()
-				problems = append(problems, fmt.Sprintf("%s (%s %s:%d)", m, m.Source, m.URL, m.Line))
-				mu.Unlock()
+				p.mu.Lock()
+				p.problems = append(p.problems, fmt.Sprintf("%s (%s %s:%d)", m, m.Source, m.URL, m.Line))
+				p.mu.Unlock()
 			}
 		}
 	}()
+	p.do(chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS("#connections")))
+	return p
+}
 
-	base := "http://" + s.addr
-	require.NoError(t, chromedp.Do(ctx,
-		chromedp.Navigate(base+"/"),
-		chromedp.WaitVisible(chromedp.CSS("#connections")),
-	))
+func (p *browserPage) do(steps ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	require.NoError(p.t, chromedp.Do(p.ctx, steps...))
+}
 
-	// text polls the element's text until ok accepts it.
-	text := func(sel string, ok func(string) bool) string {
-		t.Helper()
-		deadline := time.Now().Add(waitTimeout)
-		for {
-			got, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-			require.NoError(t, err)
-			if ok(got) {
-				return got
-			}
-			require.True(t, time.Now().Before(deadline), "%s: %q", sel, got)
-			time.Sleep(100 * time.Millisecond)
+// text polls the text of the element sel selects until ok accepts it.
+func (p *browserPage) text(sel string, ok func(string) bool) string {
+	p.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		got, err := chromedp.Run(p.ctx, chromedp.Text(chromedp.CSS(sel)))
+		require.NoError(p.t, err)
+		if ok(got) {
+			return got
 		}
+		require.True(p.t, time.Now().Before(deadline), "%s: %q", sel, got)
+		time.Sleep(100 * time.Millisecond)
 	}
-	number := func(s string) (int, bool) {
-		n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
-		return n, err == nil
+}
+
+// display returns the computed CSS display of the element with id.
+func (p *browserPage) display(id string) string {
+	p.t.Helper()
+	d, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](`getComputedStyle(document.getElementById("`+id+`")).display`))
+	require.NoError(p.t, err)
+	return d
+}
+
+// clean checks that the page logged no error, warning or exception.
+func (p *browserPage) clean() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	assert.Empty(p.t, p.problems, "the page logged errors or warnings")
+}
+
+func number(s string) (int, bool) {
+	n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
+	return n, err == nil
+}
+
+// TestLivePageInBrowser opens the live page in headless Chromium: it loads
+// with no console error, its connection count follows clients that
+// connect, its topic list shows their topic, and its console subscribes
+// over the page's own WebSocket and receives a message published over HTTP.
+func TestLivePageInBrowser(t *testing.T) {
+	s := startServe(t)
+	budget := 2 * waitTimeout
+	if *screenshot != "" {
+		budget += loadTime
 	}
+	p := openPage(t, "http://"+s.addr+"/", budget)
+
 	// Without authentication the console asks for no token.
-	display, err := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.getElementById("token-row")).display`))
-	require.NoError(t, err)
-	assert.Equal(t, "none", display, "the token field shows without authentication")
-	before, _ := number(text("#connections", func(s string) bool { _, ok := number(s); return ok }))
+	assert.Equal(t, "none", p.display("token-row"), "the token field shows without authentication")
+	before, _ := number(p.text("#connections", func(s string) bool { _, ok := number(s); return ok }))
 
 	const clients = 3
 	for range clients {
@@ -169,41 +202,70 @@ func TestLivePageInBrowser(t *testing.T) {
 		_, err := c.read() // subscribed
 		require.NoError(t, err)
 	}
-	text("#connections", func(s string) bool { n, ok := number(s); return ok && n == before+clients })
-	text("#top", func(s string) bool { return strings.Contains(s, "watched") })
+	p.text("#connections", func(s string) bool { n, ok := number(s); return ok && n == before+clients })
+	p.text("#top", func(s string) bool { return strings.Contains(s, "watched") })
 
 	// The console: subscribe over the page's WebSocket, then publish over
 	// HTTP, and the message shows in its log.
-	require.NoError(t, chromedp.Do(ctx,
-		chromedp.SetValue(chromedp.CSS("#topic"), "browser"),
-		chromedp.Click(chromedp.CSS("#subscribe")),
-	))
-	text("#log", func(s string) bool { return strings.Contains(s, `{"type":"subscribed","topic":"browser"`) })
-	_, err = s.post("browser", `{"from":"http"}`)
+	p.do(chromedp.SetValue(chromedp.CSS("#topic"), "browser"), chromedp.Click(chromedp.CSS("#subscribe")))
+	p.text("#log", func(s string) bool { return strings.Contains(s, `{"type":"subscribed","topic":"browser"`) })
+	_, err := s.post("browser", `{"from":"http"}`)
 	require.NoError(t, err)
-	text("#log", func(s string) bool { return strings.Contains(s, `{"topic":"browser","seq":1,"data":{"from":"http"}}`) })
+	p.text("#log", func(s string) bool { return strings.Contains(s, `{"topic":"browser","seq":1,"data":{"from":"http"}}`) })
 	// And a publish from the console itself comes back to it.
-	require.NoError(t, chromedp.Do(ctx,
-		chromedp.SetValue(chromedp.CSS("#data"), `{"from":"page"}`),
-		chromedp.Click(chromedp.CSS("#publish")),
-	))
-	text("#log", func(s string) bool { return strings.Contains(s, `"seq":2,"data":{"from":"page"}`) })
+	p.do(chromedp.SetValue(chromedp.CSS("#data"), `{"from":"page"}`), chromedp.Click(chromedp.CSS("#publish")))
+	p.text("#log", func(s string) bool { return strings.Contains(s, `"seq":2,"data":{"from":"page"}`) })
 	// The page's own WebSocket counts too.
-	text("#connections", func(s string) bool { n, ok := number(s); return ok && n == before+clients+1 })
+	p.text("#connections", func(s string) bool { n, ok := number(s); return ok && n == before+clients+1 })
 
 	if *screenshot != "" {
 		stop := load(t, s)
 		time.Sleep(loadTime)
-		text("#rate", func(s string) bool { n, ok := number(s); return ok && n > 0 })
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		p.text("#rate", func(s string) bool { n, ok := number(s); return ok && n > 0 })
+		png, err := chromedp.Run(p.ctx, chromedp.FullScreenshot(100))
 		require.NoError(t, err)
 		stop()
 		require.NoError(t, os.WriteFile(*screenshot, png, 0o644))
 	}
+	p.clean()
+}
 
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Empty(t, problems, "the page logged errors or warnings")
+// TestLivePageInBrowserWithAuth: with authentication and --page, the
+// console asks for a token and connects with it (?token=), and receives
+// what a publisher with a token publishes.
+func TestLivePageInBrowserWithAuth(t *testing.T) {
+	secret := strings.Repeat("k", 32)
+	s := startServe(t, "--jwt-secret", secret, "--page")
+	mint := func(claims jwt.MapClaims) string {
+		claims["exp"] = time.Now().Add(time.Hour).Unix()
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+		require.NoError(t, err)
+		return tok
+	}
+	p := openPage(t, "http://"+s.addr+"/", 2*waitTimeout)
+
+	// The summary says auth is on, and the page shows the token field.
+	deadline := time.Now().Add(waitTimeout)
+	for p.display("token-row") == "none" {
+		require.True(t, time.Now().Before(deadline), "the token field never shows")
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.do(
+		chromedp.SetValue(chromedp.CSS("#token"), mint(jwt.MapClaims{"sub": "operator", "subscribe": "ops.*"})),
+		chromedp.SetValue(chromedp.CSS("#topic"), "ops.alerts"),
+		chromedp.Click(chromedp.CSS("#subscribe")),
+	)
+	p.text("#log", func(s string) bool { return strings.Contains(s, `{"type":"subscribed","topic":"ops.alerts"`) })
+
+	req, err := http.NewRequest(http.MethodPost, "http://"+s.addr+"/publish?topic=ops.alerts", strings.NewReader(`{"disk":"full"}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+mint(jwt.MapClaims{"sub": "service", "publish": "ops.*"}))
+	resp, err := httpClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	p.text("#log", func(s string) bool { return strings.Contains(s, `{"topic":"ops.alerts","seq":1,"data":{"disk":"full"}}`) })
+	p.clean()
 }
 
 // loadTime is how long the page watches load before its screenshot.
