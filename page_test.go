@@ -264,7 +264,9 @@ func TestLivePageInBrowserWithAuth(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
-	p.text("#log", func(s string) bool { return strings.Contains(s, `{"topic":"ops.alerts","seq":1,"data":{"disk":"full"}}`) })
+	p.text("#log", func(s string) bool {
+		return strings.Contains(s, `{"topic":"ops.alerts","seq":1,"data":{"disk":"full"}}`)
+	})
 	p.clean()
 }
 
