@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,12 +168,19 @@ func (p *browserPage) display(id string) string {
 	return d
 }
 
-// clean checks that the page logged no error, warning or exception.
-func (p *browserPage) clean() {
+// clean checks that the page logged no error, warning or exception but
+// those that contain one of the expected strings.
+func (p *browserPage) clean(expected ...string) {
 	p.t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	assert.Empty(p.t, p.problems, "the page logged errors or warnings")
+	var left []string
+	for _, m := range p.problems {
+		if !slices.ContainsFunc(expected, func(e string) bool { return strings.Contains(m, e) }) {
+			left = append(left, m)
+		}
+	}
+	assert.Empty(p.t, left, "the page logged errors or warnings")
 }
 
 func number(s string) (int, bool) {
@@ -309,4 +317,18 @@ func load(t *testing.T, s *server) (stop func()) {
 		close(done)
 		<-finished
 	}
+}
+
+// TestLivePageConsoleRefused: when the server refuses the console's
+// WebSocket (here for its origin), the console says so and that what was
+// to be sent was not, rather than dropping it in silence.
+func TestLivePageConsoleRefused(t *testing.T) {
+	s := startServe(t, "--allowed-origins", "https://other.example")
+	p := openPage(t, "http://"+s.addr+"/", 2*waitTimeout)
+	p.do(chromedp.Click(chromedp.CSS("#subscribe")))
+	p.text("#log", func(s string) bool {
+		return strings.Contains(s, "could not connect") && strings.Contains(s, "not sent: 1 message(s)")
+	})
+	// Chromium itself reports the failed handshake on the console.
+	p.clean("WebSocket connection to")
 }

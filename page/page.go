@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"net/http"
+	"path"
 	"sync"
 	"time"
 
@@ -169,6 +170,14 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("Cache-Control", "no-store")
 		_, _ = w.Write(p.build(time.Now()))
 	default:
+		// The types are set here, not by the host's MIME table: with
+		// nosniff, a script served as text/plain would not run.
+		switch path.Ext(r.URL.Path) {
+		case ".js":
+			h.Set("Content-Type", "text/javascript; charset=utf-8")
+		case ".css":
+			h.Set("Content-Type", "text/css; charset=utf-8")
+		}
 		p.files.ServeHTTP(w, r)
 	}
 }

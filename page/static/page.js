@@ -68,7 +68,7 @@ function topics(list, total) {
     tr.title = "epoch " + t.epoch;
     return tr;
   }));
-  $("top-note").textContent = total > list.length ? `the ${list.length} busiest of ${fmt.format(total)} topics` : "";
+  $("top-note").textContent = total > list.length ? `${list.length} of ${fmt.format(total)} topics` : "";
 }
 
 let authShown = false;
@@ -107,9 +107,11 @@ async function poll() {
   setTimeout(poll, wait);
 }
 
-// The console's WebSocket, opened on first use.
+// The console's WebSocket, opened on first use, and the topics it is
+// subscribed to, from the server's replies.
 let ws = null;
 let pending = [];
+const subscribed = new Set();
 
 function log(text, cls) {
   const ol = $("log");
@@ -128,16 +130,35 @@ function socket() {
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   if (token) url.searchParams.set("token", token);
   ws = new WebSocket(url);
+  let opened = false;
   ws.onopen = () => {
+    opened = true;
     log("connected", "out");
     for (const m of pending) ws.send(m);
     pending = [];
   };
-  ws.onmessage = (e) => log("← " + e.data);
+  ws.onmessage = (e) => {
+    log("← " + e.data);
+    let m;
+    try {
+      m = JSON.parse(e.data);
+    } catch {
+      return;
+    }
+    if (m.type === "subscribed") subscribed.add(m.topic);
+    if (m.type === "unsubscribed") subscribed.delete(m.topic);
+  };
   ws.onclose = (e) => {
     log(`closed ${e.code}${e.reason ? " " + e.reason : ""}`, "err");
+    if (!opened) {
+      // The handshake was refused: the browser does not say why.
+      log("could not connect: the server refused the WebSocket (a missing or bad token, or an origin --allowed-origins does not list)", "err");
+    }
+    if (pending.length) log(`not sent: ${pending.length} message(s)`, "err");
+    if (subscribed.size) log(`subscriptions ended: ${[...subscribed].join(", ")}; subscribe again to reconnect`, "err");
     ws = null;
     pending = [];
+    subscribed.clear();
   };
   return ws;
 }
