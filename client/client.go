@@ -1,0 +1,657 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Options configure a Client. The zero value works for a server without
+// authentication.
+type Options struct {
+	// Token returns the token to connect with. It is called before every
+	// connection attempt, so that it can hand out a fresh one after the
+	// server closed the connection for an expired token (4001) or refused
+	// it (401). Nil: connect without a token; then a 4001 or a 401 ends the
+	// client.
+	Token func(ctx context.Context) (string, error)
+	// OnEvent receives the client's events (see Event), on its read loop.
+	// It must not block for long, nor call Close.
+	OnEvent func(Event)
+	// MinBackoff and MaxBackoff bound the wait between connection
+	// attempts: exponential, with full jitter. Defaults: 100 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+	// DialTimeout bounds one connection attempt, and a write. Default: 10 s.
+	DialTimeout time.Duration
+	// MaxMessageBytes is the longest message the client reads. Default:
+	// 1 MiB.
+	MaxMessageBytes int64
+	// HTTPClient makes the handshakes and the publishes. Default:
+	// http.DefaultClient.
+	HTTPClient *http.Client
+	// PublishURL is where Publish posts. Default: the URL given to Dial
+	// with http(s) for ws(s) and the path /publish.
+	PublishURL string
+}
+
+func (o Options) withDefaults() Options {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 10 * time.Second
+	}
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = 1 << 20
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
+	}
+	return o
+}
+
+// Errors of the client.
+var (
+	ErrClosed            = errors.New("client: closed")
+	ErrAlreadySubscribed = errors.New("client: already subscribed")
+	ErrNotSubscribed     = errors.New("client: not subscribed")
+	// ErrTokenExpired ends a client without Options.Token whose connection
+	// was closed for its token's expiry (4001).
+	ErrTokenExpired = errors.New("client: token expired, and no Options.Token to get another")
+)
+
+// HandshakeError is a connection attempt that the server answered with an
+// HTTP status instead of a WebSocket.
+type HandshakeError struct {
+	Status int
+	Err    error
+}
+
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("client: handshake refused with %d %s: %v", e.Status, http.StatusText(e.Status), e.Err)
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// final reports whether retrying cannot help: the request itself is wrong
+// (400, 403, 404), or unauthorized with no way to get another token.
+func (e *HandshakeError) final(canRefresh bool) bool {
+	switch e.Status {
+	case http.StatusBadRequest, http.StatusForbidden, http.StatusNotFound:
+		return true
+	case http.StatusUnauthorized:
+		return !canRefresh
+	}
+	return false
+}
+
+// Client is a subscriber of fanout's wire protocol v1 that keeps its
+// subscriptions across reconnects: it resubscribes every topic with the
+// last seq and epoch it delivered, delivers each seq once and in order,
+// and reports every message it cannot deliver as a Lost event. Its methods
+// are safe for concurrent use.
+//
+// One goroutine reads the connection and runs the handlers; there is no
+// goroutine per subscription.
+type Client struct {
+	opts       Options
+	wsURL      *url.URL
+	publishURL string
+
+	ctx    context.Context // the client's life; Close cancels it
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex // guards the fields below
+	conn    *websocket.Conn
+	subs    map[string]*subscription
+	pending map[uint64]request // subscribes sent on conn and not yet answered, by id
+	lastID  uint64
+	closed  bool
+	err     error // why the client ended, once done
+}
+
+// subscription is the state of one topic. Its fields but handler are the
+// read loop's alone once it is in Client.subs.
+type subscription struct {
+	topic   string
+	handler Handler
+
+	known    bool   // seq and epoch come from the server
+	seq      uint64 // the last delivered, or accounted for by a Lost event
+	epoch    string
+	awaiting bool // a subscribe is on its way: messages before its reply are not ours
+}
+
+// Dial connects to the fanout server at rawURL (ws://host:port, or with a
+// path such as /ws, the default) and returns a client that stays connected
+// until Close. ctx bounds the first connection only: Dial retries, with
+// backoff, until a connection is up, ctx ends, or the server refuses in a
+// way that retrying cannot mend (400, 403, 404, or 401 without
+// Options.Token).
+func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o = o.withDefaults()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("client: url: %w", err)
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return nil, fmt.Errorf("client: url %q: want ws:// or wss://", rawURL)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/ws"
+	}
+	c := &Client{opts: o, wsURL: u, subs: make(map[string]*subscription), pending: make(map[uint64]request), done: make(chan struct{})}
+	c.publishURL = o.PublishURL
+	if c.publishURL == "" {
+		p := *u
+		p.Scheme = strings.Replace(u.Scheme, "ws", "http", 1)
+		p.Path, p.RawQuery = "/publish", ""
+		c.publishURL = p.String()
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	conn, err := c.connectLoop(ctx)
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	go c.run(conn)
+	return c, nil
+}
+
+// Subscribe subscribes to topic; h receives its messages. The server's
+// answer comes as a Subscribed event, or, if it refuses, a Refused event.
+func (c *Client) Subscribe(topic string, h Handler) error {
+	if topic == "" || h == nil {
+		return errors.New("client: Subscribe needs a topic and a handler")
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.subs[topic] != nil {
+		c.mu.Unlock()
+		return ErrAlreadySubscribed
+	}
+	conn := c.conn
+	c.subs[topic] = &subscription{topic: topic, handler: h, awaiting: conn != nil}
+	c.mu.Unlock()
+	if conn != nil {
+		c.send(conn, request{Type: "subscribe", Topic: topic})
+	}
+	// Without a connection, the next one subscribes it.
+	return nil
+}
+
+// Unsubscribe ends the subscription to topic. Messages of topic already on
+// their way are not delivered.
+func (c *Client) Unsubscribe(topic string) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.subs[topic] == nil {
+		c.mu.Unlock()
+		return ErrNotSubscribed
+	}
+	delete(c.subs, topic)
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		c.send(conn, request{Type: "unsubscribe", Topic: topic})
+	}
+	return nil
+}
+
+// PublishError is a publish that the server refused.
+type PublishError struct {
+	Status int
+	Body   string
+}
+
+func (e *PublishError) Error() string {
+	return fmt.Sprintf("client: publish refused with %d %s: %s", e.Status, http.StatusText(e.Status), e.Body)
+}
+
+// Publish publishes data, a JSON value, to topic with POST /publish (with
+// the token of Options.Token, if any, as a bearer token) and returns its
+// seq. It does not depend on the WebSocket: it works while the client
+// reconnects, and it may be called from a handler.
+func (c *Client) Publish(ctx context.Context, topic string, data []byte) (uint64, error) {
+	u, err := url.Parse(c.publishURL)
+	if err != nil {
+		return 0, fmt.Errorf("client: publish url: %w", err)
+	}
+	q := u.Query()
+	q.Set("topic", topic)
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(data))
+	if err != nil {
+		return 0, fmt.Errorf("client: publish: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.opts.Token != nil {
+		token, err := c.opts.Token(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("client: publish: token: %w", err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+	}
+	resp, err := c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("client: publish: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return 0, fmt.Errorf("client: publish: read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+		return 0, &PublishError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
+	}
+	var r struct {
+		Seq *uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.Seq == nil {
+		return 0, fmt.Errorf("client: publish: answer %q has no seq", body)
+	}
+	return *r.Seq, nil
+}
+
+// Close closes the connection (1000) and stops reconnecting. It waits for
+// a handler that runs to return. It must not be called from a handler or
+// from OnEvent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		<-c.done
+		return nil
+	}
+	c.closed = true
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		// Politely, while the read loop still reads the server's answer;
+		// coder/websocket gives up after 5 s.
+		_ = conn.Close(websocket.StatusNormalClosure, "")
+	}
+	c.cancel()
+	<-c.done
+	return nil
+}
+
+// Done is closed when the client has stopped: after Close, or when the
+// server refused it for good (see Err).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the client stopped, once Done is closed: nil after
+// Close, or an error that reconnecting cannot mend (ErrTokenExpired, a
+// HandshakeError for 400, 403, 404, or 401 without Options.Token).
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *Client) emit(e Event) {
+	if c.opts.OnEvent != nil {
+		c.opts.OnEvent(e)
+	}
+}
+
+// run reads conn, and the connections after it, until the client ends.
+func (c *Client) run(conn *websocket.Conn) {
+	defer close(c.done)
+	for {
+		err := c.read(conn)
+		_ = conn.CloseNow()
+		c.mu.Lock()
+		c.conn = nil
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return
+		}
+		code := int(websocket.CloseStatus(err))
+		if code < 0 {
+			code = 0
+		}
+		c.emit(Event{Kind: Disconnected, Code: code, Err: err})
+		if code == closeTokenExpired && c.opts.Token == nil {
+			c.end(ErrTokenExpired)
+			return
+		}
+		if conn, err = c.connectLoop(c.ctx); err != nil {
+			c.end(err)
+			return
+		}
+	}
+}
+
+// closeTokenExpired is the close code of a connection whose token expired.
+const closeTokenExpired = 4001
+
+// end records why the client stops, unless Close stopped it.
+func (c *Client) end(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.err = err
+	}
+	c.closed = true
+}
+
+// connectLoop connects, retrying with backoff, until it succeeds, ctx ends
+// or the server refuses for good.
+func (c *Client) connectLoop(ctx context.Context) (*websocket.Conn, error) {
+	bo := backoff{min: c.opts.MinBackoff, max: c.opts.MaxBackoff}
+	for attempt := 1; ; attempt++ {
+		conn, err := c.connect(ctx)
+		if err == nil {
+			c.emit(Event{Kind: Connected, Attempt: attempt})
+			return conn, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var he *HandshakeError
+		if errors.As(err, &he) && he.final(c.opts.Token != nil) {
+			return nil, err
+		}
+		c.emit(Event{Kind: Disconnected, Err: err})
+		select {
+		case <-time.After(bo.next()):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// request is a client message of the protocol.
+type request struct {
+	Type  string  `json:"type"`
+	Topic string  `json:"topic"`
+	Since *uint64 `json:"since,omitempty"`
+	Epoch string  `json:"epoch,omitempty"`
+	ID    uint64  `json:"id,omitempty"` // a subscribe's, to match the error that refuses it unread
+}
+
+// maxQueryBytes bounds the topics a handshake lists in its query, well
+// under the server's header limit; the others are subscribed by message.
+const maxQueryBytes = 4 << 10
+
+// connect makes one connection and subscribes every topic on it: those of
+// the user's own topic space (user:...) and as many others as fit in the
+// query of the handshake, the rest with subscribe messages.
+func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+	defer cancel()
+	header := http.Header{}
+	if c.opts.Token != nil {
+		token, err := c.opts.Token(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("client: token: %w", err)
+		}
+		if token != "" {
+			header.Set("Authorization", "Bearer "+token)
+		}
+	}
+
+	// The query: user topics first (they cannot be subscribed by message
+	// on a connection whose token subscribes them already), then others
+	// while they fit.
+	c.mu.Lock()
+	subs := make([]*subscription, 0, len(c.subs))
+	for _, s := range c.subs {
+		subs = append(subs, s)
+	}
+	c.mu.Unlock()
+	var topics, since []string
+	inQuery := make(map[*subscription]bool)
+	size := 0
+	for pass := range 2 {
+		for _, s := range subs {
+			if inQuery[s] || (pass == 0) != strings.HasPrefix(s.topic, "user:") {
+				continue
+			}
+			item := s.topic
+			n := len(item) + 1
+			var si string
+			if s.known {
+				si = s.topic + ":" + strconv.FormatUint(s.seq, 10) + "@" + s.epoch
+				n += len(si) + 1
+			}
+			if pass == 1 && size+n > maxQueryBytes {
+				continue
+			}
+			size += n
+			topics = append(topics, item)
+			if si != "" {
+				since = append(since, si)
+			}
+			inQuery[s] = true
+			s.awaiting = true
+		}
+	}
+	u := *c.wsURL
+	q := u.Query()
+	if len(topics) > 0 {
+		q.Set("topics", strings.Join(topics, ","))
+	}
+	if len(since) > 0 {
+		q.Set("since", strings.Join(since, ","))
+	}
+	u.RawQuery = q.Encode()
+
+	conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.opts.HTTPClient, HTTPHeader: header})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, &HandshakeError{Status: resp.StatusCode, Err: err}
+		}
+		return nil, fmt.Errorf("client: connect: %w", err)
+	}
+	conn.SetReadLimit(c.opts.MaxMessageBytes)
+
+	// Subscriptions made or ended while dialing, and the rest, by message.
+	var reqs []request
+	c.mu.Lock()
+	c.conn = conn
+	clear(c.pending)
+	listed := make(map[string]bool, len(inQuery))
+	for s := range inQuery {
+		listed[s.topic] = true
+		if c.subs[s.topic] != s {
+			reqs = append(reqs, request{Type: "unsubscribe", Topic: s.topic})
+		}
+	}
+	for _, s := range c.subs {
+		if inQuery[s] || listed[s.topic] {
+			continue
+		}
+		s.awaiting = true
+		r := request{Type: "subscribe", Topic: s.topic}
+		if s.known {
+			seq := s.seq
+			r.Since, r.Epoch = &seq, s.epoch
+		}
+		reqs = append(reqs, r)
+	}
+	c.mu.Unlock()
+	for _, r := range reqs {
+		c.send(conn, r)
+	}
+	return conn, nil
+}
+
+// send writes r to conn. A failure is the read loop's to find. A subscribe
+// is numbered and remembered until it is answered.
+func (c *Client) send(conn *websocket.Conn, r request) {
+	if r.Type == "subscribe" {
+		c.mu.Lock()
+		if c.conn != conn {
+			c.mu.Unlock()
+			return // the next connection subscribes it
+		}
+		c.lastID++
+		r.ID = c.lastID
+		c.pending[r.ID] = r
+		c.mu.Unlock()
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.DialTimeout)
+	defer cancel()
+	_ = conn.Write(ctx, websocket.MessageText, b)
+}
+
+// frame is a server message of the protocol: a message (no type) or a
+// reply.
+type frame struct {
+	Type      string          `json:"type"`
+	Topic     string          `json:"topic"`
+	Seq       uint64          `json:"seq"`
+	Data      json.RawMessage `json:"data"`
+	Epoch     string          `json:"epoch"`
+	Recovered bool            `json:"recovered"`
+	From      uint64          `json:"from"`
+	To        uint64          `json:"to"`
+	Code      string          `json:"code"`
+	Message   string          `json:"message"`
+	ID        uint64          `json:"id"`
+}
+
+// read reads conn until it fails, delivering messages and events.
+func (c *Client) read(conn *websocket.Conn) error {
+	for {
+		typ, p, err := conn.Read(c.ctx)
+		if err != nil {
+			return err
+		}
+		if typ != websocket.MessageText {
+			continue
+		}
+		var f frame
+		if err := json.Unmarshal(p, &f); err != nil {
+			continue // not of the protocol: nothing to deliver
+		}
+		c.handle(conn, &f)
+	}
+}
+
+// handle acts on one server message.
+func (c *Client) handle(conn *websocket.Conn, f *frame) {
+	c.mu.Lock()
+	var req request
+	if f.ID != 0 && f.Type != "" {
+		req = c.pending[f.ID]
+		delete(c.pending, f.ID)
+		if f.Topic == "" {
+			f.Topic = req.Topic // an error that refused the request unread
+		}
+	}
+	s := c.subs[f.Topic]
+	c.mu.Unlock()
+	switch f.Type {
+	case "":
+		if s == nil || s.awaiting || (s.known && f.Seq <= s.seq) {
+			return // not ours (yet), or a duplicate
+		}
+		if s.known && f.Seq > s.seq+1 {
+			// A gap the server did not announce: ask again from the last
+			// seq delivered, and take nothing until the answer.
+			s.awaiting = true
+			since := s.seq
+			c.send(conn, request{Type: "unsubscribe", Topic: s.topic})
+			c.send(conn, request{Type: "subscribe", Topic: s.topic, Since: &since, Epoch: s.epoch})
+			return
+		}
+		s.seq, s.known = f.Seq, true
+		s.handler(Message{Topic: f.Topic, Seq: f.Seq, Data: f.Data})
+	case "subscribed":
+		if s == nil || !s.awaiting {
+			return // the server's own subscription (user:...), or stale
+		}
+		s.awaiting = false
+		if s.known && !f.Recovered && (f.Epoch != s.epoch || f.Seq > s.seq) {
+			c.emit(Event{Kind: Lost, Topic: s.topic, From: s.seq + 1, To: f.Seq, Epoch: f.Epoch, Reason: "not_recovered"})
+		}
+		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
+		c.emit(Event{Kind: Subscribed, Topic: s.topic, Seq: f.Seq, Epoch: f.Epoch, Recovered: f.Recovered})
+	case "dropped":
+		if s == nil || s.awaiting || (s.known && f.To <= s.seq) {
+			return
+		}
+		s.seq, s.known = f.To, true
+		c.emit(Event{Kind: Lost, Topic: s.topic, From: f.From, To: f.To, Epoch: s.epoch, Reason: "dropped"})
+	case "error":
+		if f.Code == "not_subscribed" {
+			return // an unsubscribe that crossed the end of a subscription
+		}
+		ev := Event{Kind: Refused, Topic: f.Topic, ErrorCode: f.Code, Err: errors.New(f.Message)}
+		if s != nil && s.awaiting && req.Type == "subscribe" {
+			switch f.Code {
+			case "already_subscribed":
+				// The server has it: messages follow, checked against
+				// the seq we know.
+				s.awaiting = false
+				return
+			case "rate_limited", "unavailable":
+				// Refused unread: ask again in a while, on this
+				// connection if it still stands.
+				time.AfterFunc(retryAfter, func() {
+					c.mu.Lock()
+					ok := c.subs[req.Topic] == s
+					c.mu.Unlock()
+					if ok {
+						req.ID = 0
+						c.send(conn, req)
+					}
+				})
+			default:
+				// Retrying would be refused again: the subscription ends.
+				c.mu.Lock()
+				if c.subs[f.Topic] == s {
+					delete(c.subs, f.Topic)
+				}
+				c.mu.Unlock()
+			}
+		}
+		c.emit(ev)
+	}
+}
+
+// retryAfter is the wait before a subscribe refused for the rate is sent
+// again.
+const retryAfter = time.Second

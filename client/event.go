@@ -1,0 +1,101 @@
+package client
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Message is one message of a topic, delivered to its Handler once and in
+// seq order.
+type Message struct {
+	Topic string
+	Seq   uint64
+	// Data is the message's JSON data. It is the handler's: the client
+	// keeps no reference to it.
+	Data json.RawMessage
+}
+
+// Handler receives the messages of a subscription. Handlers run one at a
+// time on the client's read loop, so a slow handler backs the socket up
+// (and the server, under its slow-consumer policy, may drop or disconnect)
+// instead of growing a buffer. A handler may call Subscribe, Unsubscribe
+// and Publish; it must not call Close.
+type Handler func(Message)
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+const (
+	// Connected: a connection is up. Attempt counts the tries it took.
+	Connected EventKind = iota + 1
+	// Disconnected: the connection ended, with Err and, if the server sent
+	// one, its close Code. The client reconnects unless Err is final (see
+	// Client.Err).
+	Disconnected
+	// Subscribed: the server confirmed a subscription to Topic, at Seq in
+	// Epoch. Recovered says whether the messages missed since the last
+	// connection follow; when it is false and messages were missed, a Lost
+	// event says so first.
+	Subscribed
+	// Lost: messages From to To of Topic will never be delivered. Reason is
+	// "dropped" (the server skipped them: the handler was too slow for its
+	// queue), "not_recovered" (a reconnect could not recover them: the
+	// server's history no longer holds them, or the topic's history started
+	// afresh, with a new Epoch, in which case From counts in the old epoch
+	// and To in the new one).
+	Lost
+	// Refused: the server refused a request for Topic (ErrorCode is the
+	// protocol's error code, such as "forbidden"); a refused subscription
+	// is removed.
+	Refused
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Connected:
+		return "connected"
+	case Disconnected:
+		return "disconnected"
+	case Subscribed:
+		return "subscribed"
+	case Lost:
+		return "lost"
+	case Refused:
+		return "refused"
+	}
+	return fmt.Sprintf("EventKind(%d)", k)
+}
+
+// Event is something the application should know: the connection's ups
+// and downs, and every message that will not be delivered. Events are
+// passed to Options.OnEvent on the client's read loop, in order with the
+// messages.
+type Event struct {
+	Kind      EventKind
+	Topic     string
+	Seq       uint64 // Subscribed
+	Epoch     string // Subscribed, Lost
+	Recovered bool   // Subscribed
+	From, To  uint64 // Lost
+	Reason    string // Lost: "dropped" or "not_recovered"
+	ErrorCode string // Refused
+	Code      int    // Disconnected: the close code, 0 if none
+	Attempt   int    // Connected
+	Err       error  // Disconnected, Refused
+}
+
+func (e Event) String() string {
+	switch e.Kind {
+	case Connected:
+		return fmt.Sprintf("connected (attempt %d)", e.Attempt)
+	case Disconnected:
+		return fmt.Sprintf("disconnected (code %d): %v", e.Code, e.Err)
+	case Subscribed:
+		return fmt.Sprintf("subscribed %s at %d@%s recovered=%t", e.Topic, e.Seq, e.Epoch, e.Recovered)
+	case Lost:
+		return fmt.Sprintf("lost %s %d..%d (%s)", e.Topic, e.From, e.To, e.Reason)
+	case Refused:
+		return fmt.Sprintf("refused %s: %s: %v", e.Topic, e.ErrorCode, e.Err)
+	}
+	return e.Kind.String()
+}
