@@ -117,10 +117,13 @@ type Client struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex // guards the fields below
+	bo  backoff    // the run loop's: it grows across connections that do not last
+	wmu sync.Mutex // orders the writes of requests; taken before mu
+
+	mu      sync.Mutex // guards the fields below, and subscription.want
 	conn    *websocket.Conn
 	subs    map[string]*subscription
-	pending map[uint64]request // subscribes sent on conn and not yet answered, by id
+	pending []request // requests sent on conn and not yet answered, oldest first
 	lastID  uint64
 	closed  bool
 	err     error // why the client ended, once done
@@ -132,10 +135,14 @@ type subscription struct {
 	topic   string
 	handler Handler
 
-	known    bool   // seq and epoch come from the server
+	known    bool   // seq (and epoch, unless empty) come from the server
 	seq      uint64 // the last delivered, or accounted for by a Lost event
 	epoch    string
 	awaiting bool // a subscribe is on its way: messages before its reply are not ours
+
+	// want is the id of the subscribe whose reply is awaited, 0 for one in
+	// the handshake's query. Guarded by Client.mu.
+	want uint64
 }
 
 // Dial connects to the fanout server at rawURL (ws://host:port, or with a
@@ -166,7 +173,8 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/ws"
 	}
-	c := &Client{opts: o, wsURL: u, subs: make(map[string]*subscription), pending: make(map[uint64]request), done: make(chan struct{})}
+	c := &Client{opts: o, wsURL: u, subs: make(map[string]*subscription), done: make(chan struct{})}
+	c.bo = backoff{min: o.MinBackoff, max: o.MaxBackoff}
 	c.publishURL = o.PublishURL
 	if c.publishURL == "" {
 		p := *u
@@ -187,8 +195,8 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 // Subscribe subscribes to topic; h receives its messages. The server's
 // answer comes as a Subscribed event, or, if it refuses, a Refused event.
 func (c *Client) Subscribe(topic string, h Handler) error {
-	if topic == "" || h == nil {
-		return errors.New("client: Subscribe needs a topic and a handler")
+	if !validTopic(topic) || h == nil {
+		return fmt.Errorf("client: Subscribe needs a handler and a topic name of ASCII letters, digits and -_.:@/, not %q", topic)
 	}
 	c.mu.Lock()
 	if c.closed {
@@ -228,6 +236,21 @@ func (c *Client) Unsubscribe(topic string) error {
 		c.send(conn, request{Type: "unsubscribe", Topic: topic})
 	}
 	return nil
+}
+
+// validTopic reports whether name is made of the characters topic names
+// allow; the server also bounds their length (--max-topic-bytes).
+func validTopic(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || strings.IndexByte("-_.:@/", b) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // PublishError is a publish that the server refused.
@@ -329,10 +352,16 @@ func (c *Client) emit(e Event) {
 	}
 }
 
+// stableAfter is how long a connection must last for the backoff to start
+// over: one that the server closes at once (a slow consumer, a rate limit)
+// is retried ever more slowly.
+const stableAfter = 10 * time.Second
+
 // run reads conn, and the connections after it, until the client ends.
 func (c *Client) run(conn *websocket.Conn) {
 	defer close(c.done)
 	for {
+		up := time.Now()
 		err := c.read(conn)
 		_ = conn.CloseNow()
 		c.mu.Lock()
@@ -350,6 +379,15 @@ func (c *Client) run(conn *websocket.Conn) {
 		if code == closeTokenExpired && c.opts.Token == nil {
 			c.end(ErrTokenExpired)
 			return
+		}
+		if time.Since(up) >= stableAfter {
+			c.bo.attempt = 0
+		}
+		// Even the first retry waits its jitter, so that the clients of a
+		// server that went away do not all come back at once.
+		select {
+		case <-time.After(c.bo.next()):
+		case <-c.ctx.Done():
 		}
 		if conn, err = c.connectLoop(c.ctx); err != nil {
 			c.end(err)
@@ -374,9 +412,15 @@ func (c *Client) end(err error) {
 // connectLoop connects, retrying with backoff, until it succeeds, ctx ends
 // or the server refuses for good.
 func (c *Client) connectLoop(ctx context.Context) (*websocket.Conn, error) {
-	bo := backoff{min: c.opts.MinBackoff, max: c.opts.MaxBackoff}
 	for attempt := 1; ; attempt++ {
-		conn, err := c.connect(ctx)
+		conn, err := c.connect(ctx, true)
+		var he *HandshakeError
+		if errors.As(err, &he) && (he.Status == http.StatusBadRequest || he.Status == http.StatusRequestHeaderFieldsTooLarge) {
+			// A topic of the query that the server refuses (a name too
+			// long, more than it allows): subscribe by message instead,
+			// and let it refuse each on its own.
+			conn, err = c.connect(ctx, false)
+		}
 		if err == nil {
 			c.emit(Event{Kind: Connected, Attempt: attempt})
 			return conn, nil
@@ -384,13 +428,12 @@ func (c *Client) connectLoop(ctx context.Context) (*websocket.Conn, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		var he *HandshakeError
 		if errors.As(err, &he) && he.final(c.opts.Token != nil) {
 			return nil, err
 		}
 		c.emit(Event{Kind: Disconnected, Err: err})
 		select {
-		case <-time.After(bo.next()):
+		case <-time.After(c.bo.next()):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -403,17 +446,19 @@ type request struct {
 	Topic string  `json:"topic"`
 	Since *uint64 `json:"since,omitempty"`
 	Epoch string  `json:"epoch,omitempty"`
-	ID    uint64  `json:"id,omitempty"` // a subscribe's, to match the error that refuses it unread
+	ID    uint64  `json:"id,omitempty"` // matches the reply; every request has one
+
+	tries int // refused for the rate so far
 }
 
 // maxQueryBytes bounds the topics a handshake lists in its query, well
 // under the server's header limit; the others are subscribed by message.
 const maxQueryBytes = 4 << 10
 
-// connect makes one connection and subscribes every topic on it: those of
-// the user's own topic space (user:...) and as many others as fit in the
-// query of the handshake, the rest with subscribe messages.
-func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
+// connect makes one connection and subscribes every topic on it: with
+// query, those of the user's own topic space (user:...) and as many others
+// as fit in the query of the handshake, the rest with subscribe messages.
+func (c *Client) connect(ctx context.Context, query bool) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
 	header := http.Header{}
@@ -441,15 +486,18 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 	size := 0
 	for pass := range 2 {
 		for _, s := range subs {
-			if inQuery[s] || (pass == 0) != strings.HasPrefix(s.topic, "user:") {
+			if !query || inQuery[s] || (pass == 0) != strings.HasPrefix(s.topic, "user:") {
 				continue
 			}
 			item := s.topic
-			n := len(item) + 1
+			n := len(url.QueryEscape(item)) + 3 // and an escaped comma
 			var si string
 			if s.known {
-				si = s.topic + ":" + strconv.FormatUint(s.seq, 10) + "@" + s.epoch
-				n += len(si) + 1
+				si = s.topic + ":" + strconv.FormatUint(s.seq, 10)
+				if s.epoch != "" {
+					si += "@" + s.epoch
+				}
+				n += len(url.QueryEscape(si)) + 3
 			}
 			if pass == 1 && size+n > maxQueryBytes {
 				continue
@@ -482,20 +530,21 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 	}
 	conn.SetReadLimit(c.opts.MaxMessageBytes)
 
-	// Subscriptions made or ended while dialing, and the rest, by message.
+	// Subscriptions made or ended while dialing, and the rest, by message:
+	// a topic of the query whose subscription ended is unsubscribed before
+	// one made since is subscribed.
 	var reqs []request
 	c.mu.Lock()
 	c.conn = conn
-	clear(c.pending)
-	listed := make(map[string]bool, len(inQuery))
+	c.pending = c.pending[:0]
 	for s := range inQuery {
-		listed[s.topic] = true
+		s.want = 0
 		if c.subs[s.topic] != s {
 			reqs = append(reqs, request{Type: "unsubscribe", Topic: s.topic})
 		}
 	}
 	for _, s := range c.subs {
-		if inQuery[s] || listed[s.topic] {
+		if inQuery[s] {
 			continue
 		}
 		s.awaiting = true
@@ -513,20 +562,26 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 	return conn, nil
 }
 
-// send writes r to conn. A failure is the read loop's to find. A subscribe
-// is numbered and remembered until it is answered.
+// send writes r to conn, numbered, and remembers it until it is answered.
+// A failure is the read loop's to find.
 func (c *Client) send(conn *websocket.Conn, r request) {
-	if r.Type == "subscribe" {
-		c.mu.Lock()
-		if c.conn != conn {
-			c.mu.Unlock()
-			return // the next connection subscribes it
-		}
-		c.lastID++
-		r.ID = c.lastID
-		c.pending[r.ID] = r
+	// Under wmu, so that requests leave in the order of their ids, which
+	// is the order of the answers; not under mu, which the read loop needs
+	// to go on reading while a write waits for the socket.
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.conn != conn {
 		c.mu.Unlock()
+		return // the next connection subscribes what is to be subscribed
 	}
+	c.lastID++
+	r.ID = c.lastID
+	c.pending = append(c.pending, r)
+	if s := c.subs[r.Topic]; s != nil && r.Type == "subscribe" {
+		s.want = r.ID
+	}
+	c.mu.Unlock()
 	b, err := json.Marshal(r)
 	if err != nil {
 		return
@@ -572,17 +627,42 @@ func (c *Client) read(conn *websocket.Conn) error {
 
 // handle acts on one server message.
 func (c *Client) handle(conn *websocket.Conn, f *frame) {
-	c.mu.Lock()
+	// A reply or an error answers the oldest request not yet answered:
+	// the server answers in order. One with an id answers that request (and
+	// any before it went unanswered: refused unread); a rate_limited error
+	// has no id, for the server refused the message unread, and answers the
+	// oldest.
 	var req request
-	if f.ID != 0 && f.Type != "" {
-		req = c.pending[f.ID]
-		delete(c.pending, f.ID)
-		if f.Topic == "" {
-			f.Topic = req.Topic // an error that refused the request unread
+	var refused []request
+	c.mu.Lock()
+	switch {
+	case f.Type != "" && f.ID != 0:
+		for len(c.pending) > 0 {
+			head := c.pending[0]
+			c.pending = c.pending[1:]
+			if head.ID == f.ID {
+				req = head
+				f.Topic = req.Topic // which an error may echo cut short
+				break
+			}
+			refused = append(refused, head)
 		}
+	case f.Type == "error" && f.Code == "rate_limited" && len(c.pending) > 0:
+		req = c.pending[0]
+		c.pending = c.pending[1:]
+		refused = append(refused, req)
+		f.Topic = req.Topic
 	}
 	s := c.subs[f.Topic]
+	want := uint64(0)
+	if s != nil {
+		want = s.want
+	}
 	c.mu.Unlock()
+	for _, r := range refused {
+		c.retry(conn, r)
+	}
+
 	switch f.Type {
 	case "":
 		if s == nil || s.awaiting || (s.known && f.Seq <= s.seq) {
@@ -600,11 +680,18 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 		s.seq, s.known = f.Seq, true
 		s.handler(Message{Topic: f.Topic, Seq: f.Seq, Data: f.Data})
 	case "subscribed":
-		if s == nil || !s.awaiting {
-			return // the server's own subscription (user:...), or stale
+		if s == nil || !s.awaiting || f.ID != want {
+			return // the server's own subscription (user:...), or an answer superseded
 		}
 		s.awaiting = false
-		if s.known && !f.Recovered && (f.Epoch != s.epoch || f.Seq > s.seq) {
+		switch {
+		case !s.known || f.Recovered:
+		case s.epoch != "" && f.Epoch != s.epoch:
+			// The topic's history started afresh: what followed our seq
+			// in the old epoch cannot be known, and the new epoch's
+			// messages up to the reply's seq were missed.
+			c.emit(Event{Kind: Lost, Topic: s.topic, From: 1, To: f.Seq, Epoch: f.Epoch, PrevEpoch: s.epoch, PrevSeq: s.seq, Reason: "new_epoch"})
+		case f.Seq > s.seq:
 			c.emit(Event{Kind: Lost, Topic: s.topic, From: s.seq + 1, To: f.Seq, Epoch: f.Epoch, Reason: "not_recovered"})
 		}
 		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
@@ -616,31 +703,23 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 		s.seq, s.known = f.To, true
 		c.emit(Event{Kind: Lost, Topic: s.topic, From: f.From, To: f.To, Epoch: s.epoch, Reason: "dropped"})
 	case "error":
-		if f.Code == "not_subscribed" {
-			return // an unsubscribe that crossed the end of a subscription
+		if f.Code == "not_subscribed" || f.Code == "rate_limited" {
+			return // an unsubscribe that crossed the end of a subscription; a request asked again
 		}
 		ev := Event{Kind: Refused, Topic: f.Topic, ErrorCode: f.Code, Err: errors.New(f.Message)}
-		if s != nil && s.awaiting && req.Type == "subscribe" {
+		if s != nil && s.awaiting && req.Type == "subscribe" && req.ID == want {
 			switch f.Code {
 			case "already_subscribed":
 				// The server has it: messages follow, checked against
 				// the seq we know.
 				s.awaiting = false
 				return
-			case "rate_limited", "unavailable":
-				// Refused unread: ask again in a while, on this
-				// connection if it still stands.
-				time.AfterFunc(retryAfter, func() {
-					c.mu.Lock()
-					ok := c.subs[req.Topic] == s
-					c.mu.Unlock()
-					if ok {
-						req.ID = 0
-						c.send(conn, req)
-					}
-				})
+			case "unavailable":
+				// The server is shutting down: the next connection
+				// subscribes it.
 			default:
-				// Retrying would be refused again: the subscription ends.
+				// Asking again would be refused again: the subscription
+				// ends.
 				c.mu.Lock()
 				if c.subs[f.Topic] == s {
 					delete(c.subs, f.Topic)
@@ -652,6 +731,31 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 	}
 }
 
-// retryAfter is the wait before a subscribe refused for the rate is sent
-// again.
-const retryAfter = time.Second
+// retryAfter is the first wait before a request that the server refused
+// unread, for the client's message rate, is sent again; it doubles with
+// each refusal, for the server counts refused messages against the rate
+// too, up to maxRetryAfter.
+const (
+	retryAfter    = time.Second
+	maxRetryAfter = 30 * time.Second
+)
+
+// retry sends r again on conn in a while, if it still stands and r is
+// still wanted: a subscribe whose subscription is still awaiting it, an
+// unsubscribe of a topic still not subscribed.
+func (c *Client) retry(conn *websocket.Conn, r request) {
+	wait := maxRetryAfter
+	if r.tries < 5 {
+		wait = retryAfter << r.tries
+	}
+	r.tries++
+	time.AfterFunc(wait, func() {
+		c.mu.Lock()
+		s := c.subs[r.Topic]
+		wanted := c.conn == conn && ((r.Type == "subscribe" && s != nil && s.want == r.ID) || (r.Type == "unsubscribe" && s == nil))
+		c.mu.Unlock()
+		if wanted {
+			c.send(conn, r)
+		}
+	})
+}

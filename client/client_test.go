@@ -153,8 +153,11 @@ func TestRestartReportsLoss(t *testing.T) {
 		}
 	}
 	require.Len(t, lost, 1, "%v", r.events)
-	assert.Equal(t, "not_recovered", lost[0].Reason)
-	assert.Equal(t, uint64(6), lost[0].From)
+	assert.Equal(t, "new_epoch", lost[0].Reason)
+	assert.Equal(t, epoch, lost[0].PrevEpoch)
+	assert.Equal(t, uint64(5), lost[0].PrevSeq)
+	assert.Equal(t, uint64(1), lost[0].From)
+	assert.LessOrEqual(t, lost[0].To, uint64(3))
 	assert.NotEqual(t, epoch, lost[0].Epoch, "a new epoch")
 	// After 1..5 of the old epoch, the new epoch's messages from the one
 	// after the loss: every seq delivered or reported.
@@ -216,11 +219,9 @@ func TestSlowConsumerRecovers(t *testing.T) {
 	defer r.mu.Unlock()
 	assert.Equal(t, want(n), r.seqsLocked("fast"))
 	assert.Zero(t, r.countLocked(client.Lost, ""), "%v", r.events)
-	closed4008 := false
-	for _, e := range r.events {
-		closed4008 = closed4008 || (e.Kind == client.Disconnected && e.Code == 4008)
-	}
-	assert.True(t, closed4008, "%v", r.events)
+	// The close is 4008, or a reset if the server gave up on its close
+	// handshake first: either way a Disconnected event.
+	assert.Positive(t, r.countLocked(client.Disconnected, ""), "%v", r.events)
 }
 
 // TestTokenRefresh: the server closes a connection with 4001 when its

@@ -37,16 +37,22 @@ const (
 	// connection follow; when it is false and messages were missed, a Lost
 	// event says so first.
 	Subscribed
-	// Lost: messages From to To of Topic will never be delivered. Reason is
-	// "dropped" (the server skipped them: the handler was too slow for its
-	// queue), "not_recovered" (a reconnect could not recover them: the
-	// server's history no longer holds them, or the topic's history started
-	// afresh, with a new Epoch, in which case From counts in the old epoch
-	// and To in the new one).
+	// Lost: messages of Topic will never be delivered. Reason says which:
+	//
+	//   - "dropped": the server skipped From to To, for the handler was
+	//     too slow for its queue (--slow-consumer=drop).
+	//   - "not_recovered": a reconnect could not recover From to To: the
+	//     server's history no longer holds them.
+	//   - "new_epoch": the topic's history started afresh (the server
+	//     restarted, or forgot the topic): whatever followed PrevSeq in
+	//     PrevEpoch cannot be known, and messages From (1) to To of the new
+	//     Epoch were missed (none when To is 0).
 	Lost
-	// Refused: the server refused a request for Topic (ErrorCode is the
-	// protocol's error code, such as "forbidden"); a refused subscription
-	// is removed.
+	// Refused: the server refused a subscribe to Topic (ErrorCode is the
+	// protocol's error code, such as "forbidden"), and the subscription is
+	// removed; or it is shutting down ("unavailable"), and the next
+	// connection subscribes it again. A request refused for the client's
+	// message rate is sent again a second later, with no event.
 	Refused
 )
 
@@ -77,7 +83,9 @@ type Event struct {
 	Epoch     string // Subscribed, Lost
 	Recovered bool   // Subscribed
 	From, To  uint64 // Lost
-	Reason    string // Lost: "dropped" or "not_recovered"
+	Reason    string // Lost: "dropped", "not_recovered" or "new_epoch"
+	PrevEpoch string // Lost, new_epoch: the epoch of PrevSeq
+	PrevSeq   uint64 // Lost, new_epoch: the last seq delivered in PrevEpoch
 	ErrorCode string // Refused
 	Code      int    // Disconnected: the close code, 0 if none
 	Attempt   int    // Connected
@@ -93,6 +101,9 @@ func (e Event) String() string {
 	case Subscribed:
 		return fmt.Sprintf("subscribed %s at %d@%s recovered=%t", e.Topic, e.Seq, e.Epoch, e.Recovered)
 	case Lost:
+		if e.Reason == "new_epoch" {
+			return fmt.Sprintf("lost %s after %d@%s, and %d..%d@%s (new_epoch)", e.Topic, e.PrevSeq, e.PrevEpoch, e.From, e.To, e.Epoch)
+		}
 		return fmt.Sprintf("lost %s %d..%d (%s)", e.Topic, e.From, e.To, e.Reason)
 	case Refused:
 		return fmt.Sprintf("refused %s: %s: %v", e.Topic, e.ErrorCode, e.Err)
