@@ -47,6 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args, stderr)
 	case "bench":
 		return bench.Main(args, stdout, stderr)
+	case "sub":
+		return sub(args, stdout, stderr)
+	case "pub":
+		return pub(args, os.Stdin, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -66,6 +70,8 @@ func usage(w io.Writer) {
 Usage:
   fanout [serve] [flags]   run the server (the default command)
   fanout bench SCENARIO    load-test a server; "fanout bench --help" explains
+  fanout sub TOPIC...      print a server's messages as JSON lines, reconnecting and recovering
+  fanout pub TOPIC [DATA]  publish DATA, or each line of the standard input
   fanout version           show the version and VCS revision it was built from
   fanout help              show this text
 

@@ -161,8 +161,15 @@ func freeAddr(t *testing.T) string {
 // running.
 func startServe(t *testing.T, args ...string) *server {
 	t.Helper()
+	return startServeAt(t, freeAddr(t), args...)
+}
+
+// startServeAt is startServe on addr: the address of a server that has
+// exited, for a restart.
+func startServeAt(t *testing.T, addr string, args ...string) *server {
+	t.Helper()
 	bin := fanoutBinary(t)
-	s := &server{addr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan struct{})}
+	s := &server{addr: addr, stderr: &syncBuffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(bin, append([]string{"serve", "--listen", s.addr}, withAuth(args)...)...)
 	s.cmd.Stdout = io.Discard
 	s.cmd.Stderr = s.stderr

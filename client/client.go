@@ -1,12 +1,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -109,9 +107,9 @@ func (e *HandshakeError) final(canRefresh bool) bool {
 // One goroutine reads the connection and runs the handlers; there is no
 // goroutine per subscription.
 type Client struct {
-	opts       Options
-	wsURL      *url.URL
-	publishURL string
+	opts  Options
+	wsURL *url.URL
+	pub   *Publisher
 
 	ctx    context.Context // the client's life; Close cancels it
 	cancel context.CancelFunc
@@ -175,12 +173,15 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 	}
 	c := &Client{opts: o, wsURL: u, subs: make(map[string]*subscription), done: make(chan struct{})}
 	c.bo = backoff{min: o.MinBackoff, max: o.MaxBackoff}
-	c.publishURL = o.PublishURL
-	if c.publishURL == "" {
+	pu := o.PublishURL
+	if pu == "" {
 		p := *u
 		p.Scheme = strings.Replace(u.Scheme, "ws", "http", 1)
 		p.Path, p.RawQuery = "/publish", ""
-		c.publishURL = p.String()
+		pu = p.String()
+	}
+	if c.pub, err = NewPublisher(pu, opts); err != nil {
+		return nil, err
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	conn, err := c.connectLoop(ctx)
@@ -195,7 +196,7 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 // Subscribe subscribes to topic; h receives its messages. The server's
 // answer comes as a Subscribed event, or, if it refuses, a Refused event.
 func (c *Client) Subscribe(topic string, h Handler) error {
-	if !validTopic(topic) || h == nil {
+	if !ValidTopic(topic) || h == nil {
 		return fmt.Errorf("client: Subscribe needs a handler and a topic name of ASCII letters, digits and -_.:@/, not %q", topic)
 	}
 	c.mu.Lock()
@@ -238,9 +239,10 @@ func (c *Client) Unsubscribe(topic string) error {
 	return nil
 }
 
-// validTopic reports whether name is made of the characters topic names
-// allow; the server also bounds their length (--max-topic-bytes).
-func validTopic(name string) bool {
+// ValidTopic reports whether name is made of the characters topic names
+// allow: ASCII letters, digits and -_.:@/. The server also bounds their
+// length (--max-topic-bytes, 128 by default).
+func ValidTopic(name string) bool {
 	if name == "" {
 		return false
 	}
@@ -253,61 +255,12 @@ func validTopic(name string) bool {
 	return true
 }
 
-// PublishError is a publish that the server refused.
-type PublishError struct {
-	Status int
-	Body   string
-}
-
-func (e *PublishError) Error() string {
-	return fmt.Sprintf("client: publish refused with %d %s: %s", e.Status, http.StatusText(e.Status), e.Body)
-}
-
 // Publish publishes data, a JSON value, to topic with POST /publish (with
 // the token of Options.Token, if any, as a bearer token) and returns its
 // seq. It does not depend on the WebSocket: it works while the client
 // reconnects, and it may be called from a handler.
 func (c *Client) Publish(ctx context.Context, topic string, data []byte) (uint64, error) {
-	u, err := url.Parse(c.publishURL)
-	if err != nil {
-		return 0, fmt.Errorf("client: publish url: %w", err)
-	}
-	q := u.Query()
-	q.Set("topic", topic)
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(data))
-	if err != nil {
-		return 0, fmt.Errorf("client: publish: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if c.opts.Token != nil {
-		token, err := c.opts.Token(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("client: publish: token: %w", err)
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-	}
-	resp, err := c.opts.HTTPClient.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("client: publish: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return 0, fmt.Errorf("client: publish: read response: %w", err)
-	}
-	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
-		return 0, &PublishError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
-	}
-	var r struct {
-		Seq *uint64 `json:"seq"`
-	}
-	if err := json.Unmarshal(body, &r); err != nil || r.Seq == nil {
-		return 0, fmt.Errorf("client: publish: answer %q has no seq", body)
-	}
-	return *r.Seq, nil
+	return c.pub.Publish(ctx, topic, data)
 }
 
 // Close closes the connection (1000) and stops reconnecting. It waits for

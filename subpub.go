@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fanout/fanout/client"
+)
+
+// tokenFunc returns an Options.Token for a fixed token, or nil for none.
+func tokenFunc(token string) func(context.Context) (string, error) {
+	if token == "" {
+		return nil
+	}
+	return func(context.Context) (string, error) { return token, nil }
+}
+
+// jsonLines writes one JSON value a line, flushed at once, for the events
+// and messages of "fanout sub", which come from the client's read loop.
+type jsonLines struct {
+	mu sync.Mutex
+	w  *bufio.Writer
+}
+
+func (j *jsonLines) write(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	_, _ = j.w.Write(append(b, '\n'))
+	_ = j.w.Flush()
+}
+
+// subLine is a line of "fanout sub": a message (no "event" key, as a
+// message frame has no "type"), or an event.
+type subLine struct {
+	Event     string          `json:"event,omitempty"`
+	Topic     string          `json:"topic,omitempty"`
+	Seq       *uint64         `json:"seq,omitempty"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	Epoch     string          `json:"epoch,omitempty"`
+	Recovered *bool           `json:"recovered,omitempty"`
+	From      *uint64         `json:"from,omitempty"`
+	To        *uint64         `json:"to,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	PrevEpoch string          `json:"prev_epoch,omitempty"`
+	PrevSeq   *uint64         `json:"prev_seq,omitempty"`
+	Code      any             `json:"code,omitempty"` // a close code, or a protocol error code
+	Attempt   int             `json:"attempt,omitempty"`
+	Error     string          `json:"error,omitempty"`
+}
+
+func eventLine(e client.Event) subLine {
+	l := subLine{Event: e.Kind.String(), Topic: e.Topic}
+	if e.Err != nil {
+		l.Error = e.Err.Error()
+	}
+	switch e.Kind {
+	case client.Connected:
+		l.Attempt = e.Attempt
+	case client.Disconnected:
+		if e.Code != 0 {
+			l.Code = e.Code
+		}
+	case client.Subscribed:
+		l.Seq, l.Epoch, l.Recovered = &e.Seq, e.Epoch, &e.Recovered
+	case client.Lost:
+		l.From, l.To, l.Epoch, l.Reason = &e.From, &e.To, e.Epoch, e.Reason
+		if e.Reason == "new_epoch" {
+			l.PrevEpoch, l.PrevSeq = e.PrevEpoch, &e.PrevSeq
+		}
+	case client.Refused:
+		l.Code = e.ErrorCode
+	}
+	return l
+}
+
+// sub runs "fanout sub": it subscribes to the topics and prints each
+// message, and each connection, recovery and loss, as a JSON line, until
+// SIGINT or SIGTERM.
+func sub(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fanout sub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "ws://127.0.0.1:8080", "the server's `URL` (ws:// or wss://; the path defaults to /ws)")
+	token := fs.String("token", "", "`token` to connect with (default: $FANOUT_TOKEN)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: fanout sub [flags] TOPIC...
+
+Subscribes to the topics and prints one JSON line per message, as the server
+sends it ({"topic","seq","data"}), and one per event: {"event":"connected"},
+{"event":"disconnected","code":N}, {"event":"subscribed","recovered":...},
+{"event":"lost","from":N,"to":M,"reason":...} and {"event":"refused"}.
+It reconnects and recovers on its own (package client): every message is
+printed once, in order, or its loss is printed. SIGINT or SIGTERM ends it.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "fanout sub: name at least one topic")
+		return 2
+	}
+	for _, topic := range fs.Args() {
+		if !client.ValidTopic(topic) {
+			fmt.Fprintf(stderr, "fanout sub: %q is not a topic name: ASCII letters, digits and -_.:@/\n", topic)
+			return 2
+		}
+	}
+	out := &jsonLines{w: bufio.NewWriter(stdout)}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	c, err := client.Dial(ctx, *url, &client.Options{
+		Token:   tokenFunc(cmp.Or(*token, os.Getenv("FANOUT_TOKEN"))),
+		OnEvent: func(e client.Event) { out.write(eventLine(e)) },
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "fanout sub:", err)
+		return 1
+	}
+	for _, topic := range fs.Args() {
+		err := c.Subscribe(topic, func(m client.Message) {
+			out.write(subLine{Topic: m.Topic, Seq: &m.Seq, Data: m.Data})
+		})
+		if err != nil {
+			_ = c.Close()
+			fmt.Fprintln(stderr, "fanout sub:", err)
+			return 2
+		}
+	}
+	select {
+	case <-ctx.Done():
+		_ = c.Close()
+		return 0
+	case <-c.Done():
+		fmt.Fprintln(stderr, "fanout sub:", c.Err())
+		return 1
+	}
+}
+
+// pub runs "fanout pub": it publishes DATA, or each line of its standard
+// input, to the topic, and prints each one's seq.
+func pub(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fanout pub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080", "the server's `URL` (http:// or https://; the path defaults to /publish)")
+	token := fs.String("token", "", "`token` (or publish key) to publish with (default: $FANOUT_TOKEN)")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long one publish may take")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: fanout pub [flags] TOPIC [DATA | -]
+
+Publishes DATA, a JSON value, to TOPIC; without DATA, or with -, publishes
+each line of the standard input (empty lines skipped). Prints
+{"topic","seq"} for each message published; a line the server refuses is
+reported on stderr with its number, the others go on, and the exit status
+is 1.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		fs.Usage()
+		return 2
+	}
+	p, err := client.NewPublisher(*url, &client.Options{Token: tokenFunc(cmp.Or(*token, os.Getenv("FANOUT_TOKEN")))})
+	if err != nil {
+		fmt.Fprintln(stderr, "fanout pub:", err)
+		return 2
+	}
+	topic := fs.Arg(0)
+	out := &jsonLines{w: bufio.NewWriter(stdout)}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	publish := func(data string) error {
+		pctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		seq, err := p.Publish(pctx, topic, []byte(data))
+		if err != nil {
+			return err
+		}
+		out.write(struct {
+			Topic string `json:"topic"`
+			Seq   uint64 `json:"seq"`
+		}{topic, seq})
+		return nil
+	}
+	if fs.NArg() == 2 && fs.Arg(1) != "-" {
+		if err := publish(fs.Arg(1)); err != nil {
+			fmt.Fprintln(stderr, "fanout pub:", err)
+			return 1
+		}
+		return 0
+	}
+	status := 0
+	in := bufio.NewScanner(stdin)
+	in.Buffer(make([]byte, 64<<10), 16<<20)
+	for n := 1; in.Scan(); n++ {
+		line := strings.TrimSpace(in.Text())
+		if line == "" {
+			continue
+		}
+		if err := publish(line); err != nil {
+			fmt.Fprintf(stderr, "fanout pub: line %d: %v\n", n, err)
+			status = 1
+			if ctx.Err() != nil {
+				return 1
+			}
+		}
+	}
+	if err := in.Err(); err != nil {
+		fmt.Fprintln(stderr, "fanout pub: read input:", err)
+		return 1
+	}
+	return status
+}
