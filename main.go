@@ -28,6 +28,7 @@ import (
 	"github.com/fanout/fanout/auth"
 	"github.com/fanout/fanout/bench"
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/client/js"
 	"github.com/fanout/fanout/page"
 	"github.com/fanout/fanout/wsconn"
 )
@@ -195,6 +196,7 @@ Runs the server. On one port:
   GET  /stats                      counters as JSON
   GET  /metrics                    the same, and Go and process metrics, for Prometheus
   GET  /healthz                    200 ok
+  GET  /fanout.js                  the browser client (an ES module)
   GET  /                           the live page (see --page)
   GET  /echo                       WebSocket echo (unless --echo=false)
 
@@ -359,6 +361,7 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 	})
 	mux.Handle("/publish", hub.PublishHandler())
 	mux.Handle("GET /metrics", metricsHandler(srv, hub))
+	mux.Handle("GET /fanout.js", js.Handler())
 	if o.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

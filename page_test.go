@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,6 +72,17 @@ func TestServePageFlag(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The browser client is served whether the page is on or not.
+	for _, args := range [][]string{nil, {"--page=false"}} {
+		s := startServe(t, args...)
+		resp, err := httpClient.Get("http://" + s.addr + "/fanout.js")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "text/javascript; charset=utf-8", resp.Header.Get("Content-Type"))
+		assert.Contains(t, string(body), "export class Client")
 	}
 	code, _, stderr := runFanout(t, "serve", "--no-auth", "--page=maybe")
 	assert.Equal(t, 2, code)
@@ -216,7 +228,7 @@ func TestLivePageInBrowser(t *testing.T) {
 	// The console: subscribe over the page's WebSocket, then publish over
 	// HTTP, and the message shows in its log.
 	p.do(chromedp.SetValue(chromedp.CSS("#topic"), "browser"), chromedp.Click(chromedp.CSS("#subscribe")))
-	p.text("#log", func(s string) bool { return strings.Contains(s, `{"type":"subscribed","topic":"browser"`) })
+	p.text("#log", func(s string) bool { return strings.Contains(s, `· subscribed {"topic":"browser"`) })
 	_, err := s.post("browser", `{"from":"http"}`)
 	require.NoError(t, err)
 	p.text("#log", func(s string) bool { return strings.Contains(s, `{"topic":"browser","seq":1,"data":{"from":"http"}}`) })
@@ -263,7 +275,7 @@ func TestLivePageInBrowserWithAuth(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#topic"), "ops.alerts"),
 		chromedp.Click(chromedp.CSS("#subscribe")),
 	)
-	p.text("#log", func(s string) bool { return strings.Contains(s, `{"type":"subscribed","topic":"ops.alerts"`) })
+	p.text("#log", func(s string) bool { return strings.Contains(s, `· subscribed {"topic":"ops.alerts"`) })
 
 	req, err := http.NewRequest(http.MethodPost, "http://"+s.addr+"/publish?topic=ops.alerts", strings.NewReader(`{"disk":"full"}`))
 	require.NoError(t, err)
@@ -320,15 +332,89 @@ func load(t *testing.T, s *server) (stop func()) {
 }
 
 // TestLivePageConsoleRefused: when the server refuses the console's
-// WebSocket (here for its origin), the console says so and that what was
-// to be sent was not, rather than dropping it in silence.
+// WebSocket (here for its origin), the console says so, rather than
+// waiting in silence.
 func TestLivePageConsoleRefused(t *testing.T) {
 	s := startServe(t, "--allowed-origins", "https://other.example")
 	p := openPage(t, "http://"+s.addr+"/", 2*waitTimeout)
 	p.do(chromedp.Click(chromedp.CSS("#subscribe")))
-	p.text("#log", func(s string) bool {
-		return strings.Contains(s, "could not connect") && strings.Contains(s, "not sent: 1 message(s)")
-	})
+	p.text("#log", func(s string) bool { return strings.Contains(s, "could not connect") })
 	// Chromium itself reports the failed handshake on the console.
+	p.clean("WebSocket connection to")
+}
+
+// eval evaluates expr in the page, awaiting a promise, and returns its
+// value.
+func eval[T any](p *browserPage, expr string) T {
+	p.t.Helper()
+	v, err := chromedp.Run(p.ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	require.NoError(p.t, err, "%s", expr)
+	return v
+}
+
+// waitEval polls expr, a boolean, until it holds.
+func waitEval(p *browserPage, what, expr string) {
+	p.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !eval[bool](p, expr) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("waiting for %s (%s); events: %s", what, expr, eval[string](p, `JSON.stringify(window.events)`))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFanoutJSAcrossRestart drives /fanout.js in headless Chromium: its
+// client gets each message once and in order, reconnects when the server
+// restarts in the middle, reports what the restart lost as a new_epoch
+// event, delivers what follows, and publishes.
+func TestFanoutJSAcrossRestart(t *testing.T) {
+	s := startServe(t)
+	p := openPage(t, "http://"+s.addr+"/", 3*waitTimeout)
+	eval[bool](p, `import("/fanout.js").then(({ Client }) => {
+		window.got = [];
+		window.events = [];
+		window.fc = new Client(location.origin.replace("http", "ws"), {
+			minBackoff: 20, maxBackoff: 300,
+			onEvent: (e) => window.events.push(e),
+		});
+		window.fc.subscribe("js", (m) => window.got.push(m.seq));
+		return true;
+	})`)
+	waitEval(p, "subscribed", `window.events.some((e) => e.kind === "subscribed" && e.topic === "js")`)
+	for i := 1; i <= 3; i++ {
+		_, err := s.post("js", fmt.Sprintf(`{"n":%d}`, i))
+		require.NoError(t, err)
+	}
+	waitEval(p, "three messages", `window.got.length === 3`)
+	assert.Equal(t, "[1,2,3]", eval[string](p, `JSON.stringify(window.got)`))
+
+	// The restart: SIGTERM (close 1001 to the page), a new server on the
+	// same address with no history, and messages published as the client
+	// comes back.
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, s.wait(t))
+	s = startServeAt(t, s.addr)
+	for i := 1; i <= 2; i++ {
+		_, err := s.post("js", fmt.Sprintf(`{"after":%d}`, i))
+		require.NoError(t, err)
+	}
+	waitEval(p, "the loss", `window.events.some((e) => e.kind === "lost")`)
+	lost := eval[map[string]any](p, `window.events.find((e) => e.kind === "lost")`)
+	assert.Equal(t, "new_epoch", lost["reason"])
+	assert.EqualValues(t, 3, lost["prevSeq"])
+	to := int(lost["to"].(float64))
+	// A publish from the page itself, over HTTP.
+	assert.EqualValues(t, 3, eval[float64](p, `window.fc.publish("js", { from: "page" })`))
+	waitEval(p, "the last message", `window.got[window.got.length - 1] === 3`)
+	want := []int{1, 2, 3}
+	for q := to + 1; q <= 3; q++ {
+		want = append(want, q)
+	}
+	wantJSON, _ := json.Marshal(want)
+	assert.Equal(t, string(wantJSON), eval[string](p, `JSON.stringify(window.got)`), "every seq once, or inside the loss")
+	assert.Equal(t, 1, eval[int](p, `window.events.filter((e) => e.kind === "lost").length`))
+	eval[bool](p, `window.fc.close(), true`)
+	// The restart's failed connection attempts are the browser's to log.
 	p.clean("WebSocket connection to")
 }

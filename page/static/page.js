@@ -1,5 +1,7 @@
 // The live page: polls /page/summary for the charts, tiles and topics, and
-// runs a console over its own WebSocket to /ws. No dependencies, no build.
+// runs a console on the browser client, /fanout.js. No build step.
+
+import { Client } from "/fanout.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -107,11 +109,10 @@ async function poll() {
   setTimeout(poll, wait);
 }
 
-// The console's WebSocket, opened on first use, and the topics it is
-// subscribed to, from the server's replies.
-let ws = null;
-let pending = [];
-const subscribed = new Set();
+// The console: a client of /fanout.js, made on first use, which
+// reconnects and recovers on its own and reports every loss.
+let client = null;
+let everConnected = false;
 
 function log(text, cls) {
   const ol = $("log");
@@ -123,57 +124,40 @@ function log(text, cls) {
   ol.scrollTop = ol.scrollHeight;
 }
 
-function socket() {
-  if (ws) return ws;
-  const token = $("token").value.trim();
-  const url = new URL("/ws", location.href);
-  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  if (token) url.searchParams.set("token", token);
-  ws = new WebSocket(url);
-  let opened = false;
-  ws.onopen = () => {
-    opened = true;
-    log("connected", "out");
-    for (const m of pending) ws.send(m);
-    pending = [];
-  };
-  ws.onmessage = (e) => {
-    log("← " + e.data);
-    let m;
-    try {
-      m = JSON.parse(e.data);
-    } catch {
-      return;
-    }
-    if (m.type === "subscribed") subscribed.add(m.topic);
-    if (m.type === "unsubscribed") subscribed.delete(m.topic);
-  };
-  ws.onclose = (e) => {
-    log(`closed ${e.code}${e.reason ? " " + e.reason : ""}`, "err");
-    if (!opened) {
-      // The handshake was refused: the browser does not say why.
-      log("could not connect: the server refused the WebSocket (a missing or bad token, or an origin --allowed-origins does not list)", "err");
-    }
-    if (pending.length) log(`not sent: ${pending.length} message(s)`, "err");
-    if (subscribed.size) log(`subscriptions ended: ${[...subscribed].join(", ")}; subscribe again to reconnect`, "err");
-    ws = null;
-    pending = [];
-    subscribed.clear();
-  };
-  return ws;
+function onEvent(e) {
+  const { kind, ...rest } = e;
+  const bad = kind === "disconnected" || kind === "lost" || kind === "refused" || kind === "ended";
+  log(`· ${kind} ${JSON.stringify(rest)}`, bad ? "err" : "out");
+  if (kind === "connected") everConnected = true;
+  if (kind === "disconnected" && !everConnected) {
+    // The browser does not say why a handshake was refused.
+    log("could not connect: the server refused the WebSocket (a missing or bad token, or an origin --allowed-origins does not list); retrying", "err");
+  }
 }
 
-function send(msg) {
-  const text = JSON.stringify(msg);
-  log("→ " + text, "out");
-  const s = socket();
-  if (s.readyState === WebSocket.OPEN) s.send(text);
-  else pending.push(text);
+function console_() {
+  if (!client) {
+    everConnected = false;
+    client = new Client(location.href, { token: () => $("token").value.trim(), onEvent });
+  }
+  return client;
 }
 
-$("subscribe").addEventListener("click", () => send({ type: "subscribe", topic: $("topic").value.trim() }));
-$("unsubscribe").addEventListener("click", () => send({ type: "unsubscribe", topic: $("topic").value.trim() }));
-$("publish").addEventListener("click", () => {
+$("subscribe").addEventListener("click", () => {
+  const topic = $("topic").value.trim();
+  try {
+    console_().subscribe(topic, (m) => log("← " + JSON.stringify({ topic: m.topic, seq: m.seq, data: m.data })));
+    log("→ subscribe " + topic, "out");
+  } catch (e) {
+    log(e.message, "err");
+  }
+});
+$("unsubscribe").addEventListener("click", () => {
+  const topic = $("topic").value.trim();
+  if (client && client.unsubscribe(topic)) log("→ unsubscribe " + topic, "out");
+  else log("not subscribed to " + topic, "err");
+});
+$("publish").addEventListener("click", async () => {
   let data;
   try {
     data = JSON.parse($("data").value);
@@ -181,9 +165,19 @@ $("publish").addEventListener("click", () => {
     log("data is not JSON: " + e.message, "err");
     return;
   }
-  send({ type: "publish", topic: $("topic").value.trim(), data });
+  const topic = $("topic").value.trim();
+  try {
+    const seq = await console_().publish(topic, data);
+    log(`→ published ${topic} seq ${seq}`, "out");
+  } catch (e) {
+    log(e.message, "err");
+  }
 });
-$("token").addEventListener("change", () => ws && ws.close(1000, "new token"));
+$("token").addEventListener("change", () => {
+  // A new token: a new client, whose subscriptions start afresh.
+  if (client) client.close();
+  client = null;
+});
 $("console").addEventListener("submit", (e) => e.preventDefault());
 
 poll();
