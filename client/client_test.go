@@ -298,3 +298,36 @@ func TestTokenRefresh(t *testing.T) {
 		assert.Equal(t, 401, he.Status)
 	})
 }
+
+// TestIdleCloseRecovers: a handler that holds the read loop past the
+// server's idle timeout leaves its pings unanswered; the server closes the
+// connection (1001), and the client reconnects with since and delivers
+// every message once, in order.
+func TestIdleCloseRecovers(t *testing.T) {
+	s := startServer(t, broadcast.Config{}, wsconn.Config{PingInterval: 100 * time.Millisecond, IdleTimeout: 400 * time.Millisecond})
+	r := newRecorder()
+	hold := make(chan struct{})
+	handler := func(m client.Message) {
+		if m.Seq == 2 {
+			<-hold
+		}
+		r.handler(m)
+	}
+	c := dial(t, s.url(), &client.Options{OnEvent: r.event, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	require.NoError(t, c.Subscribe("quiet", handler))
+	r.waitFor(t, "subscribed", func() bool { return r.countLocked(client.Subscribed, "quiet") == 1 })
+	for i := range 5 {
+		publish(t, c, "quiet", i)
+	}
+	require.Eventually(t, func() bool { return s.srv.Stats().IdleCloses > 0 }, waitTimeout, 5*time.Millisecond)
+	close(hold)
+	for i := 5; i < 10; i++ {
+		publish(t, c, "quiet", i)
+	}
+	r.waitFor(t, "every message", func() bool { return len(r.msgs["quiet"]) == 10 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	assert.Equal(t, want(10), r.seqsLocked("quiet"))
+	assert.Zero(t, r.countLocked(client.Lost, ""), "%v", r.events)
+	assert.GreaterOrEqual(t, r.countLocked(client.Connected, ""), 2, "%v", r.events)
+}

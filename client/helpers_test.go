@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,6 +99,7 @@ type proxy struct {
 	target string
 	mu     sync.Mutex
 	conns  []net.Conn
+	half   atomic.Bool // cut the next server-to-client read in half, then close
 }
 
 func startProxy(t testing.TB, target string) *proxy {
@@ -128,7 +130,54 @@ func (p *proxy) serve() {
 		p.conns = append(p.conns, down, up)
 		p.mu.Unlock()
 		go func() { _, _ = io.Copy(up, down); _ = up.Close() }()
-		go func() { _, _ = io.Copy(down, up); _ = down.Close() }()
+		go func() {
+			defer down.Close()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := up.Read(buf)
+				if n > 0 {
+					if n > 1 && p.half.CompareAndSwap(true, false) {
+						// Half a read, likely half a frame, then the end.
+						_, _ = down.Write(buf[:n/2])
+						_ = up.Close()
+						return
+					}
+					if _, werr := down.Write(buf[:n]); werr != nil {
+						_ = up.Close()
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// reset closes every connection through the proxy with a TCP reset to the
+// client.
+func (p *proxy) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// fin half-closes every connection towards the client: it reads EOF
+// mid-stream, with no close frame.
+func (p *proxy) fin() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok && i%2 == 0 { // the client's side
+			_ = tc.CloseWrite()
+		}
 	}
 }
 
