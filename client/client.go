@@ -73,6 +73,10 @@ var (
 	ErrTokenExpired = errors.New("client: token expired, and no Options.Token to get another")
 )
 
+// errSameToken is a connection attempt not made: Options.Token returned
+// the token that the server refused or expired.
+var errSameToken = errors.New("client: Options.Token returned the token the server refused or expired; waiting for another")
+
 // HandshakeError is a connection attempt that the server answered with an
 // HTTP status instead of a WebSocket.
 type HandshakeError struct {
@@ -116,6 +120,10 @@ type Client struct {
 	done   chan struct{}
 
 	bo  backoff    // the run loop's: it grows across connections that do not last
+	// token is the last token connected with, staleToken one the server
+	// refused (401) or expired (4001): the run loop's. Until Options.Token
+	// returns another, the client does not connect.
+	token, staleToken string
 	wmu sync.Mutex // orders the writes of requests; taken before mu
 
 	mu      sync.Mutex // guards the fields below, and subscription.want
@@ -329,9 +337,12 @@ func (c *Client) run(conn *websocket.Conn) {
 			code = 0
 		}
 		c.emit(Event{Kind: Disconnected, Code: code, Err: err})
-		if code == closeTokenExpired && c.opts.Token == nil {
-			c.end(ErrTokenExpired)
-			return
+		if code == closeTokenExpired {
+			if c.opts.Token == nil {
+				c.end(ErrTokenExpired)
+				return
+			}
+			c.staleToken = c.token // no reconnect until Token gives another
 		}
 		if time.Since(up) >= stableAfter {
 			c.bo.attempt = 0
@@ -420,6 +431,11 @@ func (c *Client) connect(ctx context.Context, query bool) (*websocket.Conn, erro
 		if err != nil {
 			return nil, fmt.Errorf("client: token: %w", err)
 		}
+		if c.staleToken != "" && token == c.staleToken {
+			// The server refused this one: wait for another.
+			return nil, errSameToken
+		}
+		c.token = token
 		if token != "" {
 			header.Set("Authorization", "Bearer "+token)
 		}
@@ -477,10 +493,14 @@ func (c *Client) connect(ctx context.Context, query bool) (*websocket.Conn, erro
 	conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.opts.HTTPClient, HTTPHeader: header})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			if resp.StatusCode == http.StatusUnauthorized {
+				c.staleToken = c.token
+			}
 			return nil, &HandshakeError{Status: resp.StatusCode, Err: err}
 		}
 		return nil, fmt.Errorf("client: connect: %w", err)
 	}
+	c.staleToken = ""
 	conn.SetReadLimit(c.opts.MaxMessageBytes)
 
 	// Subscriptions made or ended while dialing, and the rest, by message:

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -330,4 +331,55 @@ func TestIdleCloseRecovers(t *testing.T) {
 	assert.Equal(t, want(10), r.seqsLocked("quiet"))
 	assert.Zero(t, r.countLocked(client.Lost, ""), "%v", r.events)
 	assert.GreaterOrEqual(t, r.countLocked(client.Connected, ""), 2, "%v", r.events)
+}
+
+// TestExpiredTokenNotReused: after a 4001 the client does not reconnect
+// with the token that expired: it asks Options.Token again (with backoff)
+// until it gets another.
+func TestExpiredTokenNotReused(t *testing.T) {
+	secret := []byte(strings.Repeat("e", 32))
+	v, err := auth.NewVerifier(auth.Config{Secret: secret})
+	require.NoError(t, err)
+	s := startServer(t, broadcast.Config{Auth: v}, wsconn.Config{})
+	mint := func(ttl time.Duration) string {
+		tok, err := auth.SignHS256(secret, auth.Claims{
+			RegisteredClaims: jwt.RegisteredClaims{Subject: "bob", ExpiresAt: jwt.NewNumericDate(time.Now().Add(ttl))},
+			Subscribe:        jwt.ClaimStrings{"x"},
+		})
+		require.NoError(t, err)
+		return tok
+	}
+	first := mint(1200 * time.Millisecond)
+	var asked atomic.Int32
+	var fresh atomic.Pointer[string]
+	r := newRecorder()
+	c := dial(t, s.url(), &client.Options{
+		OnEvent: r.event, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		Token: func(context.Context) (string, error) {
+			asked.Add(1)
+			if f := fresh.Load(); f != nil {
+				return *f, nil
+			}
+			return first, nil // the same, even after it expired
+		},
+	})
+	require.NoError(t, c.Subscribe("x", r.handler))
+	r.waitFor(t, "a 4001 close", func() bool {
+		for _, e := range r.events {
+			if e.Kind == client.Disconnected && e.Code == 4001 {
+				return true
+			}
+		}
+		return false
+	})
+	before, refused := asked.Load(), s.hub.Stats().AuthFailures
+	time.Sleep(300 * time.Millisecond)
+	assert.Greater(t, asked.Load(), before, "Token is asked again")
+	assert.Equal(t, refused, s.hub.Stats().AuthFailures, "no handshake with the expired token")
+	r.mu.Lock()
+	assert.Equal(t, 1, r.countLocked(client.Connected, ""), "no connection with the expired token")
+	r.mu.Unlock()
+	tok := mint(time.Hour)
+	fresh.Store(&tok)
+	r.waitFor(t, "a connection with the new token", func() bool { return r.countLocked(client.Connected, "") == 2 })
 }

@@ -6,8 +6,9 @@
 //   - reconnects with exponential backoff and full jitter, the waits
 //     growing across connections that last less than 10 s;
 //   - asks options.token (a string, or a function that returns one or a
-//     promise of one) before every attempt, so that a 4001 (token expired)
-//     is followed by a fresh token; with no token function a 4001 ends it;
+//     promise of one) before every attempt, and after a 4001 (token
+//     expired) does not reconnect until it returns another; with no token
+//     function a 4001 ends it;
 //   - resubscribes every topic with since=topic:seq@epoch;
 //   - delivers each seq once and in order (duplicates dropped, a gap the
 //     server did not announce asks again from the last seq delivered);
@@ -127,6 +128,14 @@ export class Client {
       return;
     }
     if (this.closed) return;
+    if (this.staleToken && token === this.staleToken) {
+      // The server expired this one (4001): wait for another.
+      this.emit({ kind: "disconnected", code: 0, error: "the token function returned the expired token; waiting for another" });
+      this.retry();
+      return;
+    }
+    this.staleToken = "";
+    this.lastToken = token;
     // The query: user topics first, then others while they fit; the rest
     // by message once open.
     const topics = [], since = [], inQuery = new Set();
@@ -195,10 +204,13 @@ export class Client {
       } else if (opened) {
         this.useQuery = true;
       }
-      if (e.code === 4001 && typeof this.token !== "function") {
-        this.closed = true;
-        this.emit({ kind: "ended", error: "token expired, and no token function to get another" });
-        return;
+      if (e.code === 4001) {
+        if (typeof this.token !== "function") {
+          this.closed = true;
+          this.emit({ kind: "ended", error: "token expired, and no token function to get another" });
+          return;
+        }
+        this.staleToken = this.lastToken; // no reconnect until the function gives another
       }
       if (opened && Date.now() - up >= STABLE_AFTER) this.attempt = 0;
       this.retry();
