@@ -119,12 +119,14 @@ type Client struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	bo backoff // the run loop's: it grows across connections that do not last
+	// The run loop's: bo grows across connections that do not last;
 	// token is the last token connected with, staleToken one the server
-	// refused (401) or expired (4001): the run loop's. Until Options.Token
-	// returns another, the client does not connect.
+	// refused (401) or expired (4001): until Options.Token returns another,
+	// the client does not connect.
+	bo                backoff
 	token, staleToken string
-	wmu               sync.Mutex // orders the writes of requests; taken before mu
+
+	wmu sync.Mutex // orders the writes of requests; taken before mu
 
 	mu      sync.Mutex // guards the fields below, and subscription.want
 	conn    *websocket.Conn
