@@ -193,6 +193,7 @@ func serve(args []string, stderr io.Writer) int {
 Runs the server. On one port:
   GET  /ws?topics=a,b&since=a:41   WebSocket subscriber (wire protocol v1, see README)
   POST /publish?topic=a            publish the JSON body; 202 {"seq":N}
+  POST /publish                    publish a batch: [{"topic","data"},...] or NDJSON; 202 [{"topic","seq"},...]
   GET  /stats                      counters as JSON
   GET  /metrics                    the same, and Go and process metrics, for Prometheus
   GET  /healthz                    200 ok

@@ -13,7 +13,8 @@ import (
 // PublishHandler serves POST /publish?topic=NAME: the body, a JSON value, is
 // published to the topic. It answers 202 with {"seq":N}, 400 when the topic
 // or the body is invalid, 405 for another method, 413 for a body over
-// MaxDataBytes and 503 once the hub is closed.
+// MaxDataBytes and 503 once the hub is closed. Without ?topic=, the body is
+// a batch (see servePublishBatch).
 //
 // With Auth or PublishKey configured, the request needs
 // "Authorization: Bearer CREDENTIAL", where the credential is the publish key
@@ -26,16 +27,13 @@ func (h *Hub) PublishHandler() http.Handler {
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "use POST"})
 			return
 		}
+		if !r.URL.Query().Has("topic") {
+			h.servePublishBatch(w, r)
+			return
+		}
 		topic := r.URL.Query().Get("topic")
 		if status, msg := h.authorizePublish(r.Header.Get("Authorization"), topic); status != 0 {
-			if status == http.StatusUnauthorized {
-				challenge := challengeInvalid
-				if auth.Token(r.Header.Get("Authorization"), "") == "" {
-					challenge = challengeMissing
-				}
-				w.Header().Set("WWW-Authenticate", challenge)
-			}
-			writeJSON(w, status, map[string]string{"error": msg})
+			refusePublish(w, r, status, msg)
 			return
 		}
 		data, err := io.ReadAll(r.Body)
@@ -62,32 +60,64 @@ func (h *Hub) PublishHandler() http.Handler {
 	})
 }
 
-// authorizePublish checks the credential of a publish to topic; it returns
-// status 0 if the publish may go ahead, else the status and why.
-func (h *Hub) authorizePublish(authorization, topic string) (status int, msg string) {
+// refusePublish answers a publish refused for its credential.
+func refusePublish(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	if status == http.StatusUnauthorized {
+		challenge := challengeInvalid
+		if auth.Token(r.Header.Get("Authorization"), "") == "" {
+			challenge = challengeMissing
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+	}
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// publisher is who a credential lets publish: on every topic (no
+// authentication, or the publish key), or on what a token grants.
+type publisher struct {
+	all bool
+	id  auth.Identity
+}
+
+// may reports whether p may publish on topic.
+func (p publisher) may(topic string) bool { return p.all || p.id.CanPublish(topic) }
+
+// publisherOf checks the credential of a publish request; it returns status
+// 0 and who publishes, or the status and why not.
+func (h *Hub) publisherOf(authorization string) (p publisher, status int, msg string) {
 	if h.cfg.Auth == nil && h.cfg.PublishKey == "" {
-		return 0, ""
+		return publisher{all: true}, 0, ""
 	}
 	// From the header only: a query string ends up in access logs.
 	cred := auth.Token(authorization, "")
 	switch {
 	case cred == "":
 		h.authFailures.Add(1)
-		return http.StatusUnauthorized, "missing credential: send Authorization: Bearer with the publish key or a token"
+		return p, http.StatusUnauthorized, "missing credential: send Authorization: Bearer with the publish key or a token"
 	case auth.KeyMatches(cred, h.cfg.PublishKey):
-		return 0, ""
+		return publisher{all: true}, 0, ""
 	case h.cfg.Auth == nil:
 		h.authFailures.Add(1)
-		return http.StatusUnauthorized, "invalid publish key"
+		return p, http.StatusUnauthorized, "invalid publish key"
 	}
 	id, err := h.cfg.Auth.Verify(cred)
-	switch {
-	case err != nil:
+	if err != nil {
 		h.authFailures.Add(1)
-		return http.StatusUnauthorized, "invalid token: " + strings.TrimPrefix(err.Error(), "auth: ")
+		return p, http.StatusUnauthorized, "invalid token: " + strings.TrimPrefix(err.Error(), "auth: ")
+	}
+	return publisher{id: id}, 0, ""
+}
+
+// authorizePublish checks the credential of a publish to topic; it returns
+// status 0 if the publish may go ahead, else the status and why.
+func (h *Hub) authorizePublish(authorization, topic string) (status int, msg string) {
+	p, status, msg := h.publisherOf(authorization)
+	switch {
+	case status != 0:
+		return status, msg
 	case !h.validTopic(topic):
 		return 0, "" // Publish answers 400
-	case !id.CanPublish(topic):
+	case !p.may(topic):
 		h.forbidden.Add(1)
 		return http.StatusForbidden, "token does not grant publishing on " + strconv.Quote(topic)
 	}
