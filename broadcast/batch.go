@@ -120,5 +120,12 @@ func parseBatch(body []byte) ([]batchItem, error) {
 	if len(items) > MaxBatchItems {
 		return nil, errors.New("more than " + strconv.Itoa(MaxBatchItems) + " items in a batch")
 	}
-	return items, nil
+	for _, it := range items {
+		if it.Topic != "" {
+			return items, nil
+		}
+	}
+	// Not one item names a topic: most likely a single publish that
+	// forgot its ?topic=.
+	return nil, errors.New("missing topic: publish with ?topic=NAME, or send a batch of {\"topic\",\"data\"}")
 }

@@ -79,7 +79,8 @@ func TestPublishBatch(t *testing.T) {
 	mustReadMessage(t, c, "a", 3)
 	mustReadMessage(t, c, "a", 4)
 
-	for _, bad := range []string{"", "   ", `{"topic":"a","data":1`, `[1,2]`, "not json\n"} {
+	// The last ones: a single publish that forgot its ?topic=.
+	for _, bad := range []string{"", "   ", `{"topic":"a","data":1`, `[1,2]`, "not json\n", `{"price":1}`, `{"data":1}`} {
 		status, _, body := postBatch(t, ts, "", bad)
 		assert.Equal(t, http.StatusBadRequest, status, "%q: %s", bad, body)
 	}
