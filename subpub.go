@@ -19,14 +19,6 @@ import (
 	"github.com/fanout/fanout/client"
 )
 
-// tokenFunc returns an Options.Token for a fixed token, or nil for none.
-func tokenFunc(token string) func(context.Context) (string, error) {
-	if token == "" {
-		return nil
-	}
-	return func(context.Context) (string, error) { return token, nil }
-}
-
 // jsonLines writes one JSON value a line, flushed at once, for the events
 // and messages of "fanout sub", which come from the client's read loop.
 type jsonLines struct {
@@ -131,10 +123,13 @@ Flags:
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	c, err := client.Dial(ctx, *url, &client.Options{
-		Token:   tokenFunc(cmp.Or(*token, os.Getenv("FANOUT_TOKEN"))),
-		OnEvent: func(e client.Event) { out.write(eventLine(e)) },
+		StaticToken: cmp.Or(*token, os.Getenv("FANOUT_TOKEN")),
+		OnEvent:     func(e client.Event) { out.write(eventLine(e)) },
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return 0 // interrupted before the first connection
+		}
 		fmt.Fprintln(stderr, "fanout sub:", err)
 		return 1
 	}
@@ -189,7 +184,7 @@ Flags:
 		fs.Usage()
 		return 2
 	}
-	p, err := client.NewPublisher(*url, &client.Options{Token: tokenFunc(cmp.Or(*token, os.Getenv("FANOUT_TOKEN")))})
+	p, err := client.NewPublisher(*url, &client.Options{StaticToken: cmp.Or(*token, os.Getenv("FANOUT_TOKEN"))})
 	if err != nil {
 		fmt.Fprintln(stderr, "fanout pub:", err)
 		return 2

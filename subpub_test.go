@@ -148,3 +148,15 @@ func TestSubPubUsage(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "not a topic name")
 }
+
+// TestSubBadToken: "fanout sub --token" with a token the server refuses
+// exits 1 with the 401, rather than waiting forever for a token that a
+// fixed --token cannot give.
+func TestSubBadToken(t *testing.T) {
+	s := startServe(t, "--jwt-secret", strings.Repeat("s", 32))
+	start := time.Now()
+	code, _, stderr := runFanout(t, "sub", "--url", "ws://"+s.addr, "--token", "garbage", "news")
+	assert.Equal(t, 1, code, stderr)
+	assert.Contains(t, stderr, "401")
+	assert.Less(t, time.Since(start), waitTimeout/2, "it ends at once")
+}

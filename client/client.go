@@ -24,6 +24,9 @@ type Options struct {
 	// it (401). Nil: connect without a token; then a 4001 or a 401 ends the
 	// client.
 	Token func(ctx context.Context) (string, error)
+	// StaticToken, when Token is nil, is a fixed token to connect with: a
+	// 4001 or a 401 ends the client, as there is no other to try.
+	StaticToken string
 	// OnEvent receives the client's events (see Event), on its read loop.
 	// It must not block for long, nor call Close.
 	OnEvent func(Event)
@@ -441,6 +444,8 @@ func (c *Client) connect(ctx context.Context, query bool) (*websocket.Conn, erro
 		if token != "" {
 			header.Set("Authorization", "Bearer "+token)
 		}
+	} else if c.opts.StaticToken != "" {
+		header.Set("Authorization", "Bearer "+c.opts.StaticToken)
 	}
 
 	// The query: user topics first (they cannot be subscribed by message

@@ -21,8 +21,9 @@ type Publisher struct {
 }
 
 // NewPublisher returns a publisher to rawURL: http(s)://host:port, or with
-// a path (default /publish). Of opts it uses Token, whose token it sends as
-// a bearer token (a publish key works too), and HTTPClient.
+// a path (default /publish). Of opts it uses Token or StaticToken, whose
+// token it sends as a bearer token (a publish key works too), and
+// HTTPClient.
 func NewPublisher(rawURL string, opts *Options) (*Publisher, error) {
 	var o Options
 	if opts != nil {
@@ -45,7 +46,12 @@ func NewPublisher(rawURL string, opts *Options) (*Publisher, error) {
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/publish"
 	}
-	return &Publisher{url: u, token: o.Token, http: o.HTTPClient}, nil
+	token := o.Token
+	if token == nil && o.StaticToken != "" {
+		static := o.StaticToken
+		token = func(context.Context) (string, error) { return static, nil }
+	}
+	return &Publisher{url: u, token: token, http: o.HTTPClient}, nil
 }
 
 // PublishError is a publish that the server refused.

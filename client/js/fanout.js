@@ -25,6 +25,7 @@
 const STABLE_AFTER = 10000; // ms a connection must last for the backoff to start over
 const MAX_QUERY = 4096; // bytes of topics and since in the handshake's query
 const RETRY_AFTER = 1000; // ms before a request refused for the rate is sent again
+const CONNECT_TIMEOUT = 10000; // ms a connection attempt, token included, may take
 
 function validTopic(name) {
   return typeof name === "string" && /^[A-Za-z0-9\-_.:@/]+$/.test(name);
@@ -121,7 +122,15 @@ export class Client {
     this.tries++;
     let token = "";
     try {
-      token = await this.currentToken();
+      let timer;
+      const late = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no token within " + CONNECT_TIMEOUT + " ms")), CONNECT_TIMEOUT);
+      });
+      try {
+        token = await Promise.race([this.currentToken(), late]);
+      } finally {
+        clearTimeout(timer);
+      }
     } catch (err) {
       this.emit({ kind: "disconnected", code: 0, error: "token: " + err });
       this.retry();
@@ -136,25 +145,25 @@ export class Client {
     }
     this.staleToken = "";
     this.lastToken = token;
-    // The query: user topics first, then others while they fit; the rest
-    // by message once open.
+    // The query: user topics first (the server subscribes the user's own
+    // already, so they cannot go by message), then others while they fit,
+    // unless the last attempt with them failed before it opened (a browser
+    // does not say whether for a 400); the rest by message once open.
     const topics = [], since = [], inQuery = new Set();
     let size = 0;
-    if (this.useQuery) {
-      for (const pass of [0, 1]) {
-        for (const [topic, s] of this.subs) {
-          if (inQuery.has(topic) || (pass === 0) !== topic.startsWith("user:")) continue;
-          let item = "";
-          if (s.known) item = `${topic}:${s.seq}` + (s.epoch ? "@" + s.epoch : "");
-          const n = encodeURIComponent(topic).length + 3 + (item ? encodeURIComponent(item).length + 3 : 0);
-          if (pass === 1 && size + n > MAX_QUERY) continue;
-          size += n;
-          topics.push(topic);
-          if (item) since.push(item);
-          inQuery.add(topic);
-          s.awaiting = true;
-          s.want = 0;
-        }
+    for (const pass of this.useQuery ? [0, 1] : [0]) {
+      for (const [topic, s] of this.subs) {
+        if (inQuery.has(topic) || (pass === 0) !== topic.startsWith("user:")) continue;
+        let item = "";
+        if (s.known) item = `${topic}:${s.seq}` + (s.epoch ? "@" + s.epoch : "");
+        const n = encodeURIComponent(topic).length + 3 + (item ? encodeURIComponent(item).length + 3 : 0);
+        if (pass === 1 && size + n > MAX_QUERY) continue;
+        size += n;
+        topics.push(topic);
+        if (item) since.push(item);
+        inQuery.add(topic);
+        s.awaiting = true;
+        s.want = 0;
       }
     }
     const u = new URL(this.wsURL.href);
@@ -165,7 +174,10 @@ export class Client {
     this.ws = ws;
     this.pending = [];
     let opened = false, up = 0;
+    const timeout = setTimeout(() => ws.close(), CONNECT_TIMEOUT); // onclose follows
+    ws.onerror = () => {}; // onclose follows, with the code
     ws.onopen = () => {
+      clearTimeout(timeout);
       opened = true;
       up = Date.now();
       this.emit({ kind: "connected", attempt: this.tries });
@@ -194,15 +206,16 @@ export class Client {
       this.handle(ws, f);
     };
     ws.onclose = (e) => {
+      clearTimeout(timeout);
       if (this.ws === ws) this.ws = null;
       if (this.closed) return;
       this.emit({ kind: "disconnected", code: e.code, reason: e.reason });
-      if (!opened && topics.length) {
-        // Refused, perhaps for the query (a topic too long, too many):
-        // the next attempt subscribes by message.
-        this.useQuery = false;
-      } else if (opened) {
+      if (opened) {
         this.useQuery = true;
+      } else {
+        // Refused, perhaps for the query (a topic too long, too many),
+        // or the server is down: try with and without it in turn.
+        this.useQuery = !this.useQuery;
       }
       if (e.code === 4001) {
         if (typeof this.token !== "function") {
