@@ -46,7 +46,17 @@ type Options struct {
 	PublishURL string
 }
 
-func (o Options) withDefaults() Options {
+// withDefaults returns a copy of *o, or of the zero Options if o is nil,
+// with the defaults filled in.
+func (o *Options) withDefaults() Options {
+	var d Options
+	if o != nil {
+		d = *o
+	}
+	return d.filled()
+}
+
+func (o Options) filled() Options {
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = 100 * time.Millisecond
 	}
@@ -163,26 +173,10 @@ type subscription struct {
 // way that retrying cannot mend (400, 403, 404, or 401 without
 // Options.Token).
 func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
-	var o Options
-	if opts != nil {
-		o = *opts
-	}
-	o = o.withDefaults()
-	u, err := url.Parse(rawURL)
+	o := opts.withDefaults()
+	u, err := parseURL(rawURL, true, "/ws")
 	if err != nil {
-		return nil, fmt.Errorf("client: url: %w", err)
-	}
-	switch u.Scheme {
-	case "ws", "wss":
-	case "http":
-		u.Scheme = "ws"
-	case "https":
-		u.Scheme = "wss"
-	default:
-		return nil, fmt.Errorf("client: url %q: want ws:// or wss://", rawURL)
-	}
-	if u.Path == "" || u.Path == "/" {
-		u.Path = "/ws"
+		return nil, err
 	}
 	c := &Client{opts: o, wsURL: u, subs: make(map[string]*subscription), done: make(chan struct{})}
 	c.bo = backoff{min: o.MinBackoff, max: o.MaxBackoff}
@@ -250,6 +244,33 @@ func (c *Client) Unsubscribe(topic string) error {
 		c.send(conn, request{Type: "unsubscribe", Topic: topic})
 	}
 	return nil
+}
+
+// parseURL parses rawURL for a WebSocket (ws) or an HTTP endpoint: the
+// scheme is made ws(s) or http(s) to match, and an empty path is path.
+func parseURL(rawURL string, ws bool, path string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("client: url: %w", err)
+	}
+	secure := u.Scheme == "wss" || u.Scheme == "https"
+	if !secure && u.Scheme != "ws" && u.Scheme != "http" {
+		return nil, fmt.Errorf("client: url %q: want ws(s):// or http(s)://", rawURL)
+	}
+	switch {
+	case ws && secure:
+		u.Scheme = "wss"
+	case ws:
+		u.Scheme = "ws"
+	case secure:
+		u.Scheme = "https"
+	default:
+		u.Scheme = "http"
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = path
+	}
+	return u, nil
 }
 
 // ValidTopic reports whether name is made of the characters topic names

@@ -25,26 +25,10 @@ type Publisher struct {
 // token it sends as a bearer token (a publish key works too), and
 // HTTPClient.
 func NewPublisher(rawURL string, opts *Options) (*Publisher, error) {
-	var o Options
-	if opts != nil {
-		o = *opts
-	}
-	o = o.withDefaults()
-	u, err := url.Parse(rawURL)
+	o := opts.withDefaults()
+	u, err := parseURL(rawURL, false, "/publish")
 	if err != nil {
-		return nil, fmt.Errorf("client: publish url: %w", err)
-	}
-	switch u.Scheme {
-	case "http", "https":
-	case "ws":
-		u.Scheme = "http"
-	case "wss":
-		u.Scheme = "https"
-	default:
-		return nil, fmt.Errorf("client: publish url %q: want http:// or https://", rawURL)
-	}
-	if u.Path == "" || u.Path == "/" {
-		u.Path = "/publish"
+		return nil, err
 	}
 	token := o.Token
 	if token == nil && o.StaticToken != "" {
