@@ -182,13 +182,8 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "a frame or fragmented message must be complete this long after its first byte, or the connection is closed with 1008 (0: never)")
 }
 
-func serve(args []string, stderr io.Writer) int {
-	var o serveOptions
-	fs := flag.NewFlagSet("fanout serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	o.flags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: fanout serve [flags]
+// serveUsage is the usage text of "fanout serve", before its flags.
+const serveUsage = `Usage: fanout serve [flags]
 
 Runs the server. On one port:
   GET  /ws?topics=a,b&since=a:41   WebSocket subscriber (wire protocol v1, see README)
@@ -202,14 +197,15 @@ Runs the server. On one port:
   GET  /echo                       WebSocket echo (unless --echo=false)
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+`
+
+func serve(args []string, stderr io.Writer) int {
+	var o serveOptions
+	fs := flag.NewFlagSet("fanout serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.flags(fs)
+	if code := parseFlags(fs, serveUsage, args); code >= 0 {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "fanout serve: unexpected arguments %q\n", fs.Args())

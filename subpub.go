@@ -81,16 +81,8 @@ func eventLine(e client.Event) subLine {
 	return l
 }
 
-// sub runs "fanout sub": it subscribes to the topics and prints each
-// message, and each connection, recovery and loss, as a JSON line, until
-// SIGINT or SIGTERM.
-func sub(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("fanout sub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	url := fs.String("url", "ws://127.0.0.1:8080", "the server's `URL` (ws:// or wss://; the path defaults to /ws)")
-	token := fs.String("token", "", "`token` to connect with (default: $FANOUT_TOKEN)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: fanout sub [flags] TOPIC...
+// subUsage is the usage text of "fanout sub", before its flags.
+const subUsage = `Usage: fanout sub [flags] TOPIC...
 
 Subscribes to the topics and prints one JSON line per message, as the server
 sends it ({"topic","seq","data"}), and one per event: {"event":"connected"},
@@ -100,14 +92,18 @@ It reconnects and recovers on its own (package client): every message is
 printed once, in order, or its loss is printed. SIGINT or SIGTERM ends it.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+`
+
+// sub runs "fanout sub": it subscribes to the topics and prints each
+// message, and each connection, recovery and loss, as a JSON line, until
+// SIGINT or SIGTERM.
+func sub(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fanout sub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "ws://127.0.0.1:8080", "the server's `URL` (ws:// or wss://; the path defaults to /ws)")
+	token := fs.String("token", "", "`token` to connect with (default: $FANOUT_TOKEN)")
+	if code := parseFlags(fs, subUsage, args); code >= 0 {
+		return code
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "fanout sub: name at least one topic")
@@ -153,16 +149,8 @@ Flags:
 	}
 }
 
-// pub runs "fanout pub": it publishes DATA, or each line of its standard
-// input, to the topic, and prints each one's seq.
-func pub(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("fanout pub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	url := fs.String("url", "http://127.0.0.1:8080", "the server's `URL` (http:// or https://; the path defaults to /publish)")
-	token := fs.String("token", "", "`token` (or publish key) to publish with (default: $FANOUT_TOKEN)")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long one publish may take")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: fanout pub [flags] TOPIC [DATA | -]
+// pubUsage is the usage text of "fanout pub", before its flags.
+const pubUsage = `Usage: fanout pub [flags] TOPIC [DATA | -]
 
 Publishes DATA, a JSON value, to TOPIC; without DATA, or with -, publishes
 each line of the standard input (empty lines skipped). Prints
@@ -171,14 +159,18 @@ reported on stderr with its number, the others go on, and the exit status
 is 1.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+`
+
+// pub runs "fanout pub": it publishes DATA, or each line of its standard
+// input, to the topic, and prints each one's seq.
+func pub(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fanout pub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080", "the server's `URL` (http:// or https://; the path defaults to /publish)")
+	token := fs.String("token", "", "`token` (or publish key) to publish with (default: $FANOUT_TOKEN)")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long one publish may take")
+	if code := parseFlags(fs, pubUsage, args); code >= 0 {
+		return code
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		fs.Usage()
@@ -234,4 +226,21 @@ Flags:
 		return 1
 	}
 	return status
+}
+
+// parseFlags parses args with fs, whose usage is usage and then the flags.
+// It returns -1 to go on, or the exit status: 0 for -help, 2 for a bad
+// flag (fs has said why).
+func parseFlags(fs *flag.FlagSet, usage string, args []string) int {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	return -1
 }
