@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -205,23 +206,121 @@ func pub(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	return publishLines(ctx, p, topic, stdin, out, stderr, *timeout)
+}
+
+// A batch of input lines is at most batchLines and batchBytes, well under
+// the server's default body limit (--max-publish-bytes, 64 KiB).
+const (
+	batchLines = 500
+	batchBytes = 32 << 10
+)
+
+// line is a line of "fanout pub"'s input and its number.
+type line struct {
+	n    int
+	text string
+}
+
+// publishLines publishes each line of in to topic. Lines that are already
+// there go together in one batch (POST /publish with a JSON array); a line
+// that comes alone goes alone, at once: batching adds no wait. It returns
+// the exit status: 1 if a line was refused or the input failed.
+func publishLines(ctx context.Context, p *client.Publisher, topic string, in io.Reader, out *jsonLines, stderr io.Writer, timeout time.Duration) int {
+	lines := make(chan line, batchLines)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for n := 1; sc.Scan(); n++ {
+			if text := strings.TrimSpace(sc.Text()); text != "" {
+				lines <- line{n, text}
+			}
+		}
+		readErr <- sc.Err()
+	}()
 	status := 0
-	in := bufio.NewScanner(stdin)
-	in.Buffer(make([]byte, 64<<10), 16<<20)
-	for n := 1; in.Scan(); n++ {
-		line := strings.TrimSpace(in.Text())
-		if line == "" {
+	fail := func(n int, err error) {
+		fmt.Fprintf(stderr, "fanout pub: line %d: %v\n", n, err)
+		status = 1
+	}
+	published := func(seq uint64) {
+		out.write(struct {
+			Topic string `json:"topic"`
+			Seq   uint64 `json:"seq"`
+		}{topic, seq})
+	}
+	single := func(l line) {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		seq, err := p.Publish(pctx, topic, []byte(l.text))
+		if err != nil {
+			fail(l.n, err)
+			return
+		}
+		published(seq)
+	}
+	for first := range lines {
+		if ctx.Err() != nil {
+			return 1
+		}
+		// The lines already read join the first, up to a batch.
+		batch, size := []line{first}, len(first.text)
+	more:
+		for len(batch) < batchLines && size < batchBytes {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					break more
+				}
+				batch = append(batch, l)
+				size += len(l.text)
+			default:
+				break more
+			}
+		}
+		var items []client.Item
+		var sent []line
+		for _, l := range batch {
+			if !json.Valid([]byte(l.text)) {
+				fail(l.n, errors.New("not valid JSON"))
+				continue
+			}
+			items = append(items, client.Item{Topic: topic, Data: json.RawMessage(l.text)})
+			sent = append(sent, l)
+		}
+		switch len(sent) {
+		case 0:
+			continue
+		case 1:
+			single(sent[0])
 			continue
 		}
-		if err := publish(line); err != nil {
-			fmt.Fprintf(stderr, "fanout pub: line %d: %v\n", n, err)
-			status = 1
-			if ctx.Err() != nil {
-				return 1
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		results, err := p.PublishBatch(pctx, items)
+		cancel()
+		var pe *client.PublishError
+		switch {
+		case errors.As(err, &pe) && pe.Status == http.StatusRequestEntityTooLarge:
+			for _, l := range sent { // over the server's body limit: one by one
+				single(l)
+			}
+		case err != nil:
+			for _, l := range sent {
+				fail(l.n, err)
+			}
+		default:
+			for i, r := range results {
+				if r.Err != nil {
+					fail(sent[i].n, r.Err)
+					continue
+				}
+				published(r.Seq)
 			}
 		}
 	}
-	if err := in.Err(); err != nil {
+	if err := <-readErr; err != nil {
 		fmt.Fprintln(stderr, "fanout pub: read input:", err)
 		return 1
 	}

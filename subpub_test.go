@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -159,4 +160,34 @@ func TestSubBadToken(t *testing.T) {
 	assert.Equal(t, 1, code, stderr)
 	assert.Contains(t, stderr, "401")
 	assert.Less(t, time.Since(start), waitTimeout/2, "it ends at once")
+}
+
+// TestPubBatchesLines: lines that are already there when fanout pub reads
+// go in batches (far fewer requests than lines), in order, each line's seq
+// printed in turn, and a bad line is reported by its number alone.
+func TestPubBatchesLines(t *testing.T) {
+	s := startServe(t)
+	var in strings.Builder
+	const n = 2000
+	for i := 1; i <= n; i++ {
+		if i == 777 {
+			in.WriteString("{oops\n")
+			continue
+		}
+		fmt.Fprintf(&in, "{\"i\":%d}\n", i)
+	}
+	code, out, stderr := runPub(t, in.String(), "--url", "http://"+s.addr, "lines", "-")
+	assert.Equal(t, 1, code, stderr)
+	assert.Equal(t, "fanout pub: line 777: not valid JSON\n", stderr)
+	seqs := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, seqs, n-1)
+	for i, l := range seqs {
+		assert.JSONEq(t, fmt.Sprintf(`{"topic":"lines","seq":%d}`, i+1), l)
+	}
+	resp, err := httpClient.Get("http://" + s.addr + "/stats")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var st stats
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	assert.Less(t, st.Server.HTTPRequests, uint64(n/10), "batches, not a request a line")
 }

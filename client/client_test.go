@@ -383,3 +383,26 @@ func TestExpiredTokenNotReused(t *testing.T) {
 	fresh.Store(&tok)
 	r.waitFor(t, "a connection with the new token", func() bool { return r.countLocked(client.Connected, "") == 2 })
 }
+
+// TestPublishBatch: a batch is published in order with one request, each
+// item answered with its seq or its own error.
+func TestPublishBatch(t *testing.T) {
+	s := startServer(t, broadcast.Config{}, wsconn.Config{})
+	p, err := client.NewPublisher("http://"+s.addr, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	res, err := p.PublishBatch(ctx, []client.Item{
+		{Topic: "a", Data: []byte(`1`)},
+		{Topic: "bad topic", Data: []byte(`2`)},
+		{Topic: "a", Data: []byte(`{"x":3}`)},
+	})
+	require.NoError(t, err)
+	require.Len(t, res, 3)
+	assert.Equal(t, uint64(1), res[0].Seq)
+	var ie *client.ItemError
+	require.ErrorAs(t, res[1].Err, &ie)
+	assert.Equal(t, "invalid_topic", ie.Code)
+	assert.Equal(t, uint64(2), res[2].Seq)
+	assert.NoError(t, res[2].Err)
+}

@@ -50,19 +50,37 @@ func (e *PublishError) Error() string {
 
 // Publish publishes data, a JSON value, to topic and returns its seq.
 func (p *Publisher) Publish(ctx context.Context, topic string, data []byte) (uint64, error) {
-	u := *p.url
-	q := u.Query()
-	q.Set("topic", topic)
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(data))
+	answer, err := p.post(ctx, topic, data)
 	if err != nil {
-		return 0, fmt.Errorf("client: publish: %w", err)
+		return 0, err
+	}
+	var r struct {
+		Seq *uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(answer, &r); err != nil || r.Seq == nil {
+		return 0, fmt.Errorf("client: publish: answer %q has no seq", answer)
+	}
+	return *r.Seq, nil
+}
+
+// post posts body to the publish URL, with ?topic= unless topic is empty
+// (a batch), and returns the body of a 202.
+func (p *Publisher) post(ctx context.Context, topic string, body []byte) ([]byte, error) {
+	u := *p.url
+	if topic != "" {
+		q := u.Query()
+		q.Set("topic", topic)
+		u.RawQuery = q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("client: publish: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if p.token != nil {
 		token, err := p.token(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("client: publish: token: %w", err)
+			return nil, fmt.Errorf("client: publish: token: %w", err)
 		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
@@ -70,21 +88,75 @@ func (p *Publisher) Publish(ctx context.Context, topic string, data []byte) (uin
 	}
 	resp, err := p.http.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("client: publish: %w", err)
+		return nil, fmt.Errorf("client: publish: %w", err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, fmt.Errorf("client: publish: read response: %w", err)
+		return nil, fmt.Errorf("client: publish: read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
-		return 0, &PublishError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
+		return nil, &PublishError{Status: resp.StatusCode, Body: strings.TrimSpace(string(answer))}
 	}
-	var r struct {
-		Seq *uint64 `json:"seq"`
+	return answer, nil
+}
+
+// Item is one message of a batch publish.
+type Item struct {
+	Topic string          `json:"topic"`
+	Data  json.RawMessage `json:"data"`
+}
+
+// Result answers one Item of a batch: its seq, or Err (an *ItemError)
+// when the server refused that item alone.
+type Result struct {
+	Topic string
+	Seq   uint64
+	Err   error
+}
+
+// ItemError is an item of a batch that the server refused, with the
+// error code of the protocol (invalid_topic, invalid_data, too_large,
+// forbidden, too_many_topics, unavailable).
+type ItemError struct {
+	Code    string
+	Message string
+}
+
+func (e *ItemError) Error() string { return "client: " + e.Code + ": " + e.Message }
+
+// PublishBatch publishes items in order with one POST /publish, and
+// returns a result for each, in the same order. An error refers to the
+// request as a whole (a *PublishError for its status, such as 413 when the
+// batch is over the server's body limit, --max-publish-bytes): then
+// nothing was published.
+func (p *Publisher) PublishBatch(ctx context.Context, items []Item) ([]Result, error) {
+	body, err := json.Marshal(items)
+	if err != nil {
+		return nil, fmt.Errorf("client: publish batch: %w", err)
 	}
-	if err := json.Unmarshal(body, &r); err != nil || r.Seq == nil {
-		return 0, fmt.Errorf("client: publish: answer %q has no seq", body)
+	answer, err := p.post(ctx, "", body)
+	if err != nil {
+		return nil, err
 	}
-	return *r.Seq, nil
+	var rs []struct {
+		Topic   string  `json:"topic"`
+		Seq     *uint64 `json:"seq"`
+		Error   string  `json:"error"`
+		Message string  `json:"message"`
+	}
+	if err := json.Unmarshal(answer, &rs); err != nil || len(rs) != len(items) {
+		return nil, fmt.Errorf("client: publish batch: answer %q is not %d results", answer, len(items))
+	}
+	out := make([]Result, len(rs))
+	for i, r := range rs {
+		out[i].Topic = items[i].Topic
+		switch {
+		case r.Seq != nil:
+			out[i].Seq = *r.Seq
+		default:
+			out[i].Err = &ItemError{Code: r.Error, Message: r.Message}
+		}
+	}
+	return out, nil
 }
