@@ -261,9 +261,20 @@ func publishLines(ctx context.Context, p *client.Publisher, topic string, in io.
 		}
 		published(seq)
 	}
-	for first := range lines {
-		if ctx.Err() != nil {
-			return 1
+	for {
+		var first line
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				if err := <-readErr; err != nil {
+					fmt.Fprintln(stderr, "fanout pub: read input:", err)
+					return 1
+				}
+				return status
+			}
+			first = l
+		case <-ctx.Done():
+			return 1 // interrupted; the lines not yet read are not published
 		}
 		// The lines already read join the first, up to a batch.
 		batch, size := []line{first}, len(first.text)
@@ -320,11 +331,6 @@ func publishLines(ctx context.Context, p *client.Publisher, topic string, in io.
 			}
 		}
 	}
-	if err := <-readErr; err != nil {
-		fmt.Fprintln(stderr, "fanout pub: read input:", err)
-		return 1
-	}
-	return status
 }
 
 // parseFlags parses args with fs, whose usage is usage and then the flags.

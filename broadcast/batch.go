@@ -102,7 +102,7 @@ func parseBatch(body []byte) ([]batchItem, error) {
 			return nil, errors.New("batch is not a JSON array of {\"topic\",\"data\"}: " + err.Error())
 		}
 	} else {
-		for n, line := range bytes.Split(trimmed, []byte("\n")) {
+		for n, line := range bytes.Split(body, []byte("\n")) {
 			line = bytes.TrimSpace(line)
 			if len(line) == 0 {
 				continue

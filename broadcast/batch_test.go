@@ -113,3 +113,12 @@ func TestPublishBatchAuth(t *testing.T) {
 	assert.Nil(t, res[1].Seq)
 	assert.Equal(t, uint64(1), seqOf(res[2]))
 }
+
+// TestPublishBatchLineNumbers: an NDJSON error names the line of the body
+// it is on, blank lines before it counted (they were not).
+func TestPublishBatchLineNumbers(t *testing.T) {
+	ts := startHub(t, broadcast.Config{}, wsconn.Config{})
+	status, _, body := postBatch(t, ts, "", "\n\n{\"topic\":\"a\",\"data\":1}\n{oops\n")
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Contains(t, body, "line 4 ")
+}

@@ -406,3 +406,39 @@ func TestPublishBatch(t *testing.T) {
 	assert.Equal(t, uint64(2), res[2].Seq)
 	assert.NoError(t, res[2].Err)
 }
+
+// TestPublishBatchExact: a batch sends each item's data as it is (it was
+// compacted and HTML-escaped), a publish URL's own ?topic= does not turn a
+// batch into one publish, and Publish to "" is a single publish that the
+// server refuses (it was sent as a batch, and reported a failure for what
+// it published).
+func TestPublishBatchExact(t *testing.T) {
+	s := startServer(t, broadcast.Config{}, wsconn.Config{})
+	r := newRecorder()
+	c := dial(t, s.url(), &client.Options{OnEvent: r.event})
+	require.NoError(t, c.Subscribe("x", r.handler))
+	r.waitFor(t, "subscribed", func() bool { return r.countLocked(client.Subscribed, "x") == 1 })
+	p, err := client.NewPublisher("http://"+s.addr+"/publish?topic=fixed", nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	data := `{"a": "<b>&"}`
+	res, err := p.PublishBatch(ctx, []client.Item{{Topic: "x", Data: []byte(data)}, {Topic: "x"}})
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	assert.Equal(t, uint64(1), res[0].Seq)
+	var ie *client.ItemError
+	require.ErrorAs(t, res[1].Err, &ie)
+	assert.Equal(t, "invalid_data", ie.Code)
+	r.waitFor(t, "the message", func() bool { return len(r.msgs["x"]) == 1 })
+	r.mu.Lock()
+	assert.Equal(t, data, string(r.msgs["x"][0].Data), "the bytes as published")
+	r.mu.Unlock()
+
+	_, err = p.Publish(ctx, "", []byte(`{"topic":"other","data":1}`))
+	var pe *client.PublishError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, 400, pe.Status)
+	_, total := s.hub.TopTopics(0)
+	assert.Equal(t, 1, total, "nothing published on other topics")
+}

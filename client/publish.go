@@ -50,7 +50,7 @@ func (e *PublishError) Error() string {
 
 // Publish publishes data, a JSON value, to topic and returns its seq.
 func (p *Publisher) Publish(ctx context.Context, topic string, data []byte) (uint64, error) {
-	answer, err := p.post(ctx, topic, data)
+	answer, err := p.post(ctx, &topic, data)
 	if err != nil {
 		return 0, err
 	}
@@ -63,15 +63,17 @@ func (p *Publisher) Publish(ctx context.Context, topic string, data []byte) (uin
 	return *r.Seq, nil
 }
 
-// post posts body to the publish URL, with ?topic= unless topic is empty
-// (a batch), and returns the body of a 202.
-func (p *Publisher) post(ctx context.Context, topic string, body []byte) ([]byte, error) {
+// post posts body to the publish URL, with ?topic= set to *topic, or with
+// no topic if topic is nil (a batch), and returns the body of a 202.
+func (p *Publisher) post(ctx context.Context, topic *string, body []byte) ([]byte, error) {
 	u := *p.url
-	if topic != "" {
-		q := u.Query()
-		q.Set("topic", topic)
-		u.RawQuery = q.Encode()
+	q := u.Query()
+	if topic != nil {
+		q.Set("topic", *topic)
+	} else {
+		q.Del("topic")
 	}
+	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("client: publish: %w", err)
@@ -126,16 +128,35 @@ type ItemError struct {
 func (e *ItemError) Error() string { return "client: " + e.Code + ": " + e.Message }
 
 // PublishBatch publishes items in order with one POST /publish, and
-// returns a result for each, in the same order. An error refers to the
+// returns a result for each, in the same order. Each item's Data goes as
+// it is, and must be one JSON value: an item whose data is not makes the
+// whole batch invalid (a *PublishError, 400). An error refers to the
 // request as a whole (a *PublishError for its status, such as 413 when the
 // batch is over the server's body limit, --max-publish-bytes): then
 // nothing was published.
 func (p *Publisher) PublishBatch(ctx context.Context, items []Item) ([]Result, error) {
-	body, err := json.Marshal(items)
-	if err != nil {
-		return nil, fmt.Errorf("client: publish batch: %w", err)
+	// Built by hand, so that each item's data goes as it is: json.Marshal
+	// would compact it and escape <, > and &.
+	var body bytes.Buffer
+	body.WriteByte('[')
+	for i, it := range items {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		topic, err := json.Marshal(it.Topic)
+		if err != nil {
+			return nil, fmt.Errorf("client: publish batch: %w", err)
+		}
+		body.WriteString(`{"topic":`)
+		body.Write(topic)
+		if it.Data != nil { // no data: the server answers invalid_data
+			body.WriteString(`,"data":`)
+			body.Write(it.Data)
+		}
+		body.WriteByte('}')
 	}
-	answer, err := p.post(ctx, "", body)
+	body.WriteByte(']')
+	answer, err := p.post(ctx, nil, body.Bytes())
 	if err != nil {
 		return nil, err
 	}
