@@ -291,9 +291,8 @@ func ValidTopic(name string) bool {
 
 // Publish publishes data, a JSON value, to topic with POST /publish (with
 // the token of Options.Token or StaticToken, if any, as a bearer token) and
-// returns its
-// seq. It does not depend on the WebSocket: it works while the client
-// reconnects, and it may be called from a handler.
+// returns its seq. It does not depend on the WebSocket: it works while the
+// client reconnects, and it may be called from a handler.
 func (c *Client) Publish(ctx context.Context, topic string, data []byte) (uint64, error) {
 	return c.pub.Publish(ctx, topic, data)
 }
