@@ -61,32 +61,14 @@ func (h *Hub) servePublishBatch(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		seq, err := h.Publish(it.Topic, it.Data)
-		switch err {
-		case nil:
-			res.Seq = &seq
-		case ErrInvalidTopic:
-			res.Error, res.Message = CodeInvalidTopic, "invalid or missing topic"
-			res.Topic = h.quoteCut(it.Topic)
-		case ErrInvalidData:
-			res.Error, res.Message = CodeInvalidData, "data is missing or not valid JSON"
-		case ErrTooLarge:
-			res.Error, res.Message = CodeTooLarge, "data is larger than "+strconv.Itoa(h.cfg.MaxDataBytes)+" bytes"
-		case ErrTooManyTopics:
-			res.Error, res.Message = CodeTooManyTopics, "topic limit reached: the topic does not exist and the server holds --max-topics"
-		default:
-			res.Error, res.Message = CodeUnavailable, "shutting down"
+		if err != nil {
+			res.Topic = h.cut(it.Topic)
+			res.Error, res.Message = h.publishError(err, it.Topic)
+			continue
 		}
+		res.Seq = &seq
 	}
 	writeJSON(w, http.StatusAccepted, results)
-}
-
-// quoteCut returns topic cut to MaxTopicBytes: no valid topic is longer,
-// and an answer need not echo more of an invalid one.
-func (h *Hub) quoteCut(topic string) string {
-	if len(topic) > h.cfg.MaxTopicBytes {
-		return topic[:h.cfg.MaxTopicBytes]
-	}
-	return topic
 }
 
 // parseBatch parses a batch body: a JSON array of items, or one item a

@@ -215,7 +215,7 @@ func (cl *client) unsubscribe(req request) {
 	}
 	// Through the shard, so that the reply follows every message queued
 	// before the unsubscribe.
-	reply := controlFrame(controlReply{Type: "unsubscribed", Topic: name, ID: req.id})
+	reply := appendReply(nil, "unsubscribed", name, 0, false, req.id)
 	room := cl.shard.post(op{kind: opUnsubscribe, topic: t, cl: cl, frame: reply})
 	h.exit()
 	waitRoom(room)
@@ -234,21 +234,13 @@ func (cl *client) publish(req request, data json.RawMessage) {
 	if h.validTopic(name) && !cl.may(req, auth.Identity.CanPublish) {
 		return
 	}
-	seq, err := cl.hub().Publish(name, data)
-	switch err {
-	case nil:
-		cl.send(controlFrame(controlReply{Type: "published", Topic: name, Seq: &seq, ID: req.id}))
-	case ErrInvalidTopic:
-		cl.sendError(req, CodeInvalidTopic, "invalid topic name "+h.quote(name))
-	case ErrInvalidData:
-		cl.sendError(req, CodeInvalidData, "publish needs data, a JSON value")
-	case ErrTooManyTopics:
-		cl.sendError(req, CodeTooManyTopics, "topic limit of "+strconv.Itoa(h.cfg.MaxTopics)+" reached; not published to "+h.quote(name))
-	case ErrTooLarge:
-		cl.sendError(req, CodeTooLarge, "data is larger than "+strconv.Itoa(cl.hub().cfg.MaxDataBytes)+" bytes")
-	default:
-		cl.sendError(req, CodeUnavailable, "server shutting down")
+	seq, err := h.Publish(name, data)
+	if err != nil {
+		code, message := h.publishError(err, name)
+		cl.sendError(req, code, message)
+		return
 	}
+	cl.send(appendReply(nil, "published", name, seq, true, req.id))
 }
 
 // may reports whether the client's token grants it topic by the check
@@ -281,11 +273,7 @@ func (cl *client) MaxMessageBytes() int64 {
 
 // sendError sends an error frame that answers req.
 func (cl *client) sendError(req request, code, message string) {
-	topic := req.topic
-	if n := cl.hub().cfg.MaxTopicBytes; len(topic) > n {
-		topic = topic[:n] // no valid topic is longer: no use echoing more
-	}
-	cl.send(controlFrame(errorReply{Type: "error", Code: code, Topic: topic, Message: message, ID: req.id}))
+	cl.send(controlFrame(errorReply{Type: "error", Code: code, Topic: cl.hub().cut(req.topic), Message: message, ID: req.id}))
 }
 
 // send queues frame, a reply or an error, through the client's shard: behind

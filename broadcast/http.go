@@ -27,11 +27,12 @@ func (h *Hub) PublishHandler() http.Handler {
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "use POST"})
 			return
 		}
-		if !r.URL.Query().Has("topic") {
+		query := r.URL.Query()
+		if !query.Has("topic") {
 			h.servePublishBatch(w, r)
 			return
 		}
-		topic := r.URL.Query().Get("topic")
+		topic := query.Get("topic")
 		if status, msg := h.authorizePublish(r.Header.Get("Authorization"), topic); status != 0 {
 			refusePublish(w, r, status, msg)
 			return

@@ -222,15 +222,18 @@ func (s *shard) reply(cl *client, frame []byte, owned bool) {
 	}
 }
 
+// runOf returns the index of t's run in runs, or -1.
+func runOf(runs []lostRange, t *Topic) int {
+	return slices.IndexFunc(runs, func(r lostRange) bool { return r.topic == t })
+}
+
 // lose records that cl missed seq of t. A new run asks cl's connection to
 // say when its queue empties, so that a lost last message is told too.
 func (s *shard) lose(cl *client, t *Topic, seq uint64) {
 	runs := s.lost[cl]
-	for i := range runs {
-		if runs[i].topic == t {
-			runs[i].to = seq
-			return
-		}
+	if i := runOf(runs, t); i >= 0 {
+		runs[i].to = seq
+		return
 	}
 	s.lost[cl] = append(runs, lostRange{topic: t, from: seq, to: seq})
 	s.lostIn[t]++
@@ -257,7 +260,7 @@ func (s *shard) uncount(t *Topic) {
 // forget removes and returns cl's lost run of t, if it has one.
 func (s *shard) forget(cl *client, t *Topic) (lostRange, bool) {
 	runs := s.lost[cl]
-	i := slices.IndexFunc(runs, func(r lostRange) bool { return r.topic == t })
+	i := runOf(runs, t)
 	if i < 0 {
 		return lostRange{}, false
 	}
@@ -284,7 +287,7 @@ func (s *shard) forgetAt(cl *client, runs []lostRange, i int) {
 // and the run stays (NotifyDrain is pending).
 func (s *shard) tell(cl *client, t *Topic) bool {
 	runs := s.lost[cl]
-	i := slices.IndexFunc(runs, func(r lostRange) bool { return r.topic == t })
+	i := runOf(runs, t)
 	if i < 0 {
 		return true
 	}

@@ -108,11 +108,7 @@ func (h *history) push(e entry, limit int) (freed historyFreed) {
 	}
 	if len(h.ring) < limit {
 		// Grow by doubling up to the limit: a quiet topic keeps a small ring.
-		ring := make([]entry, min(max(2*len(h.ring), 16), limit))
-		for i := range h.n {
-			ring[i] = h.ring[(h.start+i)%len(h.ring)]
-		}
-		h.ring, h.start = ring, 0
+		h.resize(min(max(2*len(h.ring), 16), limit))
 		h.ring[h.n] = e
 		h.n++
 		return freed
@@ -156,12 +152,17 @@ func (h *history) dropFirst(freed *historyFreed) {
 		// Mostly empty, as the budget leaves a topic: a smaller ring, so
 		// that its slots, which the budget does not charge, stay within
 		// a few times the entries it does.
-		ring := make([]entry, 2*h.n)
-		for i := range h.n {
-			ring[i] = h.ring[(h.start+i)%len(h.ring)]
-		}
-		h.ring, h.start = ring, 0
+		h.resize(2 * h.n)
 	}
+}
+
+// resize moves the entries, oldest first, into a new ring of size slots.
+func (h *history) resize(size int) {
+	ring := make([]entry, size)
+	for i := range h.n {
+		ring[i] = h.ring[(h.start+i)%len(h.ring)]
+	}
+	h.ring, h.start = ring, 0
 }
 
 // floor returns the seq of the oldest entry, or last+1 if there is none;

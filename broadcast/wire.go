@@ -72,8 +72,8 @@ const envelopeBytes = 1 << 10
 // quote quotes s, part of a client message, for an error message: at most
 // MaxTopicBytes of it, so that an error never echoes much of its input.
 func (h *Hub) quote(s string) string {
-	if len(s) > h.cfg.MaxTopicBytes {
-		return strconv.Quote(s[:h.cfg.MaxTopicBytes]) + "…"
+	if c := h.cut(s); len(c) < len(s) {
+		return strconv.Quote(c) + "…"
 	}
 	return strconv.Quote(s)
 }
@@ -112,11 +112,44 @@ func appendSubscribed(dst []byte, topic string, seq uint64, epoch string, recove
 	return wsconn.AppendFrame(dst, ws.OpText, p)
 }
 
-type controlReply struct {
-	Type  string          `json:"type"`
-	Topic string          `json:"topic"`
-	Seq   *uint64         `json:"seq,omitempty"`
-	ID    json.RawMessage `json:"id,omitempty"`
+// appendReply appends the frame of a published (with seq) or unsubscribed
+// reply to dst, built by appending as appendSubscribed is: a publish is
+// acknowledged for every message a client publishes, and the topic, valid,
+// needs no escaping.
+func appendReply(dst []byte, typ, topic string, seq uint64, withSeq bool, id json.RawMessage) []byte {
+	var buf [256 + maxIDBytes]byte
+	p := append(buf[:0], `{"type":"`...)
+	p = append(p, typ...)
+	p = append(p, `","topic":"`...)
+	p = append(p, topic...)
+	p = append(p, '"')
+	if withSeq {
+		p = append(p, `,"seq":`...)
+		p = strconv.AppendUint(p, seq, 10)
+	}
+	if len(id) > 0 {
+		p = append(p, `,"id":`...)
+		p = append(p, id...)
+	}
+	p = append(p, '}')
+	return wsconn.AppendFrame(dst, ws.OpText, p)
+}
+
+// publishError returns the error code and message that answer a publish
+// to topic that Hub.Publish refused with err, for a WebSocket publish and
+// an item of a batch alike.
+func (h *Hub) publishError(err error, topic string) (code, message string) {
+	switch err {
+	case ErrInvalidTopic:
+		return CodeInvalidTopic, "invalid topic name " + h.quote(topic)
+	case ErrInvalidData:
+		return CodeInvalidData, "publish needs data, a JSON value"
+	case ErrTooManyTopics:
+		return CodeTooManyTopics, "topic limit of " + strconv.Itoa(h.cfg.MaxTopics) + " reached; not published to " + h.quote(topic)
+	case ErrTooLarge:
+		return CodeTooLarge, "data is larger than " + strconv.Itoa(h.cfg.MaxDataBytes) + " bytes"
+	}
+	return CodeUnavailable, "server shutting down"
 }
 
 type errorReply struct {
@@ -136,3 +169,12 @@ func mustJSON(v any) []byte {
 }
 
 func controlFrame(v any) []byte { return wsconn.NewFrame(ws.OpText, mustJSON(v)) }
+
+// cut returns s cut to MaxTopicBytes: no valid topic is longer, and an
+// answer need not echo more of an invalid one.
+func (h *Hub) cut(s string) string {
+	if len(s) > h.cfg.MaxTopicBytes {
+		return s[:h.cfg.MaxTopicBytes]
+	}
+	return s
+}

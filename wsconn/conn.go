@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -157,6 +158,7 @@ func (c *Conn) SendReplay(frames [][]byte) error {
 		return ErrClosed
 	}
 	q := c.queueLocked()
+	q.backlog = slices.Grow(q.backlog, len(frames))
 	for _, f := range frames {
 		if len(f) > 0 {
 			q.pushBehind(f, true)
