@@ -413,3 +413,20 @@ func historyBytes(b byteSize) int64 {
 	}
 	return int64(b)
 }
+
+// parseFlags parses args with fs, whose usage is usage and then the flags.
+// It returns -1 to go on, or the exit status: 0 for -help, 2 for a bad
+// flag (fs has said why).
+func parseFlags(fs *flag.FlagSet, usage string, args []string) int {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	return -1
+}

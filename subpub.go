@@ -20,22 +20,24 @@ import (
 	"github.com/fanout/fanout/client"
 )
 
-// jsonLines writes one JSON value a line, flushed at once, for the events
-// and messages of "fanout sub", which come from the client's read loop.
+// jsonLines writes one JSON value a line, each in one Write, for the
+// output of "fanout sub" and "fanout pub". Data is compacted onto its line
+// but not HTML-escaped, so that a message reads as published.
 type jsonLines struct {
-	mu sync.Mutex
-	w  *bufio.Writer
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func newJSONLines(w io.Writer) *jsonLines {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return &jsonLines{enc: enc}
 }
 
 func (j *jsonLines) write(v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return
-	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	_, _ = j.w.Write(append(b, '\n'))
-	_ = j.w.Flush()
+	_ = j.enc.Encode(v)
 }
 
 // subLine is a line of "fanout sub": a message (no "event" key, as a
@@ -116,7 +118,7 @@ func sub(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	out := &jsonLines{w: bufio.NewWriter(stdout)}
+	out := newJSONLines(stdout)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	c, err := client.Dial(ctx, *url, &client.Options{
@@ -182,31 +184,56 @@ func pub(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "fanout pub:", err)
 		return 2
 	}
-	topic := fs.Arg(0)
-	out := &jsonLines{w: bufio.NewWriter(stdout)}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	publish := func(data string) error {
-		pctx, cancel := context.WithTimeout(ctx, *timeout)
-		defer cancel()
-		seq, err := p.Publish(pctx, topic, []byte(data))
-		if err != nil {
-			return err
-		}
-		out.write(struct {
-			Topic string `json:"topic"`
-			Seq   uint64 `json:"seq"`
-		}{topic, seq})
-		return nil
-	}
+	pb := &publisher{ctx: ctx, p: p, topic: fs.Arg(0), out: newJSONLines(stdout), stderr: stderr, timeout: *timeout}
 	if fs.NArg() == 2 && fs.Arg(1) != "-" {
-		if err := publish(fs.Arg(1)); err != nil {
-			fmt.Fprintln(stderr, "fanout pub:", err)
-			return 1
-		}
-		return 0
+		pb.one(0, fs.Arg(1))
+	} else {
+		pb.lines(stdin)
 	}
-	return publishLines(ctx, p, topic, stdin, out, stderr, *timeout)
+	return pb.status
+}
+
+// publisher publishes to a topic for "fanout pub", prints the seq of each
+// message published and reports each refused.
+type publisher struct {
+	ctx     context.Context // ends on SIGINT or SIGTERM
+	p       *client.Publisher
+	topic   string
+	out     *jsonLines
+	stderr  io.Writer
+	timeout time.Duration // of one request
+	status  int           // the exit status: 1 once something failed
+}
+
+func (pb *publisher) published(seq uint64) {
+	pb.out.write(struct {
+		Topic string `json:"topic"`
+		Seq   uint64 `json:"seq"`
+	}{pb.topic, seq})
+}
+
+// fail reports err, of the input line n (0: the DATA argument).
+func (pb *publisher) fail(n int, err error) {
+	if n > 0 {
+		fmt.Fprintf(pb.stderr, "fanout pub: line %d: %v\n", n, err)
+	} else {
+		fmt.Fprintln(pb.stderr, "fanout pub:", err)
+	}
+	pb.status = 1
+}
+
+// one publishes data, the input line n, alone.
+func (pb *publisher) one(n int, data string) {
+	ctx, cancel := context.WithTimeout(pb.ctx, pb.timeout)
+	defer cancel()
+	seq, err := pb.p.Publish(ctx, pb.topic, []byte(data))
+	if err != nil {
+		pb.fail(n, err)
+		return
+	}
+	pb.published(seq)
 }
 
 // A batch of input lines is at most batchLines and batchBytes, well under
@@ -222,11 +249,10 @@ type line struct {
 	text string
 }
 
-// publishLines publishes each line of in to topic. Lines that are already
-// there go together in one batch (POST /publish with a JSON array); a line
-// that comes alone goes alone, at once: batching adds no wait. It returns
-// the exit status: 1 if a line was refused or the input failed.
-func publishLines(ctx context.Context, p *client.Publisher, topic string, in io.Reader, out *jsonLines, stderr io.Writer, timeout time.Duration) int {
+// lines publishes each line of in. Lines that are already there go
+// together in one batch (POST /publish with a JSON array); a line that
+// comes alone goes alone, at once: batching adds no wait.
+func (pb *publisher) lines(in io.Reader) {
 	lines := make(chan line, batchLines)
 	readErr := make(chan error, 1)
 	go func() {
@@ -240,41 +266,21 @@ func publishLines(ctx context.Context, p *client.Publisher, topic string, in io.
 		}
 		readErr <- sc.Err()
 	}()
-	status := 0
-	fail := func(n int, err error) {
-		fmt.Fprintf(stderr, "fanout pub: line %d: %v\n", n, err)
-		status = 1
-	}
-	published := func(seq uint64) {
-		out.write(struct {
-			Topic string `json:"topic"`
-			Seq   uint64 `json:"seq"`
-		}{topic, seq})
-	}
-	single := func(l line) {
-		pctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		seq, err := p.Publish(pctx, topic, []byte(l.text))
-		if err != nil {
-			fail(l.n, err)
-			return
-		}
-		published(seq)
-	}
 	for {
 		var first line
 		select {
 		case l, ok := <-lines:
 			if !ok {
 				if err := <-readErr; err != nil {
-					fmt.Fprintln(stderr, "fanout pub: read input:", err)
-					return 1
+					fmt.Fprintln(pb.stderr, "fanout pub: read input:", err)
+					pb.status = 1
 				}
-				return status
+				return
 			}
 			first = l
-		case <-ctx.Done():
-			return 1 // interrupted; the lines not yet read are not published
+		case <-pb.ctx.Done():
+			pb.status = 1 // interrupted; the lines not yet read are not published
+			return
 		}
 		// The lines already read join the first, up to a batch.
 		batch, size := []line{first}, len(first.text)
@@ -295,57 +301,40 @@ func publishLines(ctx context.Context, p *client.Publisher, topic string, in io.
 		var sent []line
 		for _, l := range batch {
 			if !json.Valid([]byte(l.text)) {
-				fail(l.n, errors.New("not valid JSON"))
+				pb.fail(l.n, errors.New("not valid JSON"))
 				continue
 			}
-			items = append(items, client.Item{Topic: topic, Data: json.RawMessage(l.text)})
+			items = append(items, client.Item{Topic: pb.topic, Data: json.RawMessage(l.text)})
 			sent = append(sent, l)
 		}
 		switch len(sent) {
 		case 0:
 			continue
 		case 1:
-			single(sent[0])
+			pb.one(sent[0].n, sent[0].text)
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, timeout)
-		results, err := p.PublishBatch(pctx, items)
+		ctx, cancel := context.WithTimeout(pb.ctx, pb.timeout)
+		results, err := pb.p.PublishBatch(ctx, items)
 		cancel()
 		var pe *client.PublishError
 		switch {
 		case errors.As(err, &pe) && pe.Status == http.StatusRequestEntityTooLarge:
 			for _, l := range sent { // over the server's body limit: one by one
-				single(l)
+				pb.one(l.n, l.text)
 			}
 		case err != nil:
 			for _, l := range sent {
-				fail(l.n, err)
+				pb.fail(l.n, err)
 			}
 		default:
 			for i, r := range results {
 				if r.Err != nil {
-					fail(sent[i].n, r.Err)
+					pb.fail(sent[i].n, r.Err)
 					continue
 				}
-				published(r.Seq)
+				pb.published(r.Seq)
 			}
 		}
 	}
-}
-
-// parseFlags parses args with fs, whose usage is usage and then the flags.
-// It returns -1 to go on, or the exit status: 0 for -help, 2 for a bad
-// flag (fs has said why).
-func parseFlags(fs *flag.FlagSet, usage string, args []string) int {
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	return -1
 }

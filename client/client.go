@@ -27,8 +27,9 @@ type Options struct {
 	// StaticToken, when Token is nil, is a fixed token to connect with: a
 	// 4001 or a 401 ends the client, as there is no other to try.
 	StaticToken string
-	// OnEvent receives the client's events (see Event), on its read loop.
-	// It must not block for long, nor call Close.
+	// OnEvent receives the client's events (see Event), on its read loop,
+	// or, for the first connection's, on the goroutine that calls Dial;
+	// never two at once. It must not block for long, nor call Close.
 	OnEvent func(Event)
 	// MinBackoff and MaxBackoff bound the wait between connection
 	// attempts: exponential, with full jitter. Defaults: 100 ms and 30 s.
@@ -53,27 +54,23 @@ func (o *Options) withDefaults() Options {
 	if o != nil {
 		d = *o
 	}
-	return d.filled()
-}
-
-func (o Options) filled() Options {
-	if o.MinBackoff <= 0 {
-		o.MinBackoff = 100 * time.Millisecond
+	if d.MinBackoff <= 0 {
+		d.MinBackoff = 100 * time.Millisecond
 	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 30 * time.Second
+	if d.MaxBackoff <= 0 {
+		d.MaxBackoff = 30 * time.Second
 	}
-	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 10 * time.Second
+	d.MaxBackoff = max(d.MaxBackoff, d.MinBackoff)
+	if d.DialTimeout <= 0 {
+		d.DialTimeout = 10 * time.Second
 	}
-	if o.MaxMessageBytes <= 0 {
-		o.MaxMessageBytes = 1 << 20
+	if d.MaxMessageBytes <= 0 {
+		d.MaxMessageBytes = 1 << 20
 	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = http.DefaultClient
+	if d.HTTPClient == nil {
+		d.HTTPClient = http.DefaultClient
 	}
-	return o
+	return d
 }
 
 // Errors of the client.
@@ -201,7 +198,9 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 }
 
 // Subscribe subscribes to topic; h receives its messages. The server's
-// answer comes as a Subscribed event, or, if it refuses, a Refused event.
+// answer comes as a Subscribed event, or, if it refuses, a Refused event;
+// for a topic the connection holds already (the token's own user: topic),
+// there is neither, and its messages follow.
 func (c *Client) Subscribe(topic string, h Handler) error {
 	if !ValidTopic(topic) || h == nil {
 		return fmt.Errorf("client: Subscribe needs a handler and a topic name of ASCII letters, digits and -_.:@/, not %q", topic)

@@ -52,7 +52,8 @@ const (
 	// protocol's error code, such as "forbidden"), and the subscription is
 	// removed; or it is shutting down ("unavailable"), and the next
 	// connection subscribes it again. A request refused for the client's
-	// message rate is sent again a second later, with no event.
+	// message rate is sent again after 1 s, then 2, 4, ... up to 30 s, with
+	// no event.
 	Refused
 )
 

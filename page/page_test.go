@@ -138,3 +138,35 @@ func TestFiles(t *testing.T) {
 	resp, _ := get(t, srv.URL+"/page/missing.js")
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
+
+// TestSummaryBounded: with its ring full and its topics at their longest,
+// the summary stays a few tens of KB whatever the server holds.
+func TestSummaryBounded(t *testing.T) {
+	long := strings.Repeat("t", 128)
+	top := make([]broadcast.TopicSummary, 20)
+	for i := range top {
+		top[i] = broadcast.TopicSummary{Name: long, Subscribers: 1 << 30, Seq: 1 << 62, Epoch: "dne80ay4n3br"}
+	}
+	p := page.New(page.Config{
+		Read: func() page.Sample {
+			return page.Sample{Connections: 1 << 30, Deliveries: 1 << 62, QueuedBytes: 1 << 40}
+		},
+		Topics: func(n int) ([]broadcast.TopicSummary, int) { return top[:n], 100_000 },
+		Every:  time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	var body []byte
+	require.Eventually(t, func() bool {
+		var s summary
+		_, body = get(t, srv.URL+"/page/summary")
+		return json.Unmarshal(body, &s) == nil && len(s.Samples) == 300
+	}, 10*time.Second, 50*time.Millisecond)
+	cancel()
+	<-done
+	t.Logf("a full summary: %d bytes", len(body))
+	assert.Less(t, len(body), 40<<10)
+}

@@ -11,9 +11,6 @@ import (
 //go:embed fanout.js
 var source []byte
 
-// Source returns the module's text. The slice is shared: do not modify it.
-func Source() []byte { return source }
-
 // Handler serves the module, for GET /fanout.js.
 func Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
