@@ -125,7 +125,14 @@ func rawHandshake(t testing.TB, addr, target string, header http.Header) (*http.
 // the Authorization header; it returns the response with its body read.
 func (ts *testServer) postAuth(t testing.TB, topic, authorization string, body []byte) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+ts.addr+"/publish?topic="+topic, bytes.NewReader(body))
+	return ts.postTo(t, "/publish?topic="+topic, authorization, body)
+}
+
+// postTo sends POST target (a path and query) with body and, unless it is
+// "", the Authorization header; it returns the response with its body read.
+func (ts *testServer) postTo(t testing.TB, target, authorization string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+ts.addr+target, bytes.NewReader(body))
 	require.NoError(t, err)
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)

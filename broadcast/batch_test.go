@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -26,16 +24,7 @@ type batchResult struct {
 // unless it is "", and returns the status and the results.
 func postBatch(t *testing.T, ts *testServer, authorization, body string) (int, []batchResult, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+ts.addr+"/publish", strings.NewReader(body))
-	require.NoError(t, err)
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
-	}
-	resp, err := httpClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	resp, b := ts.postTo(t, "/publish", authorization, []byte(body))
 	var res []batchResult
 	if resp.StatusCode == http.StatusAccepted {
 		require.NoError(t, json.Unmarshal(b, &res), "%s", b)
