@@ -102,11 +102,10 @@ func TestUserTopicOverLimit(t *testing.T) {
 }
 
 // TestRepliesGathered: the answers to many requests that arrive at once go
-// out gathered, many to a write (400 in 8-10 here): the shard queues them
-// while the client's turn still gathers its output. Queueing them with the
-// shard's deliveries instead, flushed at the end of each pass, measured
-// worse (28-69 writes), as passes are short when a worker posts one op at
-// a time.
+// out gathered, many to a write, as deliveries do: queued with the shard's
+// pass, or with the client's turn while it gathers its output. Each used to
+// be a write of its own once the turn had ended: 40-108 writes for 400
+// replies on a busy machine, 400 in CI (7-8 now, busy or not).
 func TestRepliesGathered(t *testing.T) {
 	const n = 400
 	ts := startHub(t, broadcast.Config{MessageRate: 1e6}, wsconn.Config{})

@@ -197,16 +197,21 @@ func (s *shard) queue(cl *client, frame []byte) error {
 	return err
 }
 
-// reply writes a subscribed or unsubscribed reply to cl now, behind what is
-// queued; owned says whether frame is cl's to keep (else it is copied if it
-// must wait). A skipped reply, unlike a skipped message, leaves no dropped
+// reply queues a reply or an error to cl, behind what is queued: a frame
+// cl may keep (owned) is written with the pass's deliveries; one in
+// scratch is written now, and copied only if it must wait. A skipped reply, unlike a skipped message, leaves no dropped
 // notice to tell the client, so under Drop a reply goes out past the queue limit
 // (see wsconn.Conn.SendOverLimit). Under Disconnect a full queue evicts cl,
 // as for a message.
 func (s *shard) reply(cl *client, frame []byte, owned bool) {
 	var err error
 	if owned {
-		err = cl.conn.Send(frame)
+		// With the pass's deliveries, as many to a write as the pass
+		// holds, or with the client's turn if one is gathering output.
+		var first bool
+		if first, err = cl.conn.Queue(frame); err == nil && first {
+			s.touched = append(s.touched, cl.conn)
+		}
 	} else {
 		err = cl.conn.SendCopy(frame)
 	}

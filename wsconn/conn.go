@@ -247,17 +247,18 @@ func (c *Conn) SendCopy(frame []byte) error {
 // Queue is Send without the write: it appends frame to the queue and leaves
 // the writing to Flush. A fan-out queues many frames to many connections and
 // then flushes each connection once, so that one writev carries many frames.
-// It returns the same errors as Send. first reports whether the queue was
-// empty before: then the caller must call Flush once it has queued what it
-// has. (A non-empty queue is already being written, or waits for the
-// caller's Flush.)
+// It returns the same errors as Send. first reports whether the caller must
+// call Flush once it has queued what it has: the queue was empty, and no
+// turn of c is gathering its output, which it writes at its end with what
+// the caller queued. (A non-empty queue is already being written, or waits
+// for the caller's Flush.)
 func (c *Conn) Queue(frame []byte) (first bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.admitLocked(len(frame)); err != nil {
 		return false, err
 	}
-	first = c.queued == 0
+	first = c.queued == 0 && !c.batching
 	c.appendLocked(frame)
 	return first, nil
 }
