@@ -197,10 +197,9 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 	return c, nil
 }
 
-// Subscribe subscribes to topic; h receives its messages. The server's
-// answer comes as a Subscribed event, or, if it refuses, a Refused event;
-// for a topic the connection holds already (the token's own user: topic),
-// there is neither, and its messages follow.
+// Subscribe subscribes to topic; h receives its messages from the seq
+// after the one that the server's answer, a Subscribed event, gives; if
+// the server refuses, the answer is a Refused event.
 func (c *Client) Subscribe(topic string, h Handler) error {
 	if !ValidTopic(topic) || h == nil {
 		return fmt.Errorf("client: Subscribe needs a handler and a topic name of ASCII letters, digits and -_.:@/, not %q", topic)
@@ -710,9 +709,12 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 		if s != nil && s.awaiting && req.Type == "subscribe" && req.ID == want {
 			switch f.Code {
 			case "already_subscribed":
-				// The server has it: messages follow, checked against
-				// the seq we know.
-				s.awaiting = false
+				// The server had it already (the token's own user:
+				// topic): messages may have come, and gone, before this
+				// answer, with no seq to tell where. Subscribe afresh,
+				// for a reply that says where messages start.
+				c.send(conn, request{Type: "unsubscribe", Topic: s.topic})
+				c.send(conn, request{Type: "subscribe", Topic: s.topic})
 				return
 			case "unavailable":
 				// The server is shutting down: the next connection

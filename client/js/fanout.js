@@ -321,7 +321,10 @@ export class Client {
         if (f.code === "not_subscribed") return;
         if (s && s.awaiting && req && req.type === "subscribe" && req.id === s.want) {
           if (f.code === "already_subscribed") {
-            s.awaiting = false;
+            // The server had it already (the token's own user: topic):
+            // subscribe afresh, for a reply that says where messages start.
+            this.send({ type: "unsubscribe", topic: f.topic });
+            this.send({ type: "subscribe", topic: f.topic });
             return;
           }
           if (f.code !== "unavailable") this.subs.delete(f.topic);
