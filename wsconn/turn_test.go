@@ -76,7 +76,9 @@ func TestFlushResumesReading(t *testing.T) {
 	nc, br, c := dialRecorded(t, addr, opened, false)
 
 	// Fill the queue to exactly its limit as a shard's pass does: Queue,
-	// no write yet.
+	// no write yet. With no turn running (the upgrade's may still be
+	// gathering its output: then Queue leaves the flush to it).
+	require.Eventually(t, func() bool { return c.sched.Load() == turnIdle }, 5*time.Second, time.Millisecond)
 	frame := NewFrame(ws.OpBinary, make([]byte, limit/64-frameOverhead-4))
 	require.Equal(t, limit/64, len(frame)+frameOverhead)
 	const n = 64
