@@ -26,6 +26,7 @@ func (o *serveOptions) validate() error {
 		{"max-connections-per-ip", int64(o.maxConnsPerIP), 0},
 		{"max-handshakes", int64(o.maxHandshakes), 1},
 		{"max-http-handlers", int64(o.maxHTTPHandlers), 1},
+		{"http-keepalive-requests", int64(o.httpKeepAlive), 1},
 		{"max-subscriptions", int64(o.maxSubscriptions), 1},
 		{"max-topic-bytes", int64(o.maxTopicBytes), 1},
 		{"max-topics", int64(o.maxTopics), 1},
@@ -48,6 +49,7 @@ func (o *serveOptions) validate() error {
 		positive bool // zero is not allowed either
 	}{
 		{"handshake-timeout", o.handshake, true},
+		{"http-idle-timeout", o.httpIdle, true},
 		{"shutdown-timeout", o.shutdown, false},
 		{"history-age", o.historyAge, true},
 		{"ping-interval", o.pingInterval, false},

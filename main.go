@@ -97,6 +97,8 @@ type serveOptions struct {
 	maxHeaderBytes  byteSize
 	maxHandshakes   int
 	maxHTTPHandlers int
+	httpKeepAlive   int
+	httpIdle        time.Duration
 	maxConns        int
 	maxConnsPerIP   int
 	handshake       time.Duration
@@ -145,6 +147,8 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 0, "connections from one source IP address; past it new ones get 503 (0: no limit; behind a proxy, limit per IP there)")
 	fs.IntVar(&o.maxHandshakes, "max-handshakes", 10000, "connections accepted but not yet upgraded; past it new ones get 503")
 	fs.IntVar(&o.maxHTTPHandlers, "max-http-handlers", 256, "plain HTTP requests (publish, stats, profiles) handled at once, each on its own goroutine; past it 503")
+	fs.IntVar(&o.httpKeepAlive, "http-keepalive-requests", 1000, "plain HTTP requests one connection may carry; the last is answered with Connection: close (1: no keep-alive)")
+	fs.DurationVar(&o.httpIdle, "http-idle-timeout", 30*time.Second, "how long a kept-alive HTTP connection may wait for its next request")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 5*time.Second, "absolute time a client has to send its upgrade request")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long connections have to drain their queues, close 1001 last, and close")
 	fs.BoolVar(&o.echo, "echo", true, "serve the /echo endpoint, which echoes every message (for conformance suites and the bench)")
@@ -375,19 +379,21 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 	})
 	echo := o.echo
 	return wsconn.Config{
-		Workers:             o.workers,
-		MaxMessageBytes:     int64(o.maxMessageBytes),
-		MaxBodyBytes:        int64(o.maxPublishBytes),
-		MaxQueueBytes:       int(o.maxQueueBytes),
-		MaxHeaderBytes:      int(o.maxHeaderBytes),
-		MaxHandshakes:       o.maxHandshakes,
-		MaxHTTPHandlers:     o.maxHTTPHandlers,
-		MaxConnections:      o.maxConns,
-		MaxConnectionsPerIP: o.maxConnsPerIP,
-		HandshakeTimeout:    o.handshake,
-		PingInterval:        o.pingInterval,
-		IdleTimeout:         o.idleTimeout,
-		FrameTimeout:        o.frameTimeout,
+		Workers:               o.workers,
+		MaxMessageBytes:       int64(o.maxMessageBytes),
+		MaxBodyBytes:          int64(o.maxPublishBytes),
+		MaxQueueBytes:         int(o.maxQueueBytes),
+		MaxHeaderBytes:        int(o.maxHeaderBytes),
+		MaxHandshakes:         o.maxHandshakes,
+		MaxHTTPHandlers:       o.maxHTTPHandlers,
+		HTTPKeepAliveRequests: o.httpKeepAlive,
+		HTTPIdleTimeout:       o.httpIdle,
+		MaxConnections:        o.maxConns,
+		MaxConnectionsPerIP:   o.maxConnsPerIP,
+		HandshakeTimeout:      o.handshake,
+		PingInterval:          o.pingInterval,
+		IdleTimeout:           o.idleTimeout,
+		FrameTimeout:          o.frameTimeout,
 		Upgrade: func(r *wsconn.Request) (wsconn.Handler, error) {
 			if !origins.Allowed(r.Origin) {
 				return nil, wsconn.Reject(http.StatusForbidden, "origin not allowed")

@@ -443,6 +443,7 @@ func TestServeCommandLine(t *testing.T) {
 		"-shards", "-history-size", "-history-age", "-max-subscriptions", "-max-topic-bytes",
 		"-slow-consumer", "-ping-interval", "-idle-timeout", "-frame-timeout",
 		"-max-topics", "-max-history-bytes", "-max-byte-rate",
+		"-http-keepalive-requests", "-http-idle-timeout",
 	} {
 		assert.Regexp(t, `(?m)^  `+flag+`( |$)`, stderr, "serve --help lists %s", flag)
 	}
@@ -1054,6 +1055,8 @@ func TestServeFlagsSayNo(t *testing.T) {
 		{[]string{"--max-queue-bytes", "0"}, "--max-queue-bytes"},
 		{[]string{"--max-header-bytes", "100"}, "--max-header-bytes"},
 		{[]string{"--handshake-timeout", "0s"}, "--handshake-timeout"},
+		{[]string{"--http-keepalive-requests", "0"}, "--http-keepalive-requests"},
+		{[]string{"--http-idle-timeout", "0s"}, "--http-idle-timeout"},
 		{[]string{"--frame-timeout", "-1s"}, "--frame-timeout"},
 		{[]string{"--history-age", "-1m"}, "--history-age"},
 		{[]string{"--max-message-rate", "-3"}, "--max-message-rate"},

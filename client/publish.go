@@ -13,7 +13,10 @@ import (
 
 // Publisher publishes over HTTP, POST /publish, with no WebSocket. It is
 // safe for concurrent use; its HTTP client keeps connections alive where
-// the server allows.
+// the server allows. A publish that fails for the network (a connection
+// reset or closed before the answer) is not retried: it may or may not have
+// been published, and the caller, who knows whether a duplicate is worse
+// than a loss, decides.
 type Publisher struct {
 	url   *url.URL
 	token func(ctx context.Context) (string, error)

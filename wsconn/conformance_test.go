@@ -471,7 +471,8 @@ func TestConformance(t *testing.T) {
 }
 
 // httpRoundTrip writes request on a new TCP connection and reads the
-// response; the server must close the connection after it.
+// response; the server must close the connection after it (the request
+// asks for close, or is refused before a handler runs).
 func httpRoundTrip(t *testing.T, addr, request string) (*http.Response, string) {
 	t.Helper()
 	conn := dialRaw(t, addr)
@@ -499,14 +500,14 @@ func TestUpgradeEdgeCases(t *testing.T) {
 
 	t.Run("plain GET /healthz", func(t *testing.T) {
 		t.Parallel()
-		resp, body := httpRoundTrip(t, addr, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, body := httpRoundTrip(t, addr, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
 		assert.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, "ok", strings.TrimSpace(body))
 	})
 
 	t.Run("plain GET unknown path", func(t *testing.T) {
 		t.Parallel()
-		resp, _ := httpRoundTrip(t, addr, "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, _ := httpRoundTrip(t, addr, "GET /nope HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
 		assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 	})
 

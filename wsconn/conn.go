@@ -94,6 +94,16 @@ type handshake struct {
 	buf  []byte
 	need int           // total request bytes (head and body), once the head is parsed
 	req  *http.Request // the plain HTTP request parsed from the head, waiting for its body
+	// served counts the plain HTTP requests answered on the connection
+	// (keep-alive); with no buf, it is between two requests.
+	served int
+}
+
+// idleLocked reports whether a connection in stateHandshake is a kept-alive
+// one between two requests: its going away is no aborted handshake. Only
+// turns call it, since only they touch hs.
+func (c *Conn) idleLocked() bool {
+	return c.hs != nil && c.hs.served > 0 && len(c.hs.buf) == 0
 }
 
 // RemoteAddr returns the peer's address, or the zero AddrPort once the
@@ -340,6 +350,13 @@ func (c *Conn) closeBy(code ws.StatusCode, reason string, deadline uint32) {
 	c.mu.Lock()
 	switch c.state {
 	case stateHandshake:
+		if c.queued > 0 {
+			// A kept-alive connection whose last response is not all
+			// written: it gets the rest, then the half-close.
+			c.closeLockedBy(nil, deadline)
+			c.mu.Unlock()
+			return
+		}
 		// Not a WebSocket yet: there is no one to send a close frame to.
 		c.expired = true
 		c.mu.Unlock()
@@ -631,10 +648,25 @@ func (c *Conn) interestLocked() poller.Event {
 	if c.wantWrite {
 		ev |= poller.Writable
 	}
-	if c.state != stateDraining && (c.state != stateOpen || !c.pausedLocked()) {
-		ev |= poller.Readable // not after the peer's EOF, which stays readable
+	if c.readingLocked() {
+		ev |= poller.Readable
 	}
 	return ev
+}
+
+// readingLocked reports whether the connection reads its input now: not
+// after the peer's EOF, which stays readable, nor while paused, nor while a
+// kept-alive connection's last HTTP response is not all written.
+func (c *Conn) readingLocked() bool {
+	switch c.state {
+	case stateOpen:
+		return !c.pausedLocked()
+	case stateHandshake:
+		return c.queued == 0
+	case stateHTTP, stateDraining:
+		return false
+	}
+	return true
 }
 
 // drainedLocked reports whether a closing connection whose peer has
@@ -715,7 +747,9 @@ func (c *Conn) release() {
 	switch c.state {
 	case stateHandshake:
 		c.srv.handshakes.Add(-1)
-		c.srv.handshakeAborts.Add(1)
+		if !c.idleLocked() {
+			c.srv.handshakeAborts.Add(1)
+		}
 	case stateHTTP:
 		c.srv.handshakes.Add(-1) // the handler finds the connection gone
 	}

@@ -11,16 +11,24 @@ import (
 )
 
 // Plain HTTP requests, those that are not WebSocket upgrades, are served
-// one per connection, without keep-alive. A handler runs on a goroutine of
-// its own, never on a worker: a slow one (a 5 s profile, a publish waiting
-// for a busy shard) must not hold up the connections the workers serve. At
-// most Config.MaxHTTPHandlers run at once; past that a request gets 503.
+// one at a time per connection. A handler runs on a goroutine of its own,
+// never on a worker: a slow one (a 5 s profile, a publish waiting for a busy
+// shard) must not hold up the connections the workers serve. At most
+// Config.MaxHTTPHandlers run at once; past that a request gets 503.
 //
 // While its handler runs a connection is in stateHTTP: its fd is not armed
 // and nothing more is read. The handler's goroutine queues the response and
 // arms the fd for writability; the turn that the poller then schedules
 // writes it like any queued frame. The goroutine never writes to the socket
 // nor submits to the worker pool, so it waits on no worker.
+//
+// Keep-alive: unless the response closes the connection (see keepAlive),
+// the connection goes back to stateHandshake, with Config.HTTPIdleTimeout
+// to start its next request, which may be a WebSocket upgrade. Nothing of it
+// is read until the response is written: a client that sends requests and
+// reads no responses holds one response, not one per request. The requests
+// served so far are counted in its handshake, which is all a kept-alive
+// connection holds beyond a fresh one.
 
 // readHTTP serves a plain HTTP request whose head is data[:headLen], once its
 // body (Content-Length only) has arrived.
@@ -44,14 +52,22 @@ func (c *Conn) readHTTP(data []byte, headLen int) {
 		c.hs.need, c.hs.req = need, req
 		return
 	}
-	c.serveHTTP(req, data[headLen:need])
+	c.serveHTTP(req, data[headLen:need], len(data) > need)
 }
 
 // serveHTTP starts the HTTP handler for req, parsed from the head, whose
-// body is body, on a goroutine of its own; runHTTP queues its response and
-// closes the connection. body is not kept.
-func (c *Conn) serveHTTP(req *http.Request, body []byte) {
+// body is body, on a goroutine of its own; runHTTP queues its response.
+// more says whether bytes followed the request (pipelining): they are
+// dropped, and the response closes the connection. body is not kept.
+func (c *Conn) serveHTTP(req *http.Request, body []byte, more bool) {
+	served := 0
+	if c.hs != nil {
+		served = c.hs.served
+	}
 	c.hs = nil
+	if served > 0 {
+		c.srv.httpReused.Add(1)
+	}
 	if c.srv.httpHandlers.Add(1) > int64(c.srv.cfg.MaxHTTPHandlers) {
 		c.srv.httpHandlers.Add(-1)
 		c.srv.httpBusy.Add(1)
@@ -73,27 +89,49 @@ func (c *Conn) serveHTTP(req *http.Request, body []byte) {
 	// own code, not the client, that takes the time.
 	c.deadline = 0
 	c.mu.Unlock()
-	go c.runHTTP(req)
+	go c.runHTTP(req, served+1, more)
 }
 
-// runHTTP runs the HTTP handler for req and queues its response, unless the
-// connection was released meanwhile (a Shutdown that ran out of time).
-func (c *Conn) runHTTP(req *http.Request) {
+// runHTTP runs the HTTP handler for req, the served'th request on the
+// connection, and queues its response, unless the connection was released
+// meanwhile (a Shutdown that ran out of time). The connection is kept alive
+// for the next request or closed after the response (see keepAlive); more
+// is serveHTTP's.
+func (c *Conn) runHTTP(req *http.Request, served int, more bool) {
 	defer c.srv.httpHandlers.Add(-1)
 	w := c.srv.callHTTP(req)
 	c.srv.httpRequests.Add(1)
-	resp := w.bytes(req.Method == http.MethodHead)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateHTTP {
 		return
 	}
-	c.srv.handshakes.Add(-1)
-	c.state = stateClosing
-	c.deadline = c.srv.deadlineAfter(c.srv.cfg.CloseTimeout)
+	keep := !more && c.keepAlive(req, w, served)
+	resp := w.bytes(req.Method == http.MethodHead, keep)
+	if keep {
+		// A handshake in flight again, with the idle timeout to begin the
+		// next request; readHandshake gives it HandshakeTimeout once begun.
+		c.state = stateHandshake
+		c.deadline = c.srv.deadlineAfter(c.srv.cfg.HTTPIdleTimeout)
+		c.hs = &handshake{served: served}
+	} else {
+		c.srv.handshakes.Add(-1)
+		c.state = stateClosing
+		c.deadline = c.srv.deadlineAfter(c.srv.cfg.CloseTimeout)
+	}
 	c.appendLocked(resp)
 	// The turn the poller schedules writes the response.
 	c.waitWritableLocked()
+}
+
+// keepAlive reports whether the connection may carry another request after
+// answering req, the served'th, with w: not if the client or the handler
+// asked for close, nor past Config.HTTPKeepAliveRequests, nor once the
+// server shuts down (Shutdown closes connections in stateHTTP through their
+// response). c.mu is held.
+func (c *Conn) keepAlive(req *http.Request, w *responseBuffer, served int) bool {
+	return !req.Close && !hasToken([]byte(w.header.Get("Connection")), "close") &&
+		served < c.srv.cfg.HTTPKeepAliveRequests && !c.srv.closing.Load()
 }
 
 // callHTTP runs the HTTP handler for req and returns its response. A
@@ -131,7 +169,7 @@ func (c *Conn) respond(status int, body string, header ...string) {
 	w.WriteHeader(status)
 	_, _ = w.Write([]byte(body))
 	c.mu.Lock()
-	c.closeLocked(w.bytes(false))
+	c.closeLocked(w.bytes(false, false))
 	c.mu.Unlock()
 }
 
@@ -156,14 +194,18 @@ func (w *responseBuffer) Write(p []byte) (int, error) {
 	return w.body.Write(p)
 }
 
-// bytes serializes the response with Connection: close.
-func (w *responseBuffer) bytes(head bool) []byte {
+// bytes serializes the response, with Connection: keep-alive or close.
+// head leaves the body out (a HEAD request), not its Content-Length.
+func (w *responseBuffer) bytes(head, keepAlive bool) []byte {
 	w.WriteHeader(http.StatusOK)
 	if w.header.Get("Content-Type") == "" && w.body.Len() > 0 {
 		w.header.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
 	}
 	w.header.Set("Content-Length", strconv.Itoa(w.body.Len()))
 	w.header.Set("Connection", "close")
+	if keepAlive {
+		w.header.Set("Connection", "keep-alive")
+	}
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
 	_ = w.header.Write(&out)

@@ -121,12 +121,25 @@ type Config struct {
 	// error gives 404. Default: every upgrade gets 404.
 	Upgrade func(r *Request) (Handler, error)
 	// HTTP serves requests that are not WebSocket upgrades, each on a
-	// goroutine of its own, never on a worker. Responses are buffered and
-	// the connection is closed after each. Default: 404.
+	// goroutine of its own, never on a worker. Responses are buffered; the
+	// connection is kept alive for the next request (see
+	// HTTPKeepAliveRequests). Default: 404.
 	HTTP http.Handler
 	// MaxHTTPHandlers limits the HTTP handlers running at once; past it a
 	// request gets 503 with Retry-After. Default: 256.
 	MaxHTTPHandlers int
+	// HTTPKeepAliveRequests is the most plain HTTP requests one connection
+	// may carry: the last is answered with Connection: close. 1 turns
+	// keep-alive off. A request that asks for close, one that is followed
+	// by more bytes before its response (pipelining), an error response
+	// and a response during Shutdown close the connection too. A
+	// connection between two requests counts as a handshake in flight
+	// (MaxHandshakes). Default: 1000.
+	HTTPKeepAliveRequests int
+	// HTTPIdleTimeout is how long a kept-alive connection may wait for its
+	// next request; once the request's first bytes arrive, it has
+	// HandshakeTimeout to complete it. Default: 30 s.
+	HTTPIdleTimeout time.Duration
 
 	// Logger receives the server's logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -172,6 +185,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxHTTPHandlers <= 0 {
 		cfg.MaxHTTPHandlers = 256
+	}
+	if cfg.HTTPKeepAliveRequests <= 0 {
+		cfg.HTTPKeepAliveRequests = 1000
+	}
+	if cfg.HTTPIdleTimeout <= 0 {
+		cfg.HTTPIdleTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -227,7 +246,7 @@ type Server struct {
 
 	connections     atomic.Int64
 	websockets      atomic.Int64 // upgraded and not yet released
-	handshakes      atomic.Int64 // accepted, not yet upgraded
+	handshakes      atomic.Int64 // accepted, not yet upgraded nor answered, or kept alive between HTTP requests
 	accepted        atomic.Uint64
 	upgrades        atomic.Uint64
 	handshakeErrors atomic.Uint64
@@ -239,6 +258,7 @@ type Server struct {
 	httpRequests    atomic.Uint64
 	httpHandlers    atomic.Int64  // HTTP handlers running
 	httpBusy        atomic.Uint64 // HTTP requests refused over MaxHTTPHandlers
+	httpReused      atomic.Uint64 // HTTP requests on a kept-alive connection
 	protocolErrors  atomic.Uint64
 	messagesIn      atomic.Uint64
 	bytesIn         atomic.Uint64
@@ -606,7 +626,7 @@ func (s *Server) Connections() int { return int(s.connections.Load()) }
 type Stats struct {
 	Connections int64 `json:"connections"`          // every connection held: WebSocket, handshaking or plain HTTP
 	WebSockets  int64 `json:"websockets"`           // upgraded connections not yet released
-	Handshakes  int64 `json:"handshakes_in_flight"` // accepted, not yet upgraded nor answered
+	Handshakes  int64 `json:"handshakes_in_flight"` // accepted, not yet upgraded nor answered; kept-alive HTTP connections between requests included
 
 	Accepted        uint64 `json:"accepted"`         // connections accepted, refused ones included
 	Upgrades        uint64 `json:"upgrades"`         // WebSocket upgrades that succeeded
@@ -623,6 +643,7 @@ type Stats struct {
 	HTTPRequests       uint64 `json:"http_requests"`       // plain HTTP requests served
 	HTTPHandlers       int64  `json:"http_handlers"`       // HTTP handlers running now
 	HTTPBusy           uint64 `json:"http_busy"`           // HTTP requests answered 503 over MaxHTTPHandlers
+	HTTPReused         uint64 `json:"http_reused"`         // of HTTPRequests, those on a kept-alive connection (its second and later)
 	ProtocolErrors     uint64 `json:"protocol_errors"`     // connections failed for breaking RFC 6455 or a limit
 	MessagesIn         uint64 `json:"messages_in"`         // data messages received
 	BytesIn            uint64 `json:"bytes_in"`
@@ -659,6 +680,7 @@ func (s *Server) Stats() Stats {
 		HTTPRequests:       s.httpRequests.Load(),
 		HTTPHandlers:       s.httpHandlers.Load(),
 		HTTPBusy:           s.httpBusy.Load(),
+		HTTPReused:         s.httpReused.Load(),
 		ProtocolErrors:     s.protocolErrors.Load(),
 		MessagesIn:         s.messagesIn.Load(),
 		BytesIn:            s.bytesIn.Load(),

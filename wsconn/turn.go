@@ -94,9 +94,9 @@ func (c *Conn) read(buf []byte) {
 			c.flushLocked() // the turn's gathered output first
 			paused = c.pausedLocked()
 		}
-		// An HTTP handler in progress reads nothing more of the request,
-		// and after the peer's EOF there is nothing more to read.
-		paused = paused || state == stateHTTP || state == stateDraining
+		// Nor while an HTTP handler runs or its response is not all
+		// written, nor after the peer's EOF (see readingLocked).
+		paused = paused || !c.readingLocked()
 		var unread []byte
 		if !paused && state == stateOpen && c.q != nil {
 			unread, c.q.unread = c.q.unread, nil

@@ -41,17 +41,27 @@ var crlfcrlf = []byte("\r\n\r\n")
 func (c *Conn) readHandshake(p []byte) {
 	maxHeader := c.srv.cfg.MaxHeaderBytes
 	data := p
-	if c.hs != nil {
+	switch {
+	case c.hs != nil && len(c.hs.buf) > 0:
 		c.hs.buf = append(c.hs.buf, p...)
 		data = c.hs.buf
 		if need := c.hs.need; need > 0 {
 			// Head already parsed; waiting for the request body.
 			if len(data) >= need {
 				req := c.hs.req
-				c.serveHTTP(req, data[need-int(req.ContentLength):need])
+				c.serveHTTP(req, data[need-int(req.ContentLength):need], len(data) > need)
 			}
 			return
 		}
+	case c.hs != nil:
+		// The next request on a kept-alive connection has begun: from now
+		// on it has HandshakeTimeout, as a new connection has, not the
+		// idle timeout.
+		c.mu.Lock()
+		if c.state == stateHandshake {
+			c.deadline = c.srv.deadlineAfter(c.srv.cfg.HandshakeTimeout)
+		}
+		c.mu.Unlock()
 	}
 	end := bytes.Index(data, crlfcrlf)
 	if end < 0 {
@@ -120,10 +130,14 @@ func (c *Conn) readHandshake(p []byte) {
 	}
 }
 
-// keepHandshake stores the request bytes read so far on the connection.
+// keepHandshake stores the request bytes read so far on the connection,
+// unless they are stored already (data is then c.hs.buf).
 func (c *Conn) keepHandshake(data []byte) {
 	if c.hs == nil {
-		c.hs = &handshake{buf: append(make([]byte, 0, max(len(data), 512)), data...)}
+		c.hs = &handshake{}
+	}
+	if len(c.hs.buf) == 0 {
+		c.hs.buf = append(make([]byte, 0, max(len(data), 512)), data...)
 	}
 }
 
