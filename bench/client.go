@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -403,7 +404,6 @@ func (e *engine) serve(worker int, j job) {
 	if len(c.out) > 0 && !c.flush() {
 		return
 	}
-	now := time.Now().UnixNano()
 	for range maxReadsPerTurn {
 		n, err := unix.Read(c.fd, s.buf)
 		if err == unix.EINTR {
@@ -420,6 +420,9 @@ func (e *engine) serve(worker int, j job) {
 			c.eof()
 			return
 		}
+		// Stamped per read, not once per turn: a turn's later reads
+		// would otherwise be dated before they happened.
+		now := time.Now().UnixNano()
 		if !c.consume(s, s.buf[:n], now) {
 			return
 		}
@@ -636,32 +639,14 @@ func (c *conn) message(s *slot, op ws.OpCode, p []byte, now int64) bool {
 			e.controls.Add(1)
 			return true
 		}
-		seq, t, ok := parseBroadcast(p)
-		if !ok {
-			e.controls.Add(1)
-			return true
-		}
-		win := e.win.Load()
-		if c.win.Load() != win {
-			c.win.Store(win)
-			c.recv.Store(0)
-			c.last = 0
-		}
-		if seq <= c.last {
-			e.duplicates.Add(1)
-			return true
-		}
-		c.last = seq
-		c.recv.Add(1)
-		e.receipts.Add(1)
-		if t > 0 {
-			lat := now - t
-			s.mu.Lock()
-			_ = s.hist.RecordValue(max(lat/1000, histLowestMicros))
-			if s.lastLat != nil && lat > s.lastLat[seq] {
-				s.lastLat[seq] = lat
-			}
-			s.mu.Unlock()
+		// A server may join the messages queued for a subscriber into
+		// one, separated by newlines, as gorilla's chat example does
+		// (the gorillahub peer): each counts. The bench's data has no
+		// newline of its own.
+		for len(p) > 0 {
+			var one []byte
+			one, p, _ = bytes.Cut(p, newline)
+			c.broadcast(s, one, now)
 		}
 	case kindEcho:
 		if len(p) != len(e.echoPayload) {
@@ -681,6 +666,40 @@ func (c *conn) message(s *slot, op ws.OpCode, p []byte, now int64) bool {
 		}
 	}
 	return true
+}
+
+var newline = []byte{'\n'}
+
+// broadcast counts one message of a subscriber, p, received at now.
+func (c *conn) broadcast(s *slot, p []byte, now int64) {
+	e := c.e
+	seq, t, ok := parseBroadcast(p)
+	if !ok {
+		e.controls.Add(1)
+		return
+	}
+	win := e.win.Load()
+	if c.win.Load() != win {
+		c.win.Store(win)
+		c.recv.Store(0)
+		c.last = 0
+	}
+	if seq <= c.last {
+		e.duplicates.Add(1)
+		return
+	}
+	c.last = seq
+	c.recv.Add(1)
+	e.receipts.Add(1)
+	if t > 0 {
+		lat := now - t
+		s.mu.Lock()
+		_ = s.hist.RecordValue(max(lat/1000, histLowestMicros))
+		if s.lastLat != nil && lat > s.lastLat[seq] {
+			s.lastLat[seq] = lat
+		}
+		s.mu.Unlock()
+	}
 }
 
 // sendEcho sends the echo payload and notes when.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -175,3 +176,26 @@ func TestHelp(t *testing.T) {
 }
 
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// TestJoinedMessages: messages joined into one text message with newlines,
+// as gorilla's chat example sends what is queued (the gorillahub peer),
+// each count as a receipt with its own latency; a seq seen before is a
+// duplicate.
+func TestJoinedMessages(t *testing.T) {
+	e := &engine{}
+	c := &conn{e: e, plan: &dialPlan{kind: kindSubscriber}}
+	s := &slot{hist: newHistogram()}
+	msg := func(seq int) string {
+		return fmt.Sprintf(`{"topic":"bench","seq":%d,"data":%s}`, seq, broadcastData(1000, 64))
+	}
+	joined := []byte(msg(1) + "\n" + msg(2) + "\n" + msg(3))
+	require.True(t, c.message(s, ws.OpText, joined, 1000+5000_000))
+	assert.EqualValues(t, 3, e.receipts.Load())
+	assert.EqualValues(t, 3, c.recv.Load())
+	assert.EqualValues(t, 3, s.hist.TotalCount())
+	assert.EqualValues(t, 3, c.last)
+
+	require.True(t, c.message(s, ws.OpText, []byte(msg(3)+"\n"+msg(4)), 1000+5000_000))
+	assert.EqualValues(t, 4, e.receipts.Load())
+	assert.EqualValues(t, 1, e.duplicates.Load())
+}

@@ -391,15 +391,36 @@ func publish(t *testing.T, p *peer, topic, body string, wantSeq uint64) {
 	}
 }
 
+// joined holds, per connection, the messages read and not yet wanted: a
+// server may join queued messages into one text message, separated by
+// newlines (gorillahub does, as gorilla's chat example).
+var joined struct {
+	sync.Mutex
+	m map[*websocket.Conn][]string
+}
+
 func wantMessage(t *testing.T, c *websocket.Conn, want string) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(ioTimeout))
-	typ, data, err := c.ReadMessage()
-	if err != nil {
-		t.Fatalf("waiting for %s: %v", want, err)
+	joined.Lock()
+	defer joined.Unlock()
+	if joined.m == nil {
+		joined.m = make(map[*websocket.Conn][]string)
 	}
-	if typ != websocket.TextMessage || string(data) != want {
-		t.Fatalf("got message type %d %s, want text %s", typ, data, want)
+	if len(joined.m[c]) == 0 {
+		c.SetReadDeadline(time.Now().Add(ioTimeout))
+		typ, data, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", want, err)
+		}
+		if typ != websocket.TextMessage {
+			t.Fatalf("got message type %d %s, want text %s", typ, data, want)
+		}
+		joined.m[c] = strings.Split(string(data), "\n")
+	}
+	got := joined.m[c][0]
+	joined.m[c] = joined.m[c][1:]
+	if got != want {
+		t.Fatalf("got message %s, want %s", got, want)
 	}
 }
 

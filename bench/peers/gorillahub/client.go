@@ -35,9 +35,12 @@ type Client struct {
 	// The topics it subscribes to.
 	topics []string
 
-	// Buffered channel of outbound messages.
-	send chan *websocket.PreparedMessage
+	// Buffered channel of outbound messages: each an envelope shared by
+	// every subscriber, never modified.
+	send chan []byte
 }
+
+var newline = []byte{'\n'}
 
 // readPump pumps messages from the websocket connection to the hub.
 //
@@ -67,8 +70,9 @@ func (c *Client) readPump() {
 //
 // A goroutine running writePump is started for each connection. The
 // application ensures that there is at most one writer to a connection by
-// executing all writes from this goroutine. Each message is one WebSocket
-// message: unlike the chat example, queued messages are not joined into one.
+// executing all writes from this goroutine. As in the chat example, the
+// messages queued behind the first are joined into the same WebSocket
+// message, separated by newlines.
 func (c *Client) writePump() {
 	ticker := time.NewTicker(pingPeriod)
 	defer func() {
@@ -84,7 +88,20 @@ func (c *Client) writePump() {
 				c.conn.WriteMessage(websocket.CloseMessage, []byte{})
 				return
 			}
-			if err := c.conn.WritePreparedMessage(message); err != nil {
+			w, err := c.conn.NextWriter(websocket.TextMessage)
+			if err != nil {
+				return
+			}
+			w.Write(message)
+
+			// Add queued messages to the current websocket message.
+			n := len(c.send)
+			for i := 0; i < n; i++ {
+				w.Write(newline)
+				w.Write(<-c.send)
+			}
+
+			if err := w.Close(); err != nil {
 				return
 			}
 		case <-ticker.C:
@@ -107,7 +124,7 @@ func serveWs(hub *Hub, w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Upgrade has answered the client.
 	}
-	client := &Client{hub: hub, conn: conn, topics: topics, send: make(chan *websocket.PreparedMessage, sendBuffer)}
+	client := &Client{hub: hub, conn: conn, topics: topics, send: make(chan []byte, sendBuffer)}
 	select {
 	case client.hub.register <- client:
 	case <-hub.done:

@@ -4,7 +4,6 @@ import (
 	"sync/atomic"
 
 	"github.com/fanout/fanout/bench/peers/internal/contract"
-	"github.com/gorilla/websocket"
 )
 
 // publication is a message for a topic on its way to the hub. The hub
@@ -80,10 +79,11 @@ func (h *Hub) run() {
 		case p := <-h.broadcast:
 			seq := h.seqs[p.topic] + 1
 			h.seqs[p.topic] = seq
-			message, err := websocket.NewPreparedMessage(websocket.TextMessage, contract.Envelope(p.topic, seq, p.data))
-			if err != nil {
-				panic(err) // only compression can fail, and it is off
-			}
+			// The publisher has its answer before the fan-out: it
+			// waits for the hub to take the message, as in the chat
+			// example, not for every subscriber to have it queued.
+			p.seq <- seq
+			message := contract.Envelope(p.topic, seq, p.data)
 			for client := range h.topics[p.topic] {
 				select {
 				case client.send <- message:
@@ -91,7 +91,6 @@ func (h *Hub) run() {
 					h.remove(client)
 				}
 			}
-			p.seq <- seq
 		case <-h.stop:
 			for client := range h.clients {
 				h.remove(client)
