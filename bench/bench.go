@@ -56,10 +56,15 @@ Scenarios:
               p99.9, max; the send time travels in the message as data {"t": unix-nanos})
               and, per message, the time until its last receipt.
   throughput  -n subscribers; broadcast for --duration, closed loop (at most --window
-              messages not yet received by everyone) or open loop (--rate per second).
-              Deliveries per second, server CPU-seconds per million deliveries (needs the
-              server's pid: --server-pid, or found on loopback), drops (seq gaps and
-              messages that never came) and slow-consumer disconnects (by close code).
+              messages not yet received by everyone) or open loop at each --rate in turn
+              (e.g. --rate 20,100,400). Open loop, message i is due at i/rate and carries
+              that time: latency counts from when it was due, and a message due while
+              every publisher is busy starts another (up to --publishers), so a server
+              slow to answer publishes is still offered the rate (a run that was not says
+              MISSED). Deliveries per second, server CPU-seconds per million deliveries
+              (needs the server's pid: --server-pid, or found on loopback), drops (seq
+              gaps and messages that never came) and slow-consumer disconnects (by close
+              code).
   echo        -c connections to /echo, each with one --size-byte message in flight, for
               --duration: round trips per second and round-trip latency percentiles.
   churn       -c slots that connect, subscribe (?topics=) and close, over and over, for
@@ -72,10 +77,11 @@ Scenarios:
               are live memory rather than garbage not yet collected.
   compare     Builds fanout (go build -o OUT/fanout .) and each server of --servers from
               bench/peers (go build -o OUT/NAME ./NAME), runs each in turn on a fresh
-              loopback port through the same idle, fanout and throughput runs at -n, and
-              prints one markdown table; writes OUT/compare.json and a chart (PNG) of
-              memory per connection and latency CDFs. A peer whose directory is missing
-              is skipped with a message.
+              loopback port through the same idle, fanout and open-loop throughput runs
+              at -n (--rate, default ` + defaultCompareRates + `), and prints two markdown
+              tables: memory and fanout, then a row per server and rate; writes
+              OUT/compare.json and a chart (PNG) of memory per connection and latency
+              CDFs. A peer whose directory is missing is skipped with a message.
 
 A server with authentication (fanout serve --jwt-secret): --jwt-secret mints a token per
 client (sub bench-PID-N, so each connection is also subscribed to its own user:SUB topic
@@ -96,6 +102,7 @@ Examples:
   fanout bench idle -n 15000                         memory per connection at 15,000
   fanout bench fanout -n 15000 --repeat 50 --json f.json
   fanout bench throughput -n 5000 --duration 30s --server-pid 1234
+  fanout bench throughput -n 15000 --rate 20,100,400
   fanout bench echo -c 200 --size 1024 --url ws://10.0.0.5:8080 --bind 10.0.0.9
   fanout bench churn -c 100 --cycles 200000           do fds, goroutines and heap come back?
   fanout bench compare -n 15000 --out bench-results
@@ -219,7 +226,7 @@ func (r *runner) newReport(scenario string) *Report {
 		URL:      o.URL,
 		Started:  time.Now(),
 		Params: Params{
-			Conns: o.Conns, Repeat: o.Repeat, Duration: o.Duration.Seconds(), Rate: o.Rate, Window: o.Window,
+			Conns: o.Conns, Repeat: o.Repeat, Duration: o.Duration.Seconds(), Rates: o.Rates, Window: o.Window,
 			PayloadBytes: o.PayloadBytes, Concurrency: o.Concurrency, Cycles: o.Cycles, Size: o.Size, Topic: o.Topic,
 		},
 		Server: ServerInfo{PID: r.pid},
@@ -253,10 +260,13 @@ func (r *runner) run(ctx context.Context, scenario string, rep *Report) error {
 				return err
 			}
 		}
-		if scenario == "fanout" {
+		switch {
+		case scenario == "fanout":
 			rep.Fanout, err = r.fanout(ctx)
-		} else {
-			rep.Throughput, err = r.throughput(ctx)
+		case len(r.o.Rates) > 0:
+			rep.Rates, err = r.rates(ctx)
+		default:
+			rep.Throughput, err = r.throughput(ctx, 0)
 		}
 		if err != nil {
 			return err

@@ -63,6 +63,11 @@ func Compare(ctx context.Context, o *Options, stdout, stderr io.Writer, log *slo
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
+	if len(o.Rates) == 0 {
+		// The same offered load for every server: open loop, never a
+		// window that a server slow to answer publishes would shrink.
+		_ = o.Rates.Set(defaultCompareRates)
+	}
 	servers := splitList(o.Servers)
 	if len(servers) == 0 {
 		return errors.New("--servers is empty")
@@ -136,8 +141,8 @@ func Compare(ctx context.Context, o *Options, stdout, stderr io.Writer, log *slo
 }
 
 func loadMode(o *Options) string {
-	if o.Rate > 0 {
-		return fmt.Sprintf("open loop at %.0f messages/s", o.Rate)
+	if len(o.Rates) > 0 {
+		return fmt.Sprintf("open loop at %s messages/s in turn, from up to %d publishers", o.Rates.String(), o.Publishers)
 	}
 	return fmt.Sprintf("closed loop, window %d", o.Window)
 }
@@ -258,7 +263,7 @@ func compareOne(ctx context.Context, o *Options, plan fleetPlan, fleet *Fleet, n
 	if rep.Fanout, err = r.fanout(ctx); err != nil {
 		return rep, fmt.Errorf("fanout: %w", err)
 	}
-	if rep.Throughput, err = r.throughput(ctx); err != nil {
+	if rep.Rates, err = r.rates(ctx); err != nil {
 		return rep, fmt.Errorf("throughput: %w", err)
 	}
 	if err := r.closeAll(ctx, "subscriber", before); err != nil {
@@ -314,15 +319,15 @@ func freePort() (string, error) {
 
 // writeTable prints the comparison as one markdown table.
 func writeTable(w io.Writer, c *Comparison) {
-	fmt.Fprintln(w, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt | deliveries/s | server CPU-s per M deliveries | drops |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, s := range c.Servers {
 		if s.Report == nil {
 			why := s.Skipped
 			if why == "" {
 				why = "failed: " + firstLine(s.Error)
 			}
-			fmt.Fprintf(w, "| %s | %s ||||||||||| \n", s.Name, why)
+			fmt.Fprintf(w, "| %s | %s |||||||| \n", s.Name, why)
 			continue
 		}
 		cells := []string{s.Name}
@@ -337,19 +342,32 @@ func writeTable(w io.Writer, c *Comparison) {
 		} else {
 			cells = append(cells, "", "", "", "")
 		}
-		if x := rep.Throughput; x != nil {
-			drops := fmt.Sprint(x.Drops + x.LostToDisconnect)
-			if x.Disconnects > 0 {
-				drops += fmt.Sprintf(" (%d disconnects)", x.Disconnects)
-			}
-			cells = append(cells, fmt.Sprintf("%.0f", x.DeliveriesPerSecond), fmtFloat(x.ServerCPUPerMillion, 2), drops)
-		} else {
-			cells = append(cells, "", "", "")
-		}
 		if s.Error != "" {
 			cells[len(cells)-1] += " (stopped: " + firstLine(s.Error) + ")"
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| server | offered msg/s | published msg/s | deliveries/s | server CPU-s per M deliveries | latency p50 | p99 | max | drops |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, s := range c.Servers {
+		if s.Report == nil {
+			continue
+		}
+		for _, x := range s.Report.Rates {
+			published := fmt.Sprintf("%.1f", x.PublishRate)
+			if x.MissedRate {
+				published += fmt.Sprintf(" (MISSED: %d failed, %d late)", x.PublishErrors, x.Late)
+			}
+			drops := fmt.Sprint(x.Drops + x.LostToDisconnect)
+			if x.Disconnects > 0 {
+				drops += fmt.Sprintf(" (%d disconnects)", x.Disconnects)
+			}
+			fmt.Fprintf(w, "| %s | %g | %s | %.0f | %s | %s | %s | %s | %s |\n", s.Name, x.OfferedRate, published,
+				x.DeliveriesPerSecond, fmtFloat(x.ServerCPUPerMillion, 2),
+				fmtUS(x.Latency.P50US), fmtUS(x.Latency.P99US), fmtUS(x.Latency.MaxUS), drops)
+		}
 	}
 }
 

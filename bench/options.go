@@ -41,8 +41,9 @@ type Options struct {
 	Repeat       int           // R: fanout messages
 	Interval     time.Duration // fanout pause between messages
 	Duration     time.Duration // D: throughput, echo and churn length (churn: unless Cycles)
-	Rate         float64       // throughput messages per second (0: windowed)
+	Rates        rateList      // throughput: open loop at each of these messages per second (none: windowed)
 	Window       int           // throughput messages in flight (windowed)
+	Publishers   int           // throughput, open loop: most publishes in flight
 	PayloadBytes int           // fanout and throughput data size
 	Concurrency  int           // C: echo connections, churn slots
 	Cycles       int64         // churn: stop after this many cycles (0: after Duration)
@@ -86,8 +87,9 @@ func (o *Options) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.Repeat, "repeat", 50, "`R`: messages the fanout scenario sends, one at a time")
 	fs.DurationVar(&o.Interval, "interval", 0, "fanout: pause between a message's last receipt and the next message")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "`D`: length of throughput, echo and churn (unless --cycles)")
-	fs.Float64Var(&o.Rate, "rate", 0, "throughput: messages per second, open loop (0: closed loop, see --window)")
+	fs.Var(&o.Rates, "rate", "throughput: open loop at each of these `rates` in turn, messages per second, comma-separated; each message carries the time it was due, and latency counts from then (default: closed loop, see --window; compare: "+defaultCompareRates+")")
 	fs.IntVar(&o.Window, "window", 16, "throughput, closed loop: messages published but not yet received by every subscriber")
+	fs.IntVar(&o.Publishers, "publishers", 256, "throughput, open loop: most publishes in flight; a message due while all are busy starts another, up to this")
 	fs.IntVar(&o.PayloadBytes, "payload-bytes", 0, "fanout and throughput: pad each message's data to this many `bytes`")
 	fs.IntVar(&o.Concurrency, "c", 100, "`C`: echo connections, each with one message in flight; churn slots")
 	fs.IntVar(&o.Size, "size", 64, "`S`: echo message size in bytes")
@@ -122,6 +124,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("--duration must be positive")
 	case o.Window < 1:
 		return fmt.Errorf("--window must be at least 1")
+	case o.Publishers < 1:
+		return fmt.Errorf("--publishers must be at least 1")
 	case o.Concurrency < 1:
 		return fmt.Errorf("-c must be at least 1")
 	case o.Size < 0:

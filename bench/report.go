@@ -26,25 +26,26 @@ type Report struct {
 	Fleet    fleetPlan   `json:"fleet"`
 	Dial     *DialResult `json:"dial,omitempty"`
 
-	Idle       *IdleResult       `json:"idle,omitempty"`
-	Fanout     *FanoutResult     `json:"fanout,omitempty"`
-	Throughput *ThroughputResult `json:"throughput,omitempty"`
-	Echo       *EchoResult       `json:"echo,omitempty"`
-	Churn      *ChurnResult      `json:"churn,omitempty"`
+	Idle       *IdleResult         `json:"idle,omitempty"`
+	Fanout     *FanoutResult       `json:"fanout,omitempty"`
+	Throughput *ThroughputResult   `json:"throughput,omitempty"` // closed loop
+	Rates      []*ThroughputResult `json:"rates,omitempty"`      // open loop, one per --rate
+	Echo       *EchoResult         `json:"echo,omitempty"`
+	Churn      *ChurnResult        `json:"churn,omitempty"`
 }
 
 // Params are the options that shape the load.
 type Params struct {
-	Conns        int     `json:"n"`
-	Repeat       int     `json:"repeat"`
-	Duration     float64 `json:"duration_s"`
-	Rate         float64 `json:"rate"`
-	Window       int     `json:"window"`
-	PayloadBytes int     `json:"payload_bytes"`
-	Concurrency  int     `json:"c"`
-	Cycles       int64   `json:"cycles,omitempty"`
-	Size         int     `json:"size"`
-	Topic        string  `json:"topic"`
+	Conns        int       `json:"n"`
+	Repeat       int       `json:"repeat"`
+	Duration     float64   `json:"duration_s"`
+	Rates        []float64 `json:"rates,omitempty"`
+	Window       int       `json:"window"`
+	PayloadBytes int       `json:"payload_bytes"`
+	Concurrency  int       `json:"c"`
+	Cycles       int64     `json:"cycles,omitempty"`
+	Size         int       `json:"size"`
+	Topic        string    `json:"topic"`
 }
 
 // ServerInfo says which server was measured.
@@ -200,11 +201,23 @@ type LastReceipt struct {
 	EachUS []int64 `json:"each_us"`
 }
 
-// ThroughputResult is the throughput scenario: sustained broadcast.
+// ThroughputResult is the throughput scenario: sustained broadcast, closed
+// loop or open loop at OfferedRate.
 type ThroughputResult struct {
 	Accounting
-	PublishSeconds        float64     `json:"publish_s"`
-	Seconds               float64     `json:"seconds"` // publish start to last receipt
+	// OfferedRate is the open loop's rate, messages per second; 0: closed
+	// loop. Publishers is the most publishes that were in flight at once,
+	// Late the messages handed to a publisher more than one interval after
+	// they were due (all were busy, at --publishers), PublishErrors the
+	// publishes that failed. MissedRate says that the run did not offer
+	// its rate: under 97% of it published, or any publish failed.
+	OfferedRate           float64     `json:"offered_rate,omitempty"`
+	Publishers            int         `json:"publishers,omitempty"`
+	Late                  int64       `json:"late,omitempty"`
+	PublishErrors         int64       `json:"publish_errors,omitempty"`
+	MissedRate            bool        `json:"missed_rate,omitempty"`
+	PublishSeconds        float64     `json:"publish_s"` // --duration, or longer if the last message went out after it
+	Seconds               float64     `json:"seconds"`   // publish start to last receipt
 	PublishRate           float64     `json:"publish_rate"`
 	DeliveriesPerSecond   float64     `json:"deliveries_per_s"`
 	ServerCPUSeconds      float64     `json:"server_cpu_s"`            // -1: unknown
@@ -428,13 +441,16 @@ func (r *Report) WriteSummary(w io.Writer) {
 		fmt.Fprintf(w, "  client         %s\n", fmtClient(x.Client))
 	}
 	if x := r.Throughput; x != nil {
-		fmt.Fprintf(w, "\nthroughput: %d messages in %.1fs (%.0f/s) to %d subscribers\n", x.Messages, x.PublishSeconds, x.PublishRate, x.Subscribers)
-		fmt.Fprintf(w, "  deliveries     %.0f per second (%d in %.2fs, publish start to last receipt)\n", x.DeliveriesPerSecond, x.Receipts, x.Seconds)
-		fmt.Fprintf(w, "  server CPU     %s s, %s CPU-seconds per million deliveries\n", fmtFloat(x.ServerCPUSeconds, 2), fmtFloat(x.ServerCPUPerMillion, 3))
-		fmt.Fprintf(w, "  latency        %s\n", fmtLatency(x.Latency))
-		writeAccounting(w, x.Accounting)
-		fmt.Fprintf(w, "  server says    drops %s, slow-consumer disconnects %s\n", fmtInt(x.ServerDrops), fmtInt(x.ServerSlowDisconnects))
-		fmt.Fprintf(w, "  client         %s\n", fmtClient(x.Client))
+		fmt.Fprintf(w, "\nthroughput, closed loop: %d messages in %.1fs (%.0f/s) to %d subscribers\n", x.Messages, x.PublishSeconds, x.PublishRate, x.Subscribers)
+		writeThroughput(w, x)
+	}
+	for _, x := range r.Rates {
+		fmt.Fprintf(w, "\nthroughput, open loop at %g/s: %d messages in %.1fs (%.1f/s) to %d subscribers, from up to %d publishers\n",
+			x.OfferedRate, x.Messages, x.PublishSeconds, x.PublishRate, x.Subscribers, x.Publishers)
+		if x.MissedRate {
+			fmt.Fprintf(w, "  MISSED         the offered rate: %d publishes failed, %d went out over an interval late\n", x.PublishErrors, x.Late)
+		}
+		writeThroughput(w, x)
 	}
 	if x := r.Echo; x != nil {
 		fmt.Fprintf(w, "\necho: %d connections, %d-byte messages, %.1fs\n", x.Concurrency, x.Size, x.Seconds)
@@ -529,4 +545,14 @@ func fmtErrors(m map[string]int64) string {
 	}
 	b.WriteString(")")
 	return b.String()
+}
+
+// writeThroughput writes the figures of one throughput run.
+func writeThroughput(w io.Writer, x *ThroughputResult) {
+	fmt.Fprintf(w, "  deliveries     %.0f per second (%d in %.2fs, publish start to last receipt)\n", x.DeliveriesPerSecond, x.Receipts, x.Seconds)
+	fmt.Fprintf(w, "  server CPU     %s s, %s CPU-seconds per million deliveries\n", fmtFloat(x.ServerCPUSeconds, 2), fmtFloat(x.ServerCPUPerMillion, 3))
+	fmt.Fprintf(w, "  latency        %s\n", fmtLatency(x.Latency))
+	writeAccounting(w, x.Accounting)
+	fmt.Fprintf(w, "  server says    drops %s, slow-consumer disconnects %s\n", fmtInt(x.ServerDrops), fmtInt(x.ServerSlowDisconnects))
+	fmt.Fprintf(w, "  client         %s\n", fmtClient(x.Client))
 }

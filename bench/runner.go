@@ -68,11 +68,15 @@ func newRunner(ctx context.Context, o *Options, stderr io.Writer, log *slog.Logg
 	return r, nil
 }
 
+// newHTTPClient returns the client that publishes and reads stats. It keeps
+// as many connections alive as --publishers' default has in flight, and
+// drops an idle one before fanout's --http-idle-timeout (30 s) would: a
+// publish on a connection the server has just closed would fail.
 func newHTTPClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{
-		MaxIdleConns:        64,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     30 * time.Second,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     20 * time.Second,
 		DisableCompression:  true,
 	}}
 }
@@ -532,8 +536,9 @@ func lastReceipt(m map[string]int64) LastReceipt {
 }
 
 // throughput publishes for --duration: closed loop, with at most --window
-// messages not yet received everywhere, or open loop at --rate.
-func (r *runner) throughput(ctx context.Context) (*ThroughputResult, error) {
+// messages not yet received everywhere, when rate is 0; otherwise open loop
+// at rate messages per second (see openLoop).
+func (r *runner) throughput(ctx context.Context, rate float64) (*ThroughputResult, error) {
 	subs, err := r.reset(ctx, false)
 	if err != nil {
 		return nil, err
@@ -546,42 +551,24 @@ func (r *runner) throughput(ctx context.Context) (*ThroughputResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	bar := r.newBar(r.o.Duration.Milliseconds(), "throughput (ms)")
+	label := "throughput (ms)"
+	if rate > 0 {
+		label = fmt.Sprintf("throughput at %g/s (ms)", rate)
+	}
+	bar := r.newBar(r.o.Duration.Milliseconds(), label)
 	start := time.Now()
 	end := start.Add(r.o.Duration)
-	var published int64
-	var interval time.Duration
-	if r.o.Rate > 0 {
-		interval = time.Duration(float64(time.Second) / r.o.Rate)
+	var loop openLoopOutcome
+	if rate > 0 {
+		loop, err = r.openLoop(ctx, rate, start, end, bar)
+	} else {
+		loop, err = r.closedLoop(ctx, subs, start, end, bar)
 	}
-	next := start
-	for now := time.Now(); now.Before(end); now = time.Now() {
-		if ctx.Err() != nil {
-			bar.Done()
-			return nil, ctx.Err()
-		}
-		bar.Set(now.Sub(start).Milliseconds())
-		if interval > 0 {
-			if d := next.Sub(now); d > 0 {
-				time.Sleep(min(d, end.Sub(now)))
-				continue
-			}
-			next = next.Add(interval)
-		} else {
-			got, _ := r.delivered(subs, published)
-			if published*subs-got >= int64(r.o.Window)*subs {
-				r.fleet.wait(ctx, 20*time.Millisecond)
-				continue
-			}
-		}
-		if _, err := r.publish(ctx, broadcastData(time.Now().UnixNano(), r.o.PayloadBytes)); err != nil {
-			bar.Done()
-			return nil, err
-		}
-		published++
-	}
-	publishEnd := time.Now()
 	bar.Done()
+	if err != nil {
+		return nil, err
+	}
+	published := loop.published
 	last, complete := r.waitDelivered(ctx, subs, published)
 	if !complete {
 		r.log.Warn("throughput: not every message reached every subscriber", "timeout", r.o.Timeout)
@@ -600,7 +587,11 @@ func (r *runner) throughput(ctx context.Context) (*ThroughputResult, error) {
 	}
 	x := &ThroughputResult{
 		Accounting:            accounting(subs, published, w),
-		PublishSeconds:        publishEnd.Sub(start).Seconds(),
+		OfferedRate:           rate,
+		Publishers:            loop.publishers,
+		Late:                  loop.late,
+		PublishErrors:         loop.failed,
+		PublishSeconds:        max(loop.end.Sub(start), r.o.Duration).Seconds(),
 		Seconds:               last.Sub(start).Seconds(),
 		ServerCPUSeconds:      -1,
 		ServerCPUPerMillion:   -1,
@@ -612,6 +603,9 @@ func (r *runner) throughput(ctx context.Context) (*ThroughputResult, error) {
 	if x.PublishSeconds > 0 {
 		x.PublishRate = float64(published) / x.PublishSeconds
 	}
+	if rate > 0 {
+		x.MissedRate = loop.failed > 0 || x.PublishRate < 0.97*rate
+	}
 	if x.Seconds > 0 {
 		x.DeliveriesPerSecond = float64(x.Receipts) / x.Seconds
 	}
@@ -622,6 +616,29 @@ func (r *runner) throughput(ctx context.Context) (*ThroughputResult, error) {
 		}
 	}
 	return x, nil
+}
+
+// closedLoop publishes from start until end, one message at a time, with at
+// most --window messages not yet received by all subs subscribers.
+func (r *runner) closedLoop(ctx context.Context, subs int64, start, end time.Time, bar *bar) (openLoopOutcome, error) {
+	out := openLoopOutcome{publishers: 1}
+	for now := time.Now(); now.Before(end); now = time.Now() {
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		bar.Set(now.Sub(start).Milliseconds())
+		got, _ := r.delivered(subs, out.published)
+		if out.published*subs-got >= int64(r.o.Window)*subs {
+			r.fleet.wait(ctx, 20*time.Millisecond)
+			continue
+		}
+		if _, err := r.publish(ctx, broadcastData(time.Now().UnixNano(), r.o.PayloadBytes)); err != nil {
+			return out, err
+		}
+		out.published++
+	}
+	out.end = time.Now()
+	return out, nil
 }
 
 // echo runs --duration of round trips on the open echo connections.
