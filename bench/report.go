@@ -81,6 +81,10 @@ type Sample struct {
 	Server    ServerStats `json:"server"`
 	Kernel    SockStat    `json:"kernel"`
 	ServerCPU float64     `json:"server_cpu_s"` // since the server started; -1: unknown
+	// MemoryFrom says where Server.RSSBytes and RSSAnonBytes come from:
+	// "proc" (/proc/PID/status, when the server's pid is known: the same
+	// reading for every server) or "stats" (its own /stats).
+	MemoryFrom string `json:"memory_from"`
 }
 
 // Latency is a latency distribution, in microseconds.
@@ -163,11 +167,16 @@ func (a Accounting) Balanced() bool {
 // IdleResult is the idle scenario: memory and resources per idle
 // subscribed connection.
 type IdleResult struct {
-	Conns   int64       `json:"conns"`
-	Before  Sample      `json:"before"`
-	After   Sample      `json:"after"`
-	PerConn PerConn     `json:"per_conn"`
-	Client  ClientUsage `json:"client"`
+	Conns int64 `json:"conns"`
+	// SettleSeconds is how long after --settle the server's RSS took to
+	// settle (two readings a second apart within 0.5%); Settled is false
+	// when it was still changing after --timeout.
+	SettleSeconds float64     `json:"settle_s"`
+	Settled       bool        `json:"settled"`
+	Before        Sample      `json:"before"`
+	After         Sample      `json:"after"`
+	PerConn       PerConn     `json:"per_conn"`
+	Client        ClientUsage `json:"client"`
 }
 
 // PerConn are the idle scenario's differences divided by the connections.
@@ -410,7 +419,15 @@ func (r *Report) WriteSummary(w io.Writer) {
 			d.Open, d.Requested, d.Seconds, d.PerSecond, d.Failed, fmtErrors(d.Errors))
 	}
 	if x := r.Idle; x != nil {
-		fmt.Fprintf(w, "\nidle: %d subscribed connections, settled\n", x.Conns)
+		settled := fmt.Sprintf("RSS settled %.1fs after --settle", x.SettleSeconds)
+		if !x.Settled {
+			settled = "RSS NOT SETTLED: still changing after --timeout"
+		}
+		from := "the server's /stats"
+		if x.After.MemoryFrom == "proc" {
+			from = "/proc/PID/status"
+		}
+		fmt.Fprintf(w, "\nidle: %d subscribed connections, %s; RSS from %s\n", x.Conns, settled, from)
 		fmt.Fprintf(w, "  %-22s %12s %12s %14s\n", "", "before", "after", "per connection")
 		row := func(label string, b, a int64, per float64, bytes bool) {
 			if bytes {

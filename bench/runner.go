@@ -108,13 +108,49 @@ func (r *runner) sample(ctx context.Context) (Sample, error) {
 	if err != nil {
 		return Sample{}, err
 	}
-	s := Sample{At: time.Now(), Server: st, Kernel: readSockStat(), ServerCPU: -1}
+	s := Sample{At: time.Now(), Server: st, Kernel: readSockStat(), ServerCPU: -1, MemoryFrom: "stats"}
 	if r.pid > 0 {
 		if cpu, err := processCPU(r.pid); err == nil {
 			s.ServerCPU = cpu
 		}
+		if rss, anon, err := processMemory(r.pid); err == nil {
+			s.Server.RSSBytes, s.Server.RSSAnonBytes, s.MemoryFrom = rss, anon, "proc"
+		}
 	}
 	return s, nil
+}
+
+// settledRSS samples the server every second until its RSS changes by no
+// more than 0.5% between two readings, or --timeout passes (settled is then
+// false): the memory of every server is read once it has stopped moving,
+// not while a collector or an allocator is still at work.
+func (r *runner) settledRSS(ctx context.Context) (s Sample, settled bool, err error) {
+	deadline := time.Now().Add(r.o.Timeout)
+	prev, err := r.sample(ctx)
+	if err != nil {
+		return prev, false, err
+	}
+	for {
+		if err := sleep(ctx, time.Second); err != nil {
+			return prev, false, err
+		}
+		s, err := r.sample(ctx)
+		if err != nil {
+			return s, false, err
+		}
+		d := s.Server.RSSBytes - prev.Server.RSSBytes
+		if d < 0 {
+			d = -d
+		}
+		if float64(d) <= 0.005*float64(s.Server.RSSBytes) {
+			return s, true, nil
+		}
+		if time.Now().After(deadline) {
+			r.log.Warn("the server's RSS did not settle", "rss_bytes", s.Server.RSSBytes, "change_bytes", d)
+			return s, false, nil
+		}
+		prev = s
+	}
 }
 
 // usageMark is the workers' resource use at one moment.
@@ -433,7 +469,8 @@ func (r *runner) idle(ctx context.Context, n int) (*IdleResult, *DialResult, err
 	if err := sleep(ctx, r.o.Settle); err != nil {
 		return nil, d, err
 	}
-	after, err := r.sample(ctx)
+	settling := time.Now()
+	after, settled, err := r.settledRSS(ctx)
 	if err != nil {
 		return nil, d, err
 	}
@@ -441,7 +478,8 @@ func (r *runner) idle(ctx context.Context, n int) (*IdleResult, *DialResult, err
 	if err != nil {
 		return nil, d, err
 	}
-	x := &IdleResult{Conns: d.Open, Before: before, After: after, Client: clientUsage(u0, u1)}
+	x := &IdleResult{Conns: d.Open, Before: before, After: after, Client: clientUsage(u0, u1),
+		SettleSeconds: time.Since(settling).Seconds(), Settled: settled}
 	x.PerConn = PerConn{
 		RSSBytes:        perConn(before.Server.RSSBytes, after.Server.RSSBytes, d.Open),
 		RSSAnonBytes:    perConn(before.Server.RSSAnonBytes, after.Server.RSSAnonBytes, d.Open),

@@ -50,7 +50,9 @@ func TestIdle(t *testing.T) {
 		assert.Positive(t, s.Server.OpenFDs)
 		assert.Positive(t, s.Kernel.SocketsUsed)
 		assert.GreaterOrEqual(t, s.ServerCPU, 0.0)
+		assert.Equal(t, "proc", s.MemoryFrom, "the server's pid is known: its memory is read from /proc")
 	}
+	assert.GreaterOrEqual(t, x.SettleSeconds, 1.0, "two readings a second apart")
 	// The test process is both the server and the parent of the fleet,
 	// so its fds grow by one per server connection and no more.
 	assert.InDelta(t, 1.0, x.PerConn.FDs, 0.05)

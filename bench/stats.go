@@ -178,6 +178,41 @@ func processCPU(pid int) (float64, error) {
 	return float64(ut+st) / clockTicksPerSecond, nil
 }
 
+// processMemory returns the resident memory of process pid and its
+// anonymous part (heap and stacks, not the binary's pages), in bytes, from
+// /proc/PID/status: the same reading for every server, whatever its own
+// /stats says.
+func processMemory(pid int) (rss, anon int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench: server memory: %w", err)
+	}
+	rss, anon = -1, -1
+	for line := range strings.Lines(string(b)) {
+		key, value, ok := strings.Cut(line, ":")
+		if !ok || (key != "VmRSS" && key != "RssAnon") {
+			continue
+		}
+		f := strings.Fields(value) // "1234 kB"
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, 0, fmt.Errorf("bench: server memory: malformed %s in /proc/%d/status", key, pid)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("bench: server memory: malformed %s in /proc/%d/status", key, pid)
+		}
+		if key == "VmRSS" {
+			rss = kb << 10
+		} else {
+			anon = kb << 10
+		}
+	}
+	if rss < 0 || anon < 0 {
+		return 0, 0, fmt.Errorf("bench: server memory: no VmRSS or RssAnon in /proc/%d/status", pid)
+	}
+	return rss, anon, nil
+}
+
 // processOpenFileLimit returns the soft open-file limit of process pid, or
 // -1 when it is unlimited or unknown.
 func processOpenFileLimit(pid int) int64 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +199,14 @@ func TestJoinedMessages(t *testing.T) {
 	require.True(t, c.message(s, ws.OpText, []byte(msg(3)+"\n"+msg(4)), 1000+5000_000))
 	assert.EqualValues(t, 4, e.receipts.Load())
 	assert.EqualValues(t, 1, e.duplicates.Load())
+}
+
+// TestProcessMemory reads this process's memory from /proc/PID/status.
+func TestProcessMemory(t *testing.T) {
+	rss, anon, err := processMemory(os.Getpid())
+	require.NoError(t, err)
+	assert.Positive(t, anon)
+	assert.Greater(t, rss, anon, "RSS holds the binary's pages besides the anonymous ones")
+	_, _, err = processMemory(-1)
+	assert.Error(t, err)
 }
