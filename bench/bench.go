@@ -106,6 +106,7 @@ Examples:
   fanout bench echo -c 200 --size 1024 --url ws://10.0.0.5:8080 --bind 10.0.0.9
   fanout bench churn -c 100 --cycles 200000           do fds, goroutines and heap come back?
   fanout bench compare -n 15000 --out bench-results
+  fanout bench compare -n 15000 --server-cpus 0 --client-cpus 1   server and clients on a core each
 
 Flags (one dash or two; every scenario reads the ones it needs):
 `
@@ -198,6 +199,9 @@ func Run(ctx context.Context, scenario string, o *Options, stderr io.Writer, log
 	if !isScenario(scenario) {
 		return nil, fmt.Errorf("unknown scenario %q", scenario)
 	}
+	if len(o.ServerCPUs) > 0 {
+		return nil, errors.New("--server-cpus applies to compare, which starts the servers; pin your own server with taskset")
+	}
 	hold := o.Conns
 	if scenario == "echo" || scenario == "churn" {
 		hold = o.Concurrency
@@ -227,6 +231,7 @@ func (r *runner) newReport(scenario string) *Report {
 		Started:  time.Now(),
 		Params: Params{
 			Conns: o.Conns, Repeat: o.Repeat, Duration: o.Duration.Seconds(), Rates: o.Rates, Window: o.Window,
+			ServerCPUs: o.ServerCPUs, ClientCPUs: o.ClientCPUs,
 			PayloadBytes: o.PayloadBytes, Concurrency: o.Concurrency, Cycles: o.Cycles, Size: o.Size, Topic: o.Topic,
 		},
 		Server: ServerInfo{PID: r.pid},

@@ -77,7 +77,7 @@ func Compare(ctx context.Context, o *Options, stdout, stderr io.Writer, log *slo
 	if err != nil {
 		return err
 	}
-	fleet, err := startFleet(ctx, plan.Workers, stderr, log)
+	fleet, err := startFleet(ctx, plan.Workers, o.ClientCPUs, stderr, log)
 	if err != nil {
 		return err
 	}
@@ -115,8 +115,8 @@ func Compare(ctx context.Context, o *Options, stdout, stderr io.Writer, log *slo
 		cmp.Params = cmp.Servers[0].Report.Params
 	}
 
-	fmt.Fprintf(stdout, "fanout bench compare: N = %d subscribers, fanout %d messages, throughput %v (%s)\n\n",
-		o.Conns, o.Repeat, o.Duration, loadMode(o))
+	fmt.Fprintf(stdout, "fanout bench compare: N = %d subscribers, fanout %d messages, throughput %v (%s)%s\n\n",
+		o.Conns, o.Repeat, o.Duration, loadMode(o), pinning(o))
 	writeTable(stdout, cmp)
 	jsonPath := filepath.Join(out, "compare.json")
 	errs := []error{}
@@ -145,6 +145,21 @@ func loadMode(o *Options) string {
 		return fmt.Sprintf("open loop at %s messages/s in turn, from up to %d publishers", o.Rates.String(), o.Publishers)
 	}
 	return fmt.Sprintf("closed loop, window %d", o.Window)
+}
+
+// pinning says which CPUs the servers and the clients ran on.
+func pinning(o *Options) string {
+	var s []string
+	if len(o.ServerCPUs) > 0 {
+		s = append(s, "servers on CPU "+o.ServerCPUs.String())
+	}
+	if len(o.ClientCPUs) > 0 {
+		s = append(s, "clients on CPU "+o.ClientCPUs.String())
+	}
+	if len(s) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(s, ", ")
 }
 
 // findModuleRoot walks up from the working directory to the fanout
@@ -222,7 +237,7 @@ func compareOne(ctx context.Context, o *Options, plan fleetPlan, fleet *Fleet, n
 	defer logFile.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
+	if err := startPinned(cmd, o.ServerCPUs); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	exited := make(chan struct{})

@@ -52,12 +52,12 @@ func workerCommand() (string, []string) {
 }
 
 // startFleet starts k workers and waits for each one's hello.
-func startFleet(ctx context.Context, k int, stderr io.Writer, log *slog.Logger) (*Fleet, error) {
+func startFleet(ctx context.Context, k int, cpus cpuList, stderr io.Writer, log *slog.Logger) (*Fleet, error) {
 	exe, args := workerCommand()
 	stderr = lockedWriter(stderr)
 	f := &Fleet{log: log, changed: make(chan struct{}, 1)}
 	for i := range k {
-		w, err := startWorker(ctx, i, exe, args, stderr, f.changed)
+		w, err := startWorker(ctx, i, exe, args, cpus, stderr, f.changed)
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -67,7 +67,7 @@ func startFleet(ctx context.Context, k int, stderr io.Writer, log *slog.Logger) 
 	return f, nil
 }
 
-func startWorker(ctx context.Context, id int, exe string, args []string, stderr io.Writer, changed chan struct{}) (*workerProc, error) {
+func startWorker(ctx context.Context, id int, exe string, args []string, cpus cpuList, stderr io.Writer, changed chan struct{}) (*workerProc, error) {
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), WorkerEnv+"=1")
 	cmd.Stderr = stderr
@@ -79,7 +79,7 @@ func startWorker(ctx context.Context, id int, exe string, args []string, stderr 
 	if err != nil {
 		return nil, fmt.Errorf("bench: worker %d: %w", id, err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startPinned(cmd, cpus); err != nil {
 		return nil, fmt.Errorf("bench: start worker %d (%s): %w", id, exe, err)
 	}
 	w := &workerProc{

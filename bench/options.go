@@ -57,11 +57,14 @@ type Options struct {
 	Quiet    bool
 	LogLevel slog.Level
 
+	ClientCPUs cpuList // CPUs the worker processes run on (none: any)
+
 	// compare only
-	Servers string // comma-separated
-	Src     string // module root
-	Out     string // directory for binaries, JSON and chart
-	Chart   string // PNG path (default OUT/compare.png)
+	ServerCPUs cpuList // CPUs the servers run on (none: any)
+	Servers    string  // comma-separated
+	Src        string  // module root
+	Out        string  // directory for binaries, JSON and chart
+	Chart      string  // PNG path (default OUT/compare.png)
 }
 
 // register defines the flags on fs.
@@ -103,6 +106,8 @@ func (o *Options) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress bars (they are also off when stderr is not a terminal)")
 	fs.TextVar(&o.LogLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 
+	fs.Var(&o.ClientCPUs, "client-cpus", "run the client worker processes on these `CPUs` alone (as taskset takes them: 1, 0,2, 1-3); with --server-cpus, client and server do not share a core")
+	fs.Var(&o.ServerCPUs, "server-cpus", "compare: run each server on these `CPUs` alone (a Go server sizes GOMAXPROCS to them)")
 	fs.StringVar(&o.Servers, "servers", "fanout,gorillahub,gobwasgoroutine,nbio,gws", "compare: servers to build and run, in order")
 	fs.StringVar(&o.Src, "src", "", "compare: the fanout module's `directory` (default: found from the working directory)")
 	fs.StringVar(&o.Out, "out", "bench-results", "compare: `directory` for the built servers, compare.json and compare.png")

@@ -40,6 +40,8 @@ type Params struct {
 	Repeat       int       `json:"repeat"`
 	Duration     float64   `json:"duration_s"`
 	Rates        []float64 `json:"rates,omitempty"`
+	ServerCPUs   []int     `json:"server_cpus,omitempty"` // compare: the CPUs the servers ran on
+	ClientCPUs   []int     `json:"client_cpus,omitempty"` // the CPUs the client workers ran on
 	Window       int       `json:"window"`
 	PayloadBytes int       `json:"payload_bytes"`
 	Concurrency  int       `json:"c"`

@@ -61,7 +61,7 @@ func newRunner(ctx context.Context, o *Options, stderr io.Writer, log *slog.Logg
 	if err := checkServerFiles(r.pid, hold); err != nil {
 		return nil, err
 	}
-	r.fleet, err = startFleet(ctx, plan.Workers, stderr, log)
+	r.fleet, err = startFleet(ctx, plan.Workers, o.ClientCPUs, stderr, log)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ package bench
 
 import (
 	"fmt"
+	"os/exec"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,3 +58,29 @@ func socketError(fd int) error {
 
 // maxRSSBytes converts getrusage's ru_maxrss, which Linux gives in KiB.
 func maxRSSBytes(maxrss int64) int64 { return maxrss << 10 }
+
+// startPinned starts cmd on cpus alone (all of them when cpus is empty).
+// The child is forked from a thread pinned to them, so it starts with that
+// affinity, every thread of it included, and a Go child sizes GOMAXPROCS to
+// it: nothing is left running elsewhere, as pinning after the start would.
+func startPinned(cmd *exec.Cmd, cpus cpuList) error {
+	if len(cpus) == 0 {
+		return cmd.Start()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread, its affinity changed, ends with
+		// this goroutine instead of going back to the scheduler.
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		for _, c := range cpus {
+			set.Set(c)
+		}
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			errc <- fmt.Errorf("pin to CPUs %s: %w", cpus.String(), err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}

@@ -4,6 +4,7 @@ package bench
 
 import (
 	"errors"
+	"os/exec"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,3 +22,11 @@ func socketError(fd int) error { return errUnsupported }
 
 // maxRSSBytes converts getrusage's ru_maxrss, which BSDs give in bytes.
 func maxRSSBytes(maxrss int64) int64 { return maxrss }
+
+// startPinned starts cmd; pinning it to cpus is Linux-only.
+func startPinned(cmd *exec.Cmd, cpus cpuList) error {
+	if len(cpus) > 0 {
+		return errors.New("bench: --server-cpus and --client-cpus need Linux")
+	}
+	return cmd.Start()
+}
