@@ -183,15 +183,15 @@ func findModuleRoot() (string, error) {
 }
 
 // drawChart draws the chart from the JSON at jsonPath with the chart
-// command (bench/chart), which keeps the plotting library out of the fanout
-// binary.
+// command (bench/chart), a module of its own, which keeps the plotting
+// library out of the fanout module and binary.
 func drawChart(ctx context.Context, src, jsonPath, chart string) error {
-	cmd := exec.CommandContext(ctx, "go", "run", "./bench/chart", "-in", jsonPath, "-out", chart)
-	cmd.Dir = src
+	cmd := exec.CommandContext(ctx, "go", "run", ".", "-in", jsonPath, "-out", chart)
+	cmd.Dir = filepath.Join(src, "bench", "chart")
 	var msg bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &msg, &msg
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("chart (%s in %s): %w\n%s", strings.Join(cmd.Args, " "), src, err, msg.Bytes())
+		return fmt.Errorf("chart (%s in %s): %w\n%s", strings.Join(cmd.Args, " "), cmd.Dir, err, msg.Bytes())
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -209,4 +210,19 @@ func TestProcessMemory(t *testing.T) {
 	assert.Greater(t, rss, anon, "RSS holds the binary's pages besides the anonymous ones")
 	_, _, err = processMemory(-1)
 	assert.Error(t, err)
+}
+
+// TestPlottingOutOfModule: the chart's plotting library is not a dependency
+// of the fanout module (bench/chart is a module of its own), so neither the
+// fanout binary nor the module's go test ./... builds it.
+func TestPlottingOutOfModule(t *testing.T) {
+	root, err := findModuleRoot()
+	require.NoError(t, err)
+	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	require.NoError(t, err)
+	assert.NotContains(t, string(mod), "gonum.org/v1/plot")
+	chart, err := os.ReadFile(filepath.Join(root, "bench", "chart", "go.mod"))
+	require.NoError(t, err)
+	assert.Contains(t, string(chart), "module github.com/fanout/fanout/bench/chart")
+	assert.Contains(t, string(chart), "gonum.org/v1/plot")
 }

@@ -2,13 +2,15 @@
 // compare.json: memory per connection (bars) and the fanout latency CDF of
 // each server (lines), as a PNG.
 //
-// It is a command of its own so that the fanout binary does not link the
-// plotting library, whose fonts are parsed at start-up and would cost every
-// "fanout serve" several MiB. "fanout bench compare" runs it with go run.
+// It is a command, and a module, of its own so that the fanout binary does
+// not link the plotting library, whose fonts are parsed at start-up and
+// would cost every "fanout serve" several MiB, and so that the fanout
+// module's go test ./... does not build it. "fanout bench compare" runs it
+// with go run.
 //
-// Usage:
+// Usage, in bench/chart:
 //
-//	go run ./bench/chart -in compare.json -out compare.png
+//	go run . -in compare.json -out compare.png
 package main
 
 import (
