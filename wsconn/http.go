@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"time"
 )
 
 // Plain HTTP requests, those that are not WebSocket upgrades, are served
@@ -107,7 +108,19 @@ func (c *Conn) runHTTP(req *http.Request, served int, more bool) {
 		return
 	}
 	keep := !more && c.keepAlive(req, w, served)
-	resp := w.bytes(req.Method == http.MethodHead, keep)
+	hint := "" // Connection: close
+	if keep {
+		// The Keep-Alive hint (RFC 2068 19.7.1.1), which clients such as
+		// undici (Node's fetch) read: a client that drops an idle
+		// connection before the server does never sends a request on a
+		// connection that is being closed.
+		// The timeout is rounded down, and left out under a second.
+		hint = fmt.Sprintf("max=%d", c.srv.cfg.HTTPKeepAliveRequests-served)
+		if secs := int(c.srv.cfg.HTTPIdleTimeout / time.Second); secs > 0 {
+			hint = fmt.Sprintf("timeout=%d, %s", secs, hint)
+		}
+	}
+	resp := w.bytes(req.Method == http.MethodHead, hint)
 	if keep {
 		// A handshake in flight again, with the idle timeout to begin the
 		// next request; readHandshake gives it HandshakeTimeout once begun.
@@ -169,7 +182,7 @@ func (c *Conn) respond(status int, body string, header ...string) {
 	w.WriteHeader(status)
 	_, _ = w.Write([]byte(body))
 	c.mu.Lock()
-	c.closeLocked(w.bytes(false, false))
+	c.closeLocked(w.bytes(false, ""))
 	c.mu.Unlock()
 }
 
@@ -194,17 +207,19 @@ func (w *responseBuffer) Write(p []byte) (int, error) {
 	return w.body.Write(p)
 }
 
-// bytes serializes the response, with Connection: keep-alive or close.
-// head leaves the body out (a HEAD request), not its Content-Length.
-func (w *responseBuffer) bytes(head, keepAlive bool) []byte {
+// bytes serializes the response, with Connection: close, or keep-alive and
+// Keep-Alive: keepAlive when that is not empty. head leaves the body out (a
+// HEAD request), not its Content-Length.
+func (w *responseBuffer) bytes(head bool, keepAlive string) []byte {
 	w.WriteHeader(http.StatusOK)
 	if w.header.Get("Content-Type") == "" && w.body.Len() > 0 {
 		w.header.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
 	}
 	w.header.Set("Content-Length", strconv.Itoa(w.body.Len()))
 	w.header.Set("Connection", "close")
-	if keepAlive {
+	if keepAlive != "" {
 		w.header.Set("Connection", "keep-alive")
+		w.header.Set("Keep-Alive", keepAlive)
 	}
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))

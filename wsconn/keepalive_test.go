@@ -3,6 +3,7 @@ package wsconn_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -102,6 +103,12 @@ func TestHTTPKeepAliveBounds(t *testing.T) {
 			resp, body := readResponse(t, br)
 			assert.Equal(t, "ok\n", body)
 			assert.Equal(t, i == 2, resp.Close, "request %d", i+1)
+			if i < 2 {
+				// The hint of how long and how many more.
+				assert.Equal(t, fmt.Sprintf("timeout=30, max=%d", 2-i), resp.Header.Get("Keep-Alive"))
+			} else {
+				assert.Empty(t, resp.Header.Get("Keep-Alive"))
+			}
 		}
 		_, err := br.ReadByte()
 		require.ErrorIs(t, err, io.EOF, "closed after the last request")
@@ -155,6 +162,7 @@ func TestHTTPKeepAliveIdle(t *testing.T) {
 	require.NoError(t, err)
 	resp, _ := readResponse(t, br)
 	require.False(t, resp.Close)
+	assert.Equal(t, "max=999", resp.Header.Get("Keep-Alive"), "no timeout hint under a second, which would round up")
 	_, err = br.ReadByte()
 	require.ErrorIs(t, err, io.EOF, "closed when idle past HTTPIdleTimeout")
 	require.Eventually(t, func() bool { return srv.Connections() == 0 }, rawTimeout, time.Millisecond)
