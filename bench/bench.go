@@ -93,7 +93,9 @@ disconnects. The client's own CPU (the worker processes') is reported with each 
 so a reader can check that the client was not the bottleneck.
 
 The client fleet: K worker processes (copies of this program), each holding at most
---max-conns-per-worker connections, which must fit its open-file limit; connections
+--max-conns-per-worker connections, which must fit its open-file limit, and by default
+one per 2,000 connections up to 4, since one process dials at most about 5,000
+connections a second on loopback; connections
 come from loopback source addresses 127.0.0.2 and up (--sources, --source-base), each of
 which has the whole ephemeral port range. The limits are checked before anything
 starts, and an error says what to raise.

@@ -79,7 +79,7 @@ func (o *Options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "the server's HS256 `secret`, to mint a token per client (sub bench-PID-N, granting --topic, valid 24h) and one for publishing (default: $FANOUT_JWT_SECRET; the environment keeps it out of ps)")
 
 	fs.IntVar(&o.Conns, "n", 1000, "`N`: subscriber connections (idle, fanout, throughput, compare)")
-	fs.IntVar(&o.Workers, "workers", 0, "`K`: client worker processes (0: as few as --max-conns-per-worker allows)")
+	fs.IntVar(&o.Workers, "workers", 0, "`K`: client worker processes (0: as many as --max-conns-per-worker needs, and one per 2,000 connections up to 4, since one process dials at most about 5,000 connections a second)")
 	fs.IntVar(&o.MaxConnsPerWorker, "max-conns-per-worker", 18000, "most connections one worker process holds (each is an open file)")
 	fs.IntVar(&o.Sources, "sources", 0, "loopback source addresses to spread connections over (0: enough for the ephemeral port range)")
 	fs.StringVar(&o.SourceBase, "source-base", "127.0.0.2", "first loopback source `address`; the others follow it")

@@ -142,6 +142,13 @@ func TestPlanFleetLimits(t *testing.T) {
 	assert.Len(t, p.Sources, 1)
 	assert.Equal(t, "127.0.0.2", p.Sources[0])
 
+	p, err = planFleet(o, tg, 15000)
+	require.NoError(t, err)
+	assert.Equal(t, 4, p.Workers, "one process would hold 15,000, but dials too slowly alone")
+	p, err = planFleet(o, tg, 5000)
+	require.NoError(t, err)
+	assert.Equal(t, 3, p.Workers, "one per 2,000")
+
 	o.MaxConnsPerWorker = 300
 	p, err = planFleet(o, tg, 1000)
 	require.NoError(t, err)
