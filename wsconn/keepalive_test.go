@@ -33,6 +33,15 @@ func keepAliveMux() *http.ServeMux {
 	return mux
 }
 
+// rawHTTP opens a TCP connection to addr for HTTP requests written by hand,
+// with a deadline for the whole test; it is closed when the test ends.
+func rawHTTP(t *testing.T, addr string) (*net.TCPConn, *bufio.Reader) {
+	t.Helper()
+	conn := dialRaw(t, addr)
+	require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
+	return conn, bufio.NewReader(conn)
+}
+
 // readResponse reads one response from br and its body.
 func readResponse(t *testing.T, br *bufio.Reader) (*http.Response, string) {
 	t.Helper()
@@ -94,9 +103,7 @@ func TestHTTPKeepAlive(t *testing.T) {
 func TestHTTPKeepAliveBounds(t *testing.T) {
 	_, addr := startServer(t, wsconn.Config{HTTP: keepAliveMux(), HTTPKeepAliveRequests: 3})
 	t.Run("request limit", func(t *testing.T) {
-		conn := dialRaw(t, addr)
-		require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
-		br := bufio.NewReader(conn)
+		conn, br := rawHTTP(t, addr)
 		for i := range 3 {
 			_, err := io.WriteString(conn, getHealthz)
 			require.NoError(t, err)
@@ -120,9 +127,7 @@ func TestHTTPKeepAliveBounds(t *testing.T) {
 		{"refused before a handler", "POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn := dialRaw(t, addr)
-			require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
-			br := bufio.NewReader(conn)
+			conn, br := rawHTTP(t, addr)
 			_, err := io.WriteString(conn, tc.request)
 			require.NoError(t, err)
 			resp, _ := readResponse(t, br)
@@ -132,9 +137,7 @@ func TestHTTPKeepAliveBounds(t *testing.T) {
 		})
 	}
 	t.Run("HTTP/1.0 keep-alive", func(t *testing.T) {
-		conn := dialRaw(t, addr)
-		require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
-		br := bufio.NewReader(conn)
+		conn, br := rawHTTP(t, addr)
 		for range 2 {
 			_, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
 			require.NoError(t, err)
@@ -155,9 +158,7 @@ func TestHTTPKeepAliveIdle(t *testing.T) {
 		HTTPIdleTimeout:  200 * time.Millisecond,
 		HandshakeTimeout: 200 * time.Millisecond,
 	})
-	conn := dialRaw(t, addr)
-	require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
-	br := bufio.NewReader(conn)
+	conn, br := rawHTTP(t, addr)
 	_, err := io.WriteString(conn, getHealthz)
 	require.NoError(t, err)
 	resp, _ := readResponse(t, br)
@@ -179,9 +180,7 @@ func TestHTTPKeepAliveSlowRequest(t *testing.T) {
 		HTTPIdleTimeout:  time.Minute,
 		HandshakeTimeout: 200 * time.Millisecond,
 	})
-	conn := dialRaw(t, addr)
-	require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
-	br := bufio.NewReader(conn)
+	conn, br := rawHTTP(t, addr)
 	_, err := io.WriteString(conn, getHealthz)
 	require.NoError(t, err)
 	resp, _ := readResponse(t, br)
@@ -197,9 +196,7 @@ func TestHTTPKeepAliveSlowRequest(t *testing.T) {
 // request on the same connection.
 func TestHTTPKeepAliveThenUpgrade(t *testing.T) {
 	srv, addr := startServer(t, wsconn.Config{HTTP: keepAliveMux()})
-	conn := dialRaw(t, addr)
-	require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
-	br := bufio.NewReader(conn)
+	conn, br := rawHTTP(t, addr)
 	_, err := io.WriteString(conn, getHealthz)
 	require.NoError(t, err)
 	resp, body := readResponse(t, br)
@@ -225,9 +222,7 @@ func TestHTTPKeepAliveThenUpgrade(t *testing.T) {
 // is dropped, as RFC 9112 9.3.2 lets a server do.
 func TestHTTPPipelinedClosed(t *testing.T) {
 	srv, addr := startServer(t, wsconn.Config{HTTP: keepAliveMux()})
-	conn := dialRaw(t, addr)
-	require.NoError(t, conn.SetDeadline(time.Now().Add(rawTimeout)))
-	br := bufio.NewReader(conn)
+	conn, br := rawHTTP(t, addr)
 	_, err := io.WriteString(conn, getHealthz+getHealthz)
 	require.NoError(t, err)
 	resp, body := readResponse(t, br)
