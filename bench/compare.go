@@ -42,9 +42,9 @@ var errNoPeer = errors.New("no such reference server")
 const modulePath = "github.com/fanout/fanout"
 
 // Compare builds fanout and the reference servers of o.Servers and runs
-// each in turn, on a fresh loopback port, through the same idle, fanout
-// and throughput runs at o.Conns subscribers. It prints one markdown table
-// to stdout and writes OUT/compare.json and the chart.
+// each in turn, on a fresh loopback port, through the same idle, fanout and
+// open-loop throughput runs at o.Conns subscribers. It prints two markdown
+// tables to stdout and writes OUT/compare.json and the chart.
 func Compare(ctx context.Context, o *Options, stdout, stderr io.Writer, log *slog.Logger) error {
 	if o.Token != "" || o.JWTSecret != "" {
 		return errors.New("--token and --jwt-secret do not apply: compare runs its own servers, without authentication")
@@ -332,7 +332,9 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// writeTable prints the comparison as one markdown table.
+// writeTable prints the comparison as two markdown tables: memory and
+// fanout latency, a row per server; then throughput, a row per server and
+// rate.
 func writeTable(w io.Writer, c *Comparison) {
 	fmt.Fprintln(w, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
