@@ -4,6 +4,7 @@ package bench
 
 import (
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"runtime"
 
@@ -83,4 +84,15 @@ func startPinned(cmd *exec.Cmd, cpus cpuList) error {
 		errc <- cmd.Start()
 	}()
 	return <-errc
+}
+
+// sockaddrString formats a socket address for messages.
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+	}
+	return fmt.Sprintf("%v", sa)
 }

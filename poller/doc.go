@@ -13,9 +13,11 @@
 // that is there: if data is still pending when the fd is re-armed, the
 // callback fires again.
 //
-// The package runs on Linux (epoll) and on darwin and FreeBSD (kqueue), on top
-// of github.com/mailru/easygo/netpoll's raw-fd API. It never duplicates an fd
-// nor changes its blocking mode.
+// The package runs on Linux (epoll, on github.com/mailru/easygo/netpoll's
+// raw-fd API) and on darwin, FreeBSD, NetBSD and OpenBSD (kqueue, on
+// golang.org/x/sys/unix: easygo's kqueue builds on neither NetBSD nor
+// OpenBSD, and cannot tell two registrations of one fd number apart). It
+// never duplicates an fd nor changes its blocking mode.
 package poller
 
 // Event is a readiness bit set.

@@ -21,8 +21,7 @@ const epollClosed netpoll.EpollEvent = 0x20
 //
 // Callbacks run one at a time on the poller's own goroutine. Add, Arm and Del
 // are safe for concurrent use, including from callbacks and from workers.
-// Once the poller is closed they return an error that wraps
-// netpoll.ErrClosed.
+// Once the poller is closed they return an error that wraps ErrClosed.
 //
 // The poller keeps, per fd, only the callback (in easygo's fd-to-callback
 // map) and a 16-byte adapter around it; the fd itself is used as is, never
@@ -79,7 +78,7 @@ func (p *Poller) Add(fd int, ev Event, cb func(Event)) error {
 			// or fd could never be added again.
 			_ = p.ep.Del(fd)
 		}
-		return fmt.Errorf("poller: add fd %d: %w", fd, err)
+		return fmt.Errorf("poller: add fd %d: %w", fd, ownErr(err))
 	}
 	return nil
 }
@@ -89,7 +88,7 @@ func (p *Poller) Add(fd int, ev Event, cb func(Event)) error {
 // again at once.
 func (p *Poller) Arm(fd int, ev Event) error {
 	if err := p.ep.Mod(fd, epollEvents(ev)); err != nil {
-		return fmt.Errorf("poller: arm fd %d: %w", fd, err)
+		return fmt.Errorf("poller: arm fd %d: %w", fd, ownErr(err))
 	}
 	return nil
 }
@@ -98,7 +97,7 @@ func (p *Poller) Arm(fd int, ev Event) error {
 // fd on its own, but the poller would keep its callback.
 func (p *Poller) Del(fd int) error {
 	if err := p.ep.Del(fd); err != nil {
-		return fmt.Errorf("poller: del fd %d: %w", fd, err)
+		return fmt.Errorf("poller: del fd %d: %w", fd, ownErr(err))
 	}
 	return nil
 }
@@ -117,6 +116,20 @@ func (p *Poller) Close() error {
 		}
 	})
 	return p.closeErr
+}
+
+// ownErr translates easygo's errors to the package's own, which every
+// platform returns.
+func ownErr(err error) error {
+	switch err {
+	case netpoll.ErrClosed:
+		return ErrClosed
+	case netpoll.ErrRegistered:
+		return ErrRegistered
+	case netpoll.ErrNotRegistered:
+		return ErrNotRegistered
+	}
+	return err
 }
 
 // epollEvents translates ev to an epoll interest set: level-triggered (no

@@ -1,16 +1,13 @@
-//go:build darwin || freebsd
+//go:build darwin || freebsd || netbsd || openbsd
 
 package poller
 
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
-	"github.com/mailru/easygo/netpoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,40 +17,38 @@ import (
 //
 // Callbacks run one at a time on the poller's own goroutine. Add, Arm and Del
 // are safe for concurrent use, including from callbacks and from workers.
-// Once the poller is closed they return an error that wraps
-// netpoll.ErrClosed.
+// Once the poller is closed they return an error that wraps ErrClosed.
 //
 // On kqueue, hangup is reported through the read and write filters (EV_EOF),
 // so an fd armed for neither Readable nor Writable reports nothing.
 //
-// The poller keeps, per fd, the callback (in easygo's fd-to-callback map), a
-// small adapter around it and one bit; the fd itself is used as is, never
-// duplicated and never switched to blocking mode.
+// Both filters of an fd are registered at Add, each with EV_DISPATCH: once
+// it reports, the kernel disables it until Arm enables it again. Each
+// registration carries an id of its own in udata, so that an event of an
+// fd deleted and added again is not taken for one of the new registration
+// (see registry). The poller keeps 16 bytes per fd number and the caller's
+// callback; the fd itself is used as is, never duplicated and never
+// switched to blocking mode.
+//
+// It is written on golang.org/x/sys/unix rather than on easygo's Kqueue,
+// which builds on neither NetBSD nor OpenBSD, cannot be closed, and has no
+// way to tell two registrations of one fd number apart.
 type Poller struct {
-	kq *netpoll.Kqueue
+	kq  int
+	reg registry
 
-	// mu is held shared by Add, Arm, Del and the callbacks, and exclusively
-	// to grow disarmed and to mark the poller closed, so that no kevent
-	// call races with Close (which closes the kqueue fd).
+	// mu is held shared by Add, Arm and Del around their kevent calls, and
+	// exclusively by Close to mark the poller closed, so that none of
+	// them calls kevent on the kqueue fd once Close may close it.
 	mu     sync.RWMutex
 	closed bool
 
-	// disarmed holds one bit per fd, set when an event for fd has been
-	// delivered and cleared by Arm. kqueue arms the read and write filters
-	// separately, each one-shot: with both armed, both can fire, even in
-	// the same kevent batch. The bit lets only the first through, which
-	// gives epoll's EPOLLONESHOT semantics across filters. An event it
-	// drops is not lost: the filters are level-triggered, and the Arm that
-	// must follow re-adds them, which reports a still-ready fd again.
-	// Words are updated atomically under mu held shared.
-	disarmed []uint64
-
-	// The write end of a pipe whose read end is registered with kq: Close
-	// writes to it to stop the wait goroutine (see stopWait).
+	// The write end of a pipe whose read end is registered with kq, with
+	// id 0: Close writes to it to stop the wait goroutine.
 	wakeR, wakeW int
 
-	// done is closed on the wait goroutine when it stops for good, by
-	// stopWait or onWaitError; waitErr is written before that.
+	// done is closed by the wait goroutine when it stops; waitErr is
+	// written before that.
 	done    chan struct{}
 	waitErr error
 
@@ -65,6 +60,8 @@ type Poller struct {
 func New() (p *Poller, err error) {
 	p = &Poller{done: make(chan struct{})}
 	var wake [2]int
+	// Hold the fork lock, as package net does, so that no fork+exec
+	// inherits the pipe before it is close-on-exec.
 	syscall.ForkLock.RLock()
 	err = unix.Pipe(wake[:])
 	if err == nil {
@@ -86,41 +83,65 @@ func New() (p *Poller, err error) {
 		return nil, fmt.Errorf("poller: wake pipe: %w", err)
 	}
 
-	kq, err := netpoll.KqueueCreate(&netpoll.KqueueConfig{OnWaitError: p.onWaitError})
-	if err != nil {
-		return nil, fmt.Errorf("poller: kqueue create: %w", err)
+	// A kqueue is not inherited by a child process; no close-on-exec is
+	// needed.
+	if p.kq, err = unix.Kqueue(); err != nil {
+		return nil, fmt.Errorf("poller: kqueue: %w", err)
 	}
-	p.kq = kq
-	wakeEv := netpoll.Kevents{{Filter: netpoll.EVFILT_READ, Flags: netpoll.EV_ADD}}
-	if err = kq.Add(p.wakeR, wakeEv, 1, p.stopWait); err != nil {
-		// The wait goroutine cannot be stopped without the pipe; it stays
-		// blocked on an empty kqueue.
+	var wakeEv [1]unix.Kevent_t
+	unix.SetKevent(&wakeEv[0], p.wakeR, unix.EVFILT_READ, unix.EV_ADD)
+	setUdata(&wakeEv[0], 0)
+	if _, err = unix.Kevent(p.kq, wakeEv[:], nil, nil); err != nil {
+		unix.Close(p.kq)
 		return nil, fmt.Errorf("poller: register wake pipe: %w", err)
 	}
+	go p.wait()
 	return p, nil
 }
 
-// stopWait is the callback of the wake pipe; it runs on the wait goroutine
-// once Close has written to the pipe.
-//
-// easygo's Kqueue.Close does nothing (it is a TODO there): its wait
-// goroutine would keep running callbacks. runtime.Goexit ends that goroutine
-// here, between two callbacks, and runs its deferred cleanup, which closes
-// the kqueue fd.
-func (p *Poller) stopWait(netpoll.Kevent) {
-	close(p.done)
-	runtime.Goexit()
-}
+// maxWaitEvents bounds the batch one kevent call collects; the batch
+// starts smaller and grows while calls fill it.
+const maxWaitEvents = 1 << 15
 
-// onWaitError runs on the wait goroutine when kevent fails for good (the
-// goroutine then exits), or when closing the kqueue fd fails.
-func (p *Poller) onWaitError(err error) {
-	select {
-	case <-p.done:
-		// Closing the kqueue fd after stopWait; nobody is left to tell.
-	default:
-		p.waitErr = err
-		close(p.done)
+// wait is the poller's goroutine: it collects events and runs the
+// callbacks of those registrations take lets through.
+func (p *Poller) wait() {
+	defer close(p.done)
+	evs := make([]unix.Kevent_t, 1<<8)
+	for {
+		n, err := unix.Kevent(p.kq, nil, evs, nil)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			p.waitErr = err
+			return
+		}
+		for i := range evs[:n] {
+			k := &evs[i]
+			fd, id := int(k.Ident), udata(k)
+			if id == 0 && fd == p.wakeR {
+				return // Close
+			}
+			var ev Event
+			switch int(k.Filter) {
+			case unix.EVFILT_READ:
+				ev = Readable
+			case unix.EVFILT_WRITE:
+				ev = Writable
+			default:
+				continue
+			}
+			if int(k.Flags)&(unix.EV_EOF|unix.EV_ERROR) != 0 {
+				ev |= Hangup
+			}
+			if cb, ok := p.reg.take(fd, id, ev); ok {
+				cb(ev)
+			}
+		}
+		if n == len(evs) && 2*n <= maxWaitEvents {
+			evs = make([]unix.Kevent_t, 2*n)
+		}
 	}
 }
 
@@ -129,7 +150,10 @@ func (p *Poller) onWaitError(err error) {
 //
 // cb runs on the poller's own goroutine: it must not block (hand work to a
 // Pool), and it must not call Close. cb may still be called once after Del
-// returns (a late event); callers guard with their own closed flag.
+// returns, for an event taken just before (callers guard with their own
+// closed flag), but never for one the poller gets to after Del: those
+// belong to the registration deleted, and are dropped even when fd has been
+// added again.
 func (p *Poller) Add(fd int, ev Event, cb func(Event)) error {
 	if cb == nil {
 		return fmt.Errorf("poller: add fd %d: nil callback", fd)
@@ -137,62 +161,26 @@ func (p *Poller) Add(fd int, ev Event, cb func(Event)) error {
 	if fd < 0 {
 		return fmt.Errorf("poller: add fd %d: %w", fd, unix.EBADF)
 	}
-	// Exclusive: disarmed may grow.
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return fmt.Errorf("poller: add fd %d: %w", fd, netpoll.ErrClosed)
-	}
-	if w := fd / 64; w >= len(p.disarmed) {
-		grown := make([]uint64, max(w+1, 2*len(p.disarmed)))
-		copy(grown, p.disarmed)
-		p.disarmed = grown
-	}
-
-	var kevs netpoll.Kevents
-	n := addKevents(&kevs, ev)
-	err := p.kq.Add(fd, kevs, n, func(k netpoll.Kevent) {
-		var ev Event
-		switch k.Filter {
-		case netpoll.EVFILT_READ:
-			ev = Readable
-		case netpoll.EVFILT_WRITE:
-			ev = Writable
-		default:
-			return
-		}
-		if k.Flags&(netpoll.EV_EOF|netpoll.EV_ERROR) != 0 {
-			ev |= Hangup
-		}
-		if p.disarm(fd) {
-			cb(ev)
-		}
-	})
-	if err != nil {
-		if err != netpoll.ErrRegistered && err != netpoll.ErrClosed {
-			// easygo keeps the callback when kevent fails; drop it, or
-			// fd could never be added again.
-			_ = p.kq.Del(fd)
-		}
-		return fmt.Errorf("poller: add fd %d: %w", fd, err)
-	}
-	// Arm fd's bit (Del leaves it set). An event that fired since kq.Add
-	// waits in disarm for mu, which Add holds exclusively, so it sees the
-	// bit cleared.
-	p.disarmed[fd/64] &^= uint64(1) << (fd % 64)
-	return nil
-}
-
-// disarm marks fd disarmed and reports whether it was armed, that is,
-// whether the event at hand is the first since the last Arm.
-func (p *Poller) disarm(fd int) bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
-		return false
+		return fmt.Errorf("poller: add fd %d: %w", fd, ErrClosed)
 	}
-	bit := uint64(1) << (fd % 64)
-	return atomic.OrUint64(&p.disarmed[fd/64], bit)&bit == 0
+	// Registered first: an event the kernel collects as soon as the
+	// filters are added must find the registration armed.
+	id, err := p.reg.add(fd, ev, cb)
+	if err != nil {
+		return fmt.Errorf("poller: add fd %d: %w", fd, err)
+	}
+	changes := kevents(fd, ev, id)
+	if _, err := unix.Kevent(p.kq, changes[:], nil, nil); err != nil {
+		_ = p.reg.del(fd)
+		// kevent stops at the first change that fails: the read filter
+		// may have been added alone. Nothing is reported for it (its id
+		// is gone), and closing fd drops it.
+		return fmt.Errorf("poller: add fd %d: %w", fd, err)
+	}
+	return nil
 }
 
 // Arm re-arms fd (one-shot) for ev. It is called by whoever serves fd, once
@@ -202,40 +190,15 @@ func (p *Poller) Arm(fd int, ev Event) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
-		return fmt.Errorf("poller: arm fd %d: %w", fd, netpoll.ErrClosed)
+		return fmt.Errorf("poller: arm fd %d: %w", fd, ErrClosed)
 	}
-	if fd < 0 || fd/64 >= len(p.disarmed) {
-		return fmt.Errorf("poller: arm fd %d: %w", fd, netpoll.ErrNotRegistered)
+	id, err := p.reg.arm(fd, ev)
+	if err != nil {
+		return fmt.Errorf("poller: arm fd %d: %w", fd, err)
 	}
-	// Clear the bit before adding the filters: an event that fires in
-	// between is then delivered rather than dropped and lost.
-	atomic.AndUint64(&p.disarmed[fd/64], ^(uint64(1) << (fd % 64)))
-
-	// The wanted filters are added, one-shot and level-triggered (no
-	// EV_CLEAR), and the others deleted, so that a filter armed by an
-	// earlier Arm does not fire now. Deletions go last and one per call:
-	// deleting a one-shot filter that has fired fails with ENOENT, and
-	// kevent stops at the first failing change.
-	var kevs netpoll.Kevents
-	n := addKevents(&kevs, ev)
-	for _, f := range [...]struct {
-		ev     Event
-		filter netpoll.KeventFilter
-	}{{Readable, netpoll.EVFILT_READ}, {Writable, netpoll.EVFILT_WRITE}} {
-		if ev&f.ev != 0 {
-			continue
-		}
-		kevs[n] = netpoll.Kevent{Filter: f.filter, Flags: netpoll.EV_DELETE}
-		n++
-		if err := p.kq.Mod(fd, kevs, n); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("poller: arm fd %d: %w", fd, err)
-		}
-		n = 0
-	}
-	if n > 0 {
-		if err := p.kq.Mod(fd, kevs, n); err != nil {
-			return fmt.Errorf("poller: arm fd %d: %w", fd, err)
-		}
+	changes := kevents(fd, ev, id)
+	if _, err := unix.Kevent(p.kq, changes[:], nil, nil); err != nil {
+		return fmt.Errorf("poller: arm fd %d: %w", fd, err)
 	}
 	return nil
 }
@@ -246,27 +209,20 @@ func (p *Poller) Del(fd int) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
-		return fmt.Errorf("poller: del fd %d: %w", fd, netpoll.ErrClosed)
+		return fmt.Errorf("poller: del fd %d: %w", fd, ErrClosed)
 	}
-	// easygo's Kqueue.Del forgets the callback only; the filters must be
-	// deleted here. One change per call: kevent stops at the first failing
-	// change, and deleting a one-shot filter that has fired fails with
-	// ENOENT.
-	for _, filter := range [...]netpoll.KeventFilter{netpoll.EVFILT_READ, netpoll.EVFILT_WRITE} {
-		del := netpoll.Kevents{{Filter: filter, Flags: netpoll.EV_DELETE}}
-		err := p.kq.Mod(fd, del, 1)
-		if errors.Is(err, unix.EBADF) {
-			break // fd was closed first: the kernel has dropped its filters
-		}
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("poller: del fd %d: %w", fd, err)
-		}
-	}
-	if err := p.kq.Del(fd); err != nil {
+	if err := p.reg.del(fd); err != nil {
 		return fmt.Errorf("poller: del fd %d: %w", fd, err)
 	}
-	// Drop the late events that can still be in flight for fd.
-	atomic.OrUint64(&p.disarmed[fd/64], uint64(1)<<(fd%64))
+	var del [2]unix.Kevent_t
+	unix.SetKevent(&del[0], fd, unix.EVFILT_READ, unix.EV_DELETE)
+	unix.SetKevent(&del[1], fd, unix.EVFILT_WRITE, unix.EV_DELETE)
+	_, err := unix.Kevent(p.kq, del[:], nil, nil)
+	if err != nil && !errors.Is(err, unix.EBADF) && !errors.Is(err, unix.ENOENT) {
+		// EBADF: fd was closed first, and the kernel has dropped its
+		// filters. ENOENT: a failed Add left the write filter out.
+		return fmt.Errorf("poller: del fd %d: %w", fd, err)
+	}
 	return nil
 }
 
@@ -284,27 +240,37 @@ func (p *Poller) Close() error {
 			return
 		}
 		<-p.done
-		unix.Close(p.wakeR)
-		unix.Close(p.wakeW)
+		var errs []error
 		if p.waitErr != nil {
-			p.closeErr = fmt.Errorf("poller: wait: %w", p.waitErr)
+			errs = append(errs, fmt.Errorf("poller: wait: %w", p.waitErr))
 		}
+		for _, fd := range [...]int{p.kq, p.wakeR, p.wakeW} {
+			if err := unix.Close(fd); err != nil {
+				errs = append(errs, fmt.Errorf("poller: close: %w", err))
+			}
+		}
+		p.closeErr = errors.Join(errs...)
 	})
 	return p.closeErr
 }
 
-// addKevents fills kevs with the changes that add the filters for ev,
-// one-shot and level-triggered, and returns their number.
-func addKevents(kevs *netpoll.Kevents, ev Event) int {
-	const add = netpoll.EV_ADD | netpoll.EV_ONESHOT
-	n := 0
-	if ev&Readable != 0 {
-		kevs[n] = netpoll.Kevent{Filter: netpoll.EVFILT_READ, Flags: add}
-		n++
+// kevents returns the changes that arm registration id of fd for ev: each
+// filter added (which, for one already there, makes the kernel look at the
+// fd's readiness again), with EV_DISPATCH, enabled if wanted and disabled
+// if not. Adding both at every Arm keeps them to one kevent call that
+// cannot fail with ENOENT.
+func kevents(fd int, ev Event, id uint32) [2]unix.Kevent_t {
+	var k [2]unix.Kevent_t
+	for i, f := range [...]struct {
+		ev     Event
+		filter int
+	}{{Readable, unix.EVFILT_READ}, {Writable, unix.EVFILT_WRITE}} {
+		flags := unix.EV_ADD | evDispatch | unix.EV_DISABLE
+		if ev&f.ev != 0 {
+			flags = unix.EV_ADD | evDispatch | unix.EV_ENABLE
+		}
+		unix.SetKevent(&k[i], fd, f.filter, flags)
+		setUdata(&k[i], id)
 	}
-	if ev&Writable != 0 {
-		kevs[n] = netpoll.Kevent{Filter: netpoll.EVFILT_WRITE, Flags: add}
-		n++
-	}
-	return n
+	return k
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailru/easygo/netpoll"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -240,8 +239,8 @@ func TestDel(t *testing.T) {
 	r.none()
 
 	err := p.Del(a)
-	assert.ErrorIs(t, err, netpoll.ErrNotRegistered)
-	assert.ErrorIs(t, p.Arm(a, Readable), netpoll.ErrNotRegistered)
+	assert.ErrorIs(t, err, ErrNotRegistered)
+	assert.ErrorIs(t, p.Arm(a, Readable), ErrNotRegistered)
 
 	// The fd can be added again; the byte is still there.
 	require.NoError(t, p.Add(a, Readable, r.cb))
@@ -253,7 +252,7 @@ func TestAddErrors(t *testing.T) {
 	a, _, _ := socketPair(t)
 	r := newRecorder(t)
 	require.NoError(t, p.Add(a, Readable, r.cb))
-	assert.ErrorIs(t, p.Add(a, Readable, r.cb), netpoll.ErrRegistered)
+	assert.ErrorIs(t, p.Add(a, Readable, r.cb), ErrRegistered)
 	assert.Error(t, p.Add(-1, Readable, r.cb))
 	assert.Error(t, p.Add(a, Readable, nil))
 
@@ -263,7 +262,7 @@ func TestAddErrors(t *testing.T) {
 	require.NoError(t, unix.Close(fds[0]))
 	require.NoError(t, unix.Close(fds[1]))
 	assert.Error(t, p.Add(fds[0], Readable, r.cb), "closed fd")
-	assert.ErrorIs(t, p.Del(fds[0]), netpoll.ErrNotRegistered)
+	assert.ErrorIs(t, p.Del(fds[0]), ErrNotRegistered)
 }
 
 func TestClose(t *testing.T) {
@@ -280,10 +279,10 @@ func TestClose(t *testing.T) {
 	assert.Equal(t, int32(1), calls.Load())
 
 	assert.NoError(t, p.Close(), "Close is idempotent")
-	assert.ErrorIs(t, p.Arm(a, Writable), netpoll.ErrClosed)
-	assert.ErrorIs(t, p.Del(a), netpoll.ErrClosed)
+	assert.ErrorIs(t, p.Arm(a, Writable), ErrClosed)
+	assert.ErrorIs(t, p.Del(a), ErrClosed)
 	b, _, _ := socketPair(t)
-	assert.ErrorIs(t, p.Add(b, Readable, func(Event) {}), netpoll.ErrClosed)
+	assert.ErrorIs(t, p.Add(b, Readable, func(Event) {}), ErrClosed)
 }
 
 // TestCloseStopsCallbacks closes the poller while callbacks keep firing,
