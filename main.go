@@ -99,6 +99,7 @@ type serveOptions struct {
 	maxHTTPHandlers int
 	httpKeepAlive   int
 	httpIdle        time.Duration
+	compression     bool
 	maxConns        int
 	maxConnsPerIP   int
 	handshake       time.Duration
@@ -149,6 +150,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.maxHTTPHandlers, "max-http-handlers", 256, "plain HTTP requests (publish, stats, profiles) handled at once, each on its own goroutine; past it 503")
 	fs.IntVar(&o.httpKeepAlive, "http-keepalive-requests", 1000, "plain HTTP requests one connection may carry; the last is answered with Connection: close (1: no keep-alive)")
 	fs.DurationVar(&o.httpIdle, "http-idle-timeout", 30*time.Second, "how long a kept-alive HTTP connection may wait for its next request")
+	fs.BoolVar(&o.compression, "compression", true, "accept permessage-deflate from clients that offer it (no context takeover either way); false turns it away")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 5*time.Second, "absolute time a client has to send its upgrade request")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long connections have to drain their queues, close 1001 last, and close")
 	fs.BoolVar(&o.echo, "echo", true, "serve the /echo endpoint, which echoes every message (for conformance suites and the bench)")
@@ -388,6 +390,7 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 		MaxHTTPHandlers:       o.maxHTTPHandlers,
 		HTTPKeepAliveRequests: o.httpKeepAlive,
 		HTTPIdleTimeout:       o.httpIdle,
+		DisableCompression:    !o.compression,
 		MaxConnections:        o.maxConns,
 		MaxConnectionsPerIP:   o.maxConnsPerIP,
 		HandshakeTimeout:      o.handshake,

@@ -443,7 +443,7 @@ func TestServeCommandLine(t *testing.T) {
 		"-shards", "-history-size", "-history-age", "-max-subscriptions", "-max-topic-bytes",
 		"-slow-consumer", "-ping-interval", "-idle-timeout", "-frame-timeout",
 		"-max-topics", "-max-history-bytes", "-max-byte-rate",
-		"-http-keepalive-requests", "-http-idle-timeout",
+		"-http-keepalive-requests", "-http-idle-timeout", "-compression",
 	} {
 		assert.Regexp(t, `(?m)^  `+flag+`( |$)`, stderr, "serve --help lists %s", flag)
 	}
@@ -1016,6 +1016,7 @@ func TestServeMetrics(t *testing.T) {
 	for _, name := range []string{
 		"fanout_queued_bytes", "fanout_drops_total", "fanout_slow_consumer_disconnects_total",
 		"fanout_messages_in_total", "fanout_handshakes_in_flight", "fanout_history_evicted_total",
+		"fanout_messages_inflated_total", "fanout_compressed_upgrades_total",
 		"go_goroutines", "process_resident_memory_bytes",
 	} {
 		value(name)
@@ -1072,4 +1073,49 @@ func TestServeFlagsSayNo(t *testing.T) {
 	}
 	// Zero where zero has a meaning still starts.
 	startServe(t, "--no-auth", "--ping-interval", "0", "--idle-timeout", "0", "--workers", "0", "--max-connections-per-ip", "0")
+}
+
+// TestServeCompression: on /ws a client that offers permessage-deflate
+// subscribes and publishes with compressed messages; --compression=false
+// turns the offer away.
+func TestServeCompression(t *testing.T) {
+	s := startServe(t)
+	d := gorilla.Dialer{HandshakeTimeout: waitTimeout, EnableCompression: true}
+	c, resp, err := d.Dial("ws://"+s.addr+"/ws", nil)
+	require.NoError(t, err)
+	defer c.Close()
+	assert.Contains(t, resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(waitTimeout)))
+
+	require.NoError(t, c.WriteMessage(gorilla.TextMessage, []byte(`{"type":"subscribe","topic":"z","id":1}`)))
+	_, p, err := c.ReadMessage()
+	require.NoError(t, err)
+	assert.Contains(t, string(p), `"subscribed"`)
+	require.NoError(t, c.WriteMessage(gorilla.TextMessage, []byte(`{"type":"publish","topic":"z","data":[`+strings.Repeat(`{"price":101.5},`, 99)+`{"price":101.5}]}`)))
+	for range 2 { // the published reply and the message, in either order
+		_, p, err = c.ReadMessage()
+		require.NoError(t, err)
+		if !strings.Contains(string(p), `"type"`) {
+			assert.Contains(t, string(p), `"seq":1`)
+			assert.Equal(t, 100, strings.Count(string(p), `{"price":101.5}`))
+		}
+	}
+	resp2, err := httpClient.Get("http://" + s.addr + "/stats")
+	require.NoError(t, err)
+	defer resp2.Body.Close()
+	var st struct {
+		Server struct {
+			CompressedUpgrades uint64 `json:"compressed_upgrades"`
+			MessagesInflated   uint64 `json:"messages_inflated"`
+		} `json:"server"`
+	}
+	require.NoError(t, json.NewDecoder(resp2.Body).Decode(&st))
+	assert.Equal(t, uint64(1), st.Server.CompressedUpgrades)
+	assert.Equal(t, uint64(2), st.Server.MessagesInflated)
+
+	off := startServe(t, "--compression=false")
+	c2, resp, err := d.Dial("ws://"+off.addr+"/ws?topics=z", nil)
+	require.NoError(t, err)
+	defer c2.Close()
+	assert.Empty(t, resp.Header.Get("Sec-WebSocket-Extensions"))
 }

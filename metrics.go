@@ -35,6 +35,8 @@ var (
 	descHandshaking   = desc("handshakes_in_flight", "Connections accepted and not yet upgraded nor answered.")
 	descHandshakes    = desc("handshakes_total", "Handshakes by outcome: 101 (upgraded), the status of a refusal (503 includes connections refused at accept, for a limit or while shutting down), aborted (the peer left or the handshake timed out).", "outcome")
 	descMessagesIn    = desc("messages_in_total", "Data messages received from clients, /ws and /echo.")
+	descInflated      = desc("messages_inflated_total", "Of the data messages received, those the client compressed (permessage-deflate).")
+	descCompressedUps = desc("compressed_upgrades_total", "WebSocket upgrades that negotiated permessage-deflate.")
 	descBytesIn       = desc("bytes_in_total", "Bytes read from clients.")
 	descBytesOut      = desc("bytes_out_total", "Bytes written to clients.")
 	descProtocolErrs  = desc("protocol_errors_total", "Connections failed for breaking RFC 6455 or a limit.")
@@ -63,7 +65,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descConnections, descWebSockets, descHandshaking, descHandshakes, descMessagesIn, descBytesIn,
+		descConnections, descWebSockets, descHandshaking, descHandshakes, descMessagesIn, descInflated, descCompressedUps, descBytesIn,
 		descBytesOut, descProtocolErrs, descCloses, descPublishes, descDeliveries, descReplayed, descDrops,
 		descSlowCloses, descRateLimited, descQueuedBytes, descTopics, descTopicsRefused, descSubs,
 		descHistMsgs, descHistBytes, descHistEvicted, descLatency,
@@ -93,6 +95,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descHandshakes, st.HandshakeAborts, "aborted")
 	counter(descMessagesIn, st.MessagesIn)
+	counter(descInflated, st.MessagesInflated)
+	counter(descCompressedUps, st.CompressedUpgrades)
 	counter(descBytesIn, st.BytesIn)
 	counter(descBytesOut, st.BytesOut)
 	counter(descProtocolErrs, st.ProtocolErrors)

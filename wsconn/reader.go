@@ -22,6 +22,7 @@ func (e *CloseError) Error() string {
 var (
 	errUnmasked         = &CloseError{ws.StatusProtocolError, "client frame not masked"}
 	errReservedBits     = &CloseError{ws.StatusProtocolError, "reserved bits set without an extension"}
+	errCompressedBit    = &CloseError{ws.StatusProtocolError, "compression bit on a control frame or a continuation"}
 	errReservedOpCode   = &CloseError{ws.StatusProtocolError, "reserved opcode"}
 	errControlTooLong   = &CloseError{ws.StatusProtocolError, "control frame payload over 125 bytes"}
 	errControlFragment  = &CloseError{ws.StatusProtocolError, "fragmented control frame"}
@@ -41,9 +42,16 @@ var (
 // Payload is unmasked. It aliases either the buffer passed to Next or the
 // Reader's own assembly buffer, so it is valid only until the next call to
 // Next; a caller that keeps it must copy it.
+//
+// Compressed is set for a data message the client compressed
+// (permessage-deflate, RFC 7692, once SetCompression has allowed it).
+// Payload is then the compressed bytes, without the trailer the sender
+// removed and unchecked for UTF-8; the connection inflates it (inflate.go)
+// within the same size limit before a Handler sees it.
 type Message struct {
-	OpCode  ws.OpCode
-	Payload []byte
+	OpCode     ws.OpCode
+	Payload    []byte
+	Compressed bool
 }
 
 // Reader is the incremental frame reader of one server-side connection.
@@ -76,11 +84,19 @@ type Reader struct {
 	inFrame  bool
 	msgOp    ws.OpCode
 	msgUTF8  utf8State
+	// flags: flagDeflate once compression is negotiated, flagCompressed
+	// while the current message is compressed.
+	flags uint8
 
 	// An incomplete frame header carried to the next call.
 	pending  [maxHeaderBytes - 1]byte
 	npending uint8
 }
+
+const (
+	flagDeflate    = 1 << iota // permessage-deflate negotiated: RSV1 allowed
+	flagCompressed             // the current data message has RSV1
+)
 
 // assembly holds the pieces of a message or control frame that did not
 // arrive in one buffer. It is allocated only then, so that a connection
@@ -98,6 +114,18 @@ const assemblyInitialBytes = 64 << 10
 // maxMessageBytes long.
 func (r *Reader) Reset(maxMessageBytes int64) {
 	*r = Reader{maxMessageBytes: maxMessageBytes}
+}
+
+// SetCompression allows (or forbids) compressed messages: RSV1 on the
+// first frame of a data message, as permessage-deflate (RFC 7692)
+// negotiated at the upgrade has it. Without it RSV1 fails the connection
+// with 1002.
+func (r *Reader) SetCompression(on bool) {
+	if on {
+		r.flags |= flagDeflate
+	} else {
+		r.flags &^= flagDeflate
+	}
 }
 
 // Pending returns the bytes of an incomplete frame header that the last call
@@ -172,7 +200,7 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 			return Message{OpCode: r.frameOp, Payload: payload}, n, true, nil
 		}
 
-		if r.msgOp == ws.OpText {
+		if r.msgOp == ws.OpText && r.flags&flagCompressed == 0 {
 			if r.msgUTF8 = r.msgUTF8.validUTF8(chunk); r.msgUTF8 == utf8Reject {
 				return m, n, false, errTextUTF8
 			}
@@ -198,10 +226,11 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 		if !r.frameFin {
 			continue
 		}
-		if r.msgOp == ws.OpText && r.msgUTF8 != utf8Accept {
+		compressed := r.flags&flagCompressed != 0
+		if r.msgOp == ws.OpText && !compressed && r.msgUTF8 != utf8Accept {
 			return m, n, false, errTextUTF8
 		}
-		m = Message{OpCode: r.msgOp, Payload: chunk}
+		m = Message{OpCode: r.msgOp, Payload: chunk, Compressed: compressed}
 		if !whole && r.asm != nil {
 			m.Payload = r.asm.msg
 			r.asm.msg = nil
@@ -209,6 +238,7 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 		// Drop the assembly buffer: an idle connection holds no buffer.
 		r.dropAssembly()
 		r.msgOp, r.msgLen, r.msgUTF8 = 0, 0, utf8Accept
+		r.flags &^= flagCompressed
 		return m, n, true, nil
 	}
 }
@@ -222,11 +252,14 @@ func (r *Reader) readHeader(p []byte) (int, error) {
 	b0, b1 := p[0], p[1]
 	fin := b0&0x80 != 0
 	op := ws.OpCode(b0 & 0x0f)
+	rsv1 := b0&0x40 != 0
 	// Check what the first two bytes tell before waiting for the rest, so a
 	// bad frame fails without waiting for more bytes.
 	switch {
-	case b0&0x70 != 0:
+	case b0&0x30 != 0, rsv1 && r.flags&flagDeflate == 0:
 		return 0, errReservedBits
+	case rsv1 && (op.IsControl() || op == ws.OpContinuation):
+		return 0, errCompressedBit
 	case op.IsReserved():
 		return 0, errReservedOpCode
 	case b1&0x80 == 0:
@@ -275,6 +308,9 @@ func (r *Reader) readHeader(p []byte) (int, error) {
 		}
 		if op != ws.OpContinuation {
 			r.msgOp, r.msgLen, r.msgUTF8 = op, 0, utf8Accept
+			if rsv1 {
+				r.flags |= flagCompressed
+			}
 		}
 	}
 	copy(r.mask[:], p[size-4:size])

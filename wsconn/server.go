@@ -140,6 +140,12 @@ type Config struct {
 	// next request; once the request's first bytes arrive, it has
 	// HandshakeTimeout to complete it. Default: 30 s.
 	HTTPIdleTimeout time.Duration
+	// DisableCompression turns permessage-deflate (RFC 7692) away. Without
+	// it the extension is accepted when a client offers it, always with
+	// server_no_context_takeover and client_no_context_takeover, so that
+	// no connection keeps a compression window between messages; the
+	// client's compressed messages are inflated within MaxMessageBytes.
+	DisableCompression bool
 
 	// Logger receives the server's logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -228,6 +234,7 @@ type Server struct {
 	bufs   [][]byte // read buffer per worker
 
 	upgraders sync.Pool // *upgrader
+	inflaters inflaters
 	handoffs  handoffs
 	now       func() time.Time
 
@@ -261,14 +268,16 @@ type Server struct {
 	httpReused      atomic.Uint64 // HTTP requests on a kept-alive connection
 	protocolErrors  atomic.Uint64
 	messagesIn      atomic.Uint64
-	bytesIn         atomic.Uint64
-	bytesOut        atomic.Uint64
-	pings           atomic.Uint64
-	idleCloses      atomic.Uint64
-	resets          atomic.Uint64 // timed out with unread output: closed with RST
-	handshakeAborts atomic.Uint64 // released before the request was complete
-	turns           atomic.Uint64 // see Stats.Turns
-	writeCalls      atomic.Uint64 // see Stats.Writes
+	// compressedUpgrades and messagesInflated: see Stats.
+	compressedUpgrades, messagesInflated atomic.Uint64
+	bytesIn                              atomic.Uint64
+	bytesOut                             atomic.Uint64
+	pings                                atomic.Uint64
+	idleCloses                           atomic.Uint64
+	resets                               atomic.Uint64 // timed out with unread output: closed with RST
+	handshakeAborts                      atomic.Uint64 // released before the request was complete
+	turns                                atomic.Uint64 // see Stats.Turns
+	writeCalls                           atomic.Uint64 // see Stats.Writes
 }
 
 // NewServer starts the reactor, the worker pool and the sweep of a server
@@ -646,6 +655,11 @@ type Stats struct {
 	HTTPReused         uint64 `json:"http_reused"`         // of HTTPRequests, those on a kept-alive connection (its second and later)
 	ProtocolErrors     uint64 `json:"protocol_errors"`     // connections failed for breaking RFC 6455 or a limit
 	MessagesIn         uint64 `json:"messages_in"`         // data messages received
+	// CompressedUpgrades counts the upgrades that negotiated
+	// permessage-deflate; MessagesInflated, the compressed client
+	// messages inflated (of MessagesIn).
+	CompressedUpgrades uint64 `json:"compressed_upgrades"`
+	MessagesInflated   uint64 `json:"messages_inflated"`
 	BytesIn            uint64 `json:"bytes_in"`
 	BytesOut           uint64 `json:"bytes_out"`
 	Pings              uint64 `json:"pings"` // pings sent by the sweep
@@ -683,6 +697,8 @@ func (s *Server) Stats() Stats {
 		HTTPReused:         s.httpReused.Load(),
 		ProtocolErrors:     s.protocolErrors.Load(),
 		MessagesIn:         s.messagesIn.Load(),
+		CompressedUpgrades: s.compressedUpgrades.Load(),
+		MessagesInflated:   s.messagesInflated.Load(),
 		BytesIn:            s.bytesIn.Load(),
 		BytesOut:           s.bytesOut.Load(),
 		Pings:              s.pings.Load(),

@@ -192,6 +192,13 @@ func (c *Conn) readFrames(p []byte, owned bool) {
 		if !ok {
 			break
 		}
+		if m.Compressed {
+			if m.Payload, err = c.srv.inflaters.inflate(m.Payload, c.rd.maxMessageBytes, m.OpCode == ws.OpText); err != nil {
+				c.fail(err)
+				return
+			}
+			c.srv.messagesInflated.Add(1)
+		}
 		// A control frame inside a fragmented message leaves the reader
 		// busy: the message's deadline goes on.
 		fresh = fresh || c.rd.Idle()

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 )
 
 // Request is what a Server learns of a WebSocket upgrade request before it
@@ -121,6 +123,10 @@ func (c *Conn) readHandshake(p []byte) {
 			c.rd.maxMessageBytes = n
 		}
 	}
+	if up.deflate {
+		c.rd.SetCompression(true)
+		c.srv.compressedUpgrades.Add(1)
+	}
 	c.enqueueCopyLocked(resp) // resp belongs to the pooled upgrader
 	c.mu.Unlock()
 	handler.OnOpen(c)
@@ -176,6 +182,7 @@ func (s *Server) runUpgrade(c *Conn, head []byte) *upgrader {
 	}
 	up.req = Request{RemoteAddr: c.RemoteAddr()}
 	up.handler = nil
+	up.deflate = false
 	up.out.Reset()
 	head, err := normalizeHead(head)
 	if err != nil {
@@ -213,6 +220,7 @@ type upgrader struct {
 	u       ws.Upgrader
 	req     Request
 	handler Handler
+	deflate bool // permessage-deflate accepted
 	err     error
 	in      bytes.Reader
 	out     bytes.Buffer
@@ -228,7 +236,36 @@ func (s *Server) newUpgrader() *upgrader {
 		OnHeader:        up.onHeader,
 		OnBeforeUpgrade: up.onBeforeUpgrade,
 	}
+	if !s.cfg.DisableCompression {
+		up.u.Negotiate = up.negotiate
+	}
 	return up
+}
+
+// deflateAnswer is the permessage-deflate the server accepts: no context
+// takeover either way, so that a connection keeps no window between
+// messages. (RFC 7692 lets a server ask for client_no_context_takeover
+// whether or not the offer has it.)
+var deflateAnswer = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
+
+// negotiate accepts the first well-formed permessage-deflate offer. A
+// malformed one (an unknown or repeated parameter, a window out of 8-15) is
+// declined, not refused: the next offer may do, and without any the
+// connection goes on uncompressed. server_max_window_bits, when offered, is
+// answered with the same value, as accepting it requires; the server sends
+// nothing compressed that breaks it.
+func (up *upgrader) negotiate(opt httphead.Option) (httphead.Option, error) {
+	if up.deflate || !bytes.Equal(opt.Name, wsflate.ExtensionNameBytes) {
+		return httphead.Option{}, nil
+	}
+	var offer wsflate.Parameters
+	if offer.Parse(opt) != nil {
+		return httphead.Option{}, nil
+	}
+	up.deflate = true
+	answer := deflateAnswer
+	answer.ServerMaxWindowBits = offer.ServerMaxWindowBits
+	return answer.Option(), nil
 }
 
 func (up *upgrader) onRequest(uri []byte) error {

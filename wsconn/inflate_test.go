@@ -1,0 +1,187 @@
+package wsconn
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// deflateMessage compresses p as a permessage-deflate sender does: one
+// flushed deflate stream without its final 0x00 0x00 0xff 0xff.
+func deflateMessage(tb testing.TB, p []byte) []byte {
+	tb.Helper()
+	var b bytes.Buffer
+	w, err := flate.NewWriter(&b, flate.BestSpeed)
+	require.NoError(tb, err)
+	_, err = w.Write(p)
+	require.NoError(tb, err)
+	require.NoError(tb, w.Flush())
+	out := b.Bytes()
+	require.True(tb, bytes.HasSuffix(out, []byte{0, 0, 0xff, 0xff}))
+	return out[:len(out)-4]
+}
+
+func TestInflate(t *testing.T) {
+	var s inflaters
+	for _, msg := range []string{"", "a", `{"topic":"news","data":"hello"}`, strings.Repeat("fanout ", 20000)} {
+		got, err := s.inflate(deflateMessage(t, []byte(msg)), 1<<20, true)
+		require.NoError(t, err, "%.20q", msg)
+		assert.Equal(t, msg, string(got))
+	}
+	// Exactly at the limit is allowed; one byte over is 1009.
+	msg := bytes.Repeat([]byte{'x'}, 1000)
+	got, err := s.inflate(deflateMessage(t, msg), 1000, false)
+	require.NoError(t, err)
+	assert.Equal(t, msg, got)
+	_, err = s.inflate(deflateMessage(t, msg), 999, false)
+	assert.Equal(t, errInflatedTooBig, err)
+
+	_, err = s.inflate([]byte{0xff, 0xff, 0xff}, 1<<20, false)
+	assert.Equal(t, errInflate, err, "not deflate")
+	_, err = s.inflate(deflateMessage(t, []byte("caf\xc3")), 1<<20, true)
+	assert.Equal(t, errTextUTF8, err)
+	got, err = s.inflate(deflateMessage(t, []byte("caf\xc3")), 1<<20, false)
+	require.NoError(t, err, "binary is not checked for UTF-8")
+	assert.Equal(t, "caf\xc3", string(got))
+}
+
+// A zip bomb fails with 1009 once the limit is passed: what inflating it
+// allocates is bounded by the limit (and the pooled reader), not by what
+// it would inflate to.
+func TestInflateBomb(t *testing.T) {
+	bomb := deflateMessage(t, make([]byte, 64<<20)) // 64 MiB of zeros, about 64 KiB
+	t.Logf("bomb: %d bytes inflating to %d", len(bomb), 64<<20)
+	var s inflaters
+	const limit = 256 << 10
+	_, err := s.inflate(bomb, limit, false) // warm the pool
+	require.Equal(t, errInflatedTooBig, err)
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = s.inflate(bomb, limit, false)
+	runtime.ReadMemStats(&after)
+	require.Equal(t, errInflatedTooBig, err)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("allocated %d bytes for a limit of %d", allocated, limit)
+	// The output buffer doubles up to limit+1: under 2 × limit in all.
+	assert.Less(t, allocated, uint64(2*limit+64<<10))
+}
+
+func TestReaderCompressedBits(t *testing.T) {
+	frame := func(b0 byte, payload []byte) []byte {
+		return append([]byte{b0, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
+	}
+	const fin, rsv1, rsv2 = 0x80, 0x40, 0x20
+	text := byte(ws.OpText)
+	compressed := deflateMessage(t, []byte("hello"))
+	for _, tc := range []struct {
+		name    string
+		deflate bool
+		frames  [][]byte
+		err     error // nil: the message comes out, compressed
+	}{
+		{"RSV1 without the extension", false, [][]byte{frame(fin|rsv1|text, compressed)}, errReservedBits},
+		{"RSV1 with it", true, [][]byte{frame(fin|rsv1|text, compressed)}, nil},
+		{"RSV2 with it", true, [][]byte{frame(fin|rsv2|text, compressed)}, errReservedBits},
+		{"RSV1 on a continuation", true, [][]byte{frame(rsv1|text, compressed[:2]), frame(fin|rsv1, compressed[2:])}, errCompressedBit},
+		{"RSV1 on a ping", true, [][]byte{frame(fin|rsv1|byte(ws.OpPing), nil)}, errCompressedBit},
+		{"fragmented", true, [][]byte{frame(rsv1|text, compressed[:2]), frame(byte(ws.OpPing)|fin, nil), frame(fin, compressed[2:])}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r Reader
+			r.Reset(1 << 20)
+			r.SetCompression(tc.deflate)
+			var got []Message
+			var err error
+			for _, f := range tc.frames {
+				for p := f; len(p) > 0 && err == nil; {
+					var m Message
+					var n int
+					var ok bool
+					m, n, ok, err = r.Next(p)
+					p = p[n:]
+					if ok {
+						m.Payload = bytes.Clone(m.Payload)
+						got = append(got, m)
+					}
+				}
+			}
+			if tc.err != nil {
+				assert.Equal(t, tc.err, err)
+				return
+			}
+			require.NoError(t, err)
+			last := got[len(got)-1]
+			assert.True(t, last.Compressed)
+			assert.Equal(t, ws.OpText, last.OpCode)
+			assert.Equal(t, compressed, last.Payload)
+			// The next message is plain unless it says otherwise.
+			m, _, ok, err := r.Next(frame(fin|text, []byte("plain")))
+			require.NoError(t, err)
+			require.True(t, ok)
+			assert.False(t, m.Compressed)
+		})
+	}
+}
+
+func TestNegotiateDeflate(t *testing.T) {
+	for _, tc := range []struct {
+		offer, want string // want "": not accepted
+		disabled    bool
+	}{
+		{"permessage-deflate", "permessage-deflate; server_no_context_takeover; client_no_context_takeover", false},
+		{"permessage-deflate; client_max_window_bits", "permessage-deflate; server_no_context_takeover; client_no_context_takeover", false},
+		{"permessage-deflate; server_max_window_bits=10", "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10", false},
+		{"permessage-deflate; client_no_context_takeover; server_no_context_takeover", "permessage-deflate; server_no_context_takeover; client_no_context_takeover", false},
+		// A malformed offer is declined; the next one is taken.
+		{"permessage-deflate; foo=1, permessage-deflate; server_max_window_bits=20, permessage-deflate", "permessage-deflate; server_no_context_takeover; client_no_context_takeover", false},
+		{"permessage-deflate; foo", "", false},
+		{"x-webkit-deflate-frame", "", false},
+		{"permessage-deflate", "", true},
+	} {
+		s := newUpgradeServer(t)
+		if tc.disabled {
+			s.cfg.DisableCompression = true
+		}
+		head := withHeaders("GET /echo HTTP/1.1", "Sec-WebSocket-Extensions: "+tc.offer)
+		c := &Conn{srv: s}
+		_, resp, err := s.upgrade(c, head)
+		require.NoError(t, err, tc.offer)
+		r, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(resp)), nil)
+		require.NoError(t, err)
+		// gobwas/ws writes the parameters without spaces, as the grammar
+		// allows.
+		assert.Equal(t, strings.ReplaceAll(tc.want, " ", ""), r.Header.Get("Sec-WebSocket-Extensions"), "offer %q", tc.offer)
+	}
+}
+
+// FuzzInflate feeds arbitrary bytes to the inflater as a compressed
+// message: it must not panic, must not give more than the limit, and fails
+// only with the connection's close errors.
+func FuzzInflate(f *testing.F) {
+	f.Add(deflateMessage(f, []byte(`{"topic":"a","data":"b"}`)))
+	f.Add(deflateMessage(f, make([]byte, 10000)))
+	f.Add([]byte{})
+	f.Add([]byte{0x00})
+	f.Add([]byte{0x01, 0x00, 0x00, 0xff, 0xff})
+	var s inflaters
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const limit = 4096
+		out, err := s.inflate(data, limit, true)
+		switch err {
+		case nil:
+			assert.LessOrEqual(t, len(out), limit)
+		case errInflate, errInflatedTooBig, errTextUTF8:
+		default:
+			t.Fatalf("error %v", err)
+		}
+	})
+}
