@@ -1,4 +1,4 @@
-//go:build darwin || freebsd || openbsd
+//go:build (darwin || freebsd || openbsd) && !386 && !arm
 
 package poller
 
@@ -13,8 +13,10 @@ import (
 const evDispatch = unix.EV_DISPATCH
 
 // setUdata tags k with a registration id. udata is a pointer here; an id is
-// stored as a small integer, which is never the address of a Go object, so
-// the garbage collector ignores it where it scans a Kevent_t.
+// stored as an integer under 2^32, which on a 64-bit platform is never the
+// address of a Go object (the heap lies far above), so the garbage
+// collector ignores it where it scans a Kevent_t. (32-bit platforms are not
+// built: there an id could fall in the heap.)
 func setUdata(k *unix.Kevent_t, id uint32) {
 	*(*uintptr)(unsafe.Pointer(&k.Udata)) = uintptr(id)
 }

@@ -1,4 +1,4 @@
-//go:build darwin || freebsd || netbsd || openbsd
+//go:build (darwin || freebsd || netbsd || openbsd) && !386 && !arm
 
 package poller
 
@@ -204,7 +204,9 @@ func (p *Poller) Arm(fd int, ev Event) error {
 }
 
 // Del unregisters fd. Call it before closing fd: the kernel forgets a closed
-// fd on its own, but the poller would keep its callback.
+// fd on its own, but the poller would keep its callback. Del must not run
+// concurrently with Arm of the same fd (whoever serves fd calls both): an
+// Arm between the two would add the filters again.
 func (p *Poller) Del(fd int) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
