@@ -235,6 +235,7 @@ func (r *runner) newReport(scenario string) *Report {
 			Conns: o.Conns, Repeat: o.Repeat, Duration: o.Duration.Seconds(), Rates: o.Rates, Window: o.Window,
 			ServerCPUs: o.ServerCPUs, ClientCPUs: o.ClientCPUs,
 			PayloadBytes: o.PayloadBytes, Concurrency: o.Concurrency, Cycles: o.Cycles, Size: o.Size, Topic: o.Topic,
+			Compression: o.Compression,
 		},
 		Server: ServerInfo{PID: r.pid},
 		Fleet:  r.plan,

@@ -142,3 +142,20 @@ func TestAuthenticated(t *testing.T) {
 }
 
 func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
+
+// --compression offers permessage-deflate in every upgrade; fanout accepts
+// it, and the subscribers read its frames as before.
+func TestCompressionOffered(t *testing.T) {
+	assert.Contains(t, string(upgradeRequest("h", "/ws", "k", "", deflateOffer)), "\r\nSec-WebSocket-Extensions: permessage-deflate; ")
+	assert.NotContains(t, string(upgradeRequest("h", "/ws", "k", "", "")), "Sec-WebSocket-Extensions")
+
+	ts := startServer(t, broadcast.Config{})
+	o := testOptions(t, ts.url)
+	o.Compression = true
+	rep, err := Run(context.Background(), "fanout", o, os.Stderr, testLogger())
+	require.NoError(t, err)
+	assert.True(t, rep.Params.Compression)
+	assert.EqualValues(t, 300, rep.Dial.Open)
+	assert.EqualValues(t, 300*5, rep.Fanout.Receipts)
+	assert.EqualValues(t, 300, ts.srv.Stats().CompressedUpgrades)
+}

@@ -22,6 +22,7 @@ type dialPlan struct {
 	path     string
 	key      string
 	auth     *credentials
+	offer    string       // Sec-WebSocket-Extensions; "": none
 	minted   atomic.Int64 // tokens minted, for each a distinct sub
 	timeout  time.Duration
 	sem      chan struct{} // dial concurrency; nil for churn
@@ -56,7 +57,7 @@ func (p *dialPlan) upgrade() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return upgradeRequest(p.host, p.path, p.key, token), nil
+	return upgradeRequest(p.host, p.path, p.key, token, p.offer), nil
 }
 
 // settle counts a connection of the plan as open or failed and gives back

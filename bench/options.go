@@ -28,6 +28,9 @@ type Options struct {
 	Topic      string
 	Token      string // presented by every client (--token)
 	JWTSecret  string // mints a token per client (--jwt-secret)
+	// Compression offers permessage-deflate in every upgrade (no context
+	// takeover either way), as browsers do.
+	Compression bool
 
 	Conns             int // N: subscribers (idle, fanout, throughput)
 	Workers           int // K: worker processes (0: enough for MaxConnsPerWorker)
@@ -77,6 +80,8 @@ func (o *Options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.Topic, "topic", "bench", "the `topic` every subscriber subscribes to and every message goes to")
 	fs.StringVar(&o.Token, "token", "", "a `token` every connection and publish presents (Authorization: Bearer), for a server with authentication; it must grant subscribing to and publishing on --topic (default: $FANOUT_TOKEN)")
 	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "the server's HS256 `secret`, to mint a token per client (sub bench-PID-N, granting --topic, valid 24h) and one for publishing (default: $FANOUT_JWT_SECRET; the environment keeps it out of ps)")
+
+	fs.BoolVar(&o.Compression, "compression", false, "offer permessage-deflate in every upgrade, as browsers do (client and server without context takeover)")
 
 	fs.IntVar(&o.Conns, "n", 1000, "`N`: subscriber connections (idle, fanout, throughput, compare)")
 	fs.IntVar(&o.Workers, "workers", 0, "`K`: client worker processes (0: as many as --max-conns-per-worker needs, and one per 2,000 connections up to 4, since one process dials at most about 5,000 connections a second)")

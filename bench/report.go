@@ -48,6 +48,7 @@ type Params struct {
 	Cycles       int64     `json:"cycles,omitempty"`
 	Size         int       `json:"size"`
 	Topic        string    `json:"topic"`
+	Compression  bool      `json:"compression,omitempty"` // permessage-deflate offered
 }
 
 // ServerInfo says which server was measured.

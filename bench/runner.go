@@ -114,7 +114,19 @@ func (r *runner) dialCommand(i int, kind, path string, n int) *dialCommand {
 		Concurrency: max(1, r.o.DialConcurrency/r.fleet.Size()),
 		Timeout:     Duration(r.o.DialTimeout),
 		Auth:        r.creds,
+		Offer:       r.offer(),
 	}
+}
+
+// deflateOffer is the permessage-deflate offer of --compression.
+const deflateOffer = "permessage-deflate; client_no_context_takeover; server_no_context_takeover"
+
+// offer returns the Sec-WebSocket-Extensions every upgrade carries.
+func (r *runner) offer() string {
+	if r.o.Compression {
+		return deflateOffer
+	}
+	return ""
 }
 
 // dial opens n connections of kind to path, spread over the workers, with

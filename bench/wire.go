@@ -24,8 +24,9 @@ const maxResponseHeadBytes = 8 << 10
 
 // upgradeRequest returns the GET request that upgrades a connection to
 // host (the Host header) and path (with its query), offering key, with
-// token as a bearer token unless it is empty.
-func upgradeRequest(host, path, key, token string) []byte {
+// token as a bearer token unless it is empty, and offer as
+// Sec-WebSocket-Extensions unless it is empty.
+func upgradeRequest(host, path, key, token, offer string) []byte {
 	var b bytes.Buffer
 	b.WriteString("GET ")
 	b.WriteString(path)
@@ -36,6 +37,10 @@ func upgradeRequest(host, path, key, token string) []byte {
 	if token != "" {
 		b.WriteString("\r\nAuthorization: Bearer ")
 		b.WriteString(token)
+	}
+	if offer != "" {
+		b.WriteString("\r\nSec-WebSocket-Extensions: ")
+		b.WriteString(offer)
 	}
 	b.WriteString("\r\n\r\n")
 	return b.Bytes()

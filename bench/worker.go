@@ -82,6 +82,8 @@ type dialCommand struct {
 	// Auth is the token to present, or the secret to mint one per
 	// connection with; nil: none.
 	Auth *credentials `json:"auth,omitempty"`
+	// Offer is the Sec-WebSocket-Extensions of the upgrade; "": none.
+	Offer string `json:"offer,omitempty"`
 }
 
 // event is a message from a worker to the parent.
@@ -358,6 +360,7 @@ func newDialPlan(e *engine, d *dialCommand) (*dialPlan, error) {
 		path:    d.Path,
 		key:     e.key,
 		auth:    d.Auth,
+		offer:   d.Offer,
 		timeout: time.Duration(d.Timeout),
 		n:       int64(d.N),
 		sem:     make(chan struct{}, max(1, d.Concurrency)),
@@ -365,7 +368,7 @@ func newDialPlan(e *engine, d *dialCommand) (*dialPlan, error) {
 	}
 	if d.Auth == nil || d.Auth.Secret == "" {
 		token, _ := d.Auth.token("", time.Time{}) // given, not minted: no error
-		plan.request = upgradeRequest(d.Host, d.Path, e.key, token)
+		plan.request = upgradeRequest(d.Host, d.Path, e.key, token, d.Offer)
 	}
 	if plan.timeout <= 0 {
 		plan.timeout = 10 * time.Second

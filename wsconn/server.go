@@ -235,8 +235,11 @@ type Server struct {
 
 	upgraders sync.Pool // *upgrader
 	inflaters inflaters
-	handoffs  handoffs
-	now       func() time.Time
+	// deflateHeaders are the answers to a permessage-deflate offer, by
+	// server_max_window_bits; see deflateHeaders.
+	deflateHeaders [16]ws.HandshakeHeader
+	handoffs       handoffs
+	now            func() time.Time
 
 	registry [registryShards]registryShard
 	peers    peerCounts // only with MaxConnectionsPerIP
@@ -295,9 +298,11 @@ func NewServer(cfg Config) (*Server, error) {
 		now:        time.Now,
 		started:    time.Now(),
 		stopAccept: make(chan struct{}),
-		done:       make(chan struct{}),
-		stopSweep:  make(chan struct{}),
-		handoffs:   newHandoffs(),
+		// Built once: answering an offer allocates nothing.
+		deflateHeaders: deflateHeaders(),
+		done:           make(chan struct{}),
+		stopSweep:      make(chan struct{}),
+		handoffs:       newHandoffs(),
 	}
 	s.bufs = make([][]byte, cfg.Workers)
 	for i := range s.bufs {

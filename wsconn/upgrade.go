@@ -6,9 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 
-	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsflate"
 )
 
 // Request is what a Server learns of a WebSocket upgrade request before it
@@ -182,12 +180,15 @@ func (s *Server) runUpgrade(c *Conn, head []byte) *upgrader {
 	}
 	up.req = Request{RemoteAddr: c.RemoteAddr()}
 	up.handler = nil
-	up.deflate = false
+	up.deflate, up.deflateBits = false, 0
 	up.out.Reset()
 	head, err := normalizeHead(head)
 	if err != nil {
 		up.err = Reject(http.StatusBadRequest, err.Error())
 		return up
+	}
+	if !s.cfg.DisableCompression {
+		up.deflateBits, up.deflate = acceptDeflate(head)
 	}
 	up.in.Reset(head)
 	up.u.ReadBufferSize = len(head)
@@ -216,15 +217,16 @@ func (up *upgrader) result() (Handler, []byte, error) {
 // pool, so a handshake leaves next to no garbage behind; at many thousands of
 // handshakes that garbage, not the connections, would set the heap's size.
 type upgrader struct {
-	srv     *Server
-	u       ws.Upgrader
-	req     Request
-	handler Handler
-	deflate bool // permessage-deflate accepted
-	err     error
-	in      bytes.Reader
-	out     bytes.Buffer
-	io      handshakeIO
+	srv         *Server
+	u           ws.Upgrader
+	req         Request
+	handler     Handler
+	deflate     bool  // permessage-deflate accepted
+	deflateBits uint8 // the server_max_window_bits to echo; 0: none
+	err         error
+	in          bytes.Reader
+	out         bytes.Buffer
+	io          handshakeIO
 }
 
 func (s *Server) newUpgrader() *upgrader {
@@ -236,36 +238,7 @@ func (s *Server) newUpgrader() *upgrader {
 		OnHeader:        up.onHeader,
 		OnBeforeUpgrade: up.onBeforeUpgrade,
 	}
-	if !s.cfg.DisableCompression {
-		up.u.Negotiate = up.negotiate
-	}
 	return up
-}
-
-// deflateAnswer is the permessage-deflate the server accepts: no context
-// takeover either way, so that a connection keeps no window between
-// messages. (RFC 7692 lets a server ask for client_no_context_takeover
-// whether or not the offer has it.)
-var deflateAnswer = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
-
-// negotiate accepts the first well-formed permessage-deflate offer. A
-// malformed one (an unknown or repeated parameter, a window out of 8-15) is
-// declined, not refused: the next offer may do, and without any the
-// connection goes on uncompressed. server_max_window_bits, when offered, is
-// answered with the same value, as accepting it requires; the server sends
-// nothing compressed that breaks it.
-func (up *upgrader) negotiate(opt httphead.Option) (httphead.Option, error) {
-	if up.deflate || !bytes.Equal(opt.Name, wsflate.ExtensionNameBytes) {
-		return httphead.Option{}, nil
-	}
-	var offer wsflate.Parameters
-	if offer.Parse(opt) != nil {
-		return httphead.Option{}, nil
-	}
-	up.deflate = true
-	answer := deflateAnswer
-	answer.ServerMaxWindowBits = offer.ServerMaxWindowBits
-	return answer.Option(), nil
 }
 
 func (up *upgrader) onRequest(uri []byte) error {
@@ -295,6 +268,9 @@ func (up *upgrader) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 		err = Reject(http.StatusNotFound, "not found")
 	}
 	up.handler = h
+	if err == nil && up.deflate {
+		return up.srv.deflateHeaders[up.deflateBits], nil
+	}
 	return nil, err
 }
 
