@@ -35,6 +35,7 @@ func (o *serveOptions) validate() error {
 		{"max-queue-bytes", int64(o.maxQueueBytes), 1},
 		{"max-publish-bytes", int64(o.maxPublishBytes), 1},
 		{"max-header-bytes", int64(o.maxHeaderBytes), minHeaderBytes},
+		{"compression-min-bytes", int64(o.compressMin), 1},
 	} {
 		if f.v < f.min {
 			if f.min == 0 {

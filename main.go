@@ -100,6 +100,7 @@ type serveOptions struct {
 	httpKeepAlive   int
 	httpIdle        time.Duration
 	compression     bool
+	compressMin     byteSize
 	maxConns        int
 	maxConnsPerIP   int
 	handshake       time.Duration
@@ -151,6 +152,8 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.httpKeepAlive, "http-keepalive-requests", 1000, "plain HTTP requests one connection may carry; the last is answered with Connection: close (1: no keep-alive)")
 	fs.DurationVar(&o.httpIdle, "http-idle-timeout", 30*time.Second, "how long a kept-alive HTTP connection may wait for its next request")
 	fs.BoolVar(&o.compression, "compression", true, "accept permessage-deflate from clients that offer it (no context takeover either way); false turns it away")
+	o.compressMin = 256
+	fs.Var(&o.compressMin, "compression-min-bytes", "smallest message frame, in `bytes`, compressed for subscribers that negotiated permessage-deflate; smaller ones go plain")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 5*time.Second, "absolute time a client has to send its upgrade request")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long connections have to drain their queues, close 1001 last, and close")
 	fs.BoolVar(&o.echo, "echo", true, "serve the /echo endpoint, which echoes every message (for conformance suites and the bench)")
@@ -266,6 +269,7 @@ func serve(args []string, stderr io.Writer) int {
 		MessageRate:      o.messageRate,
 		ByteRate:         float64(o.byteRate),
 		MessageBurst:     o.messageBurst,
+		CompressMinBytes: compressMinBytes(o.compression, o.compressMin),
 		Logger:           log,
 	})
 	var srv *wsconn.Server
@@ -438,4 +442,13 @@ func parseFlags(fs *flag.FlagSet, usage string, args []string) int {
 		return 2
 	}
 	return -1
+}
+
+// compressMinBytes is the hub's CompressMinBytes: negative, never, with
+// --compression=false.
+func compressMinBytes(on bool, min byteSize) int {
+	if !on {
+		return -1
+	}
+	return max(int(min), 1)
 }

@@ -443,7 +443,7 @@ func TestServeCommandLine(t *testing.T) {
 		"-shards", "-history-size", "-history-age", "-max-subscriptions", "-max-topic-bytes",
 		"-slow-consumer", "-ping-interval", "-idle-timeout", "-frame-timeout",
 		"-max-topics", "-max-history-bytes", "-max-byte-rate",
-		"-http-keepalive-requests", "-http-idle-timeout", "-compression",
+		"-http-keepalive-requests", "-http-idle-timeout", "-compression", "-compression-min-bytes",
 	} {
 		assert.Regexp(t, `(?m)^  `+flag+`( |$)`, stderr, "serve --help lists %s", flag)
 	}
@@ -1016,7 +1016,8 @@ func TestServeMetrics(t *testing.T) {
 	for _, name := range []string{
 		"fanout_queued_bytes", "fanout_drops_total", "fanout_slow_consumer_disconnects_total",
 		"fanout_messages_in_total", "fanout_handshakes_in_flight", "fanout_history_evicted_total",
-		"fanout_messages_inflated_total", "fanout_compressed_upgrades_total",
+		"fanout_messages_inflated_total", "fanout_compressed_upgrades_total", "fanout_compressed_clients",
+		"fanout_messages_compressed_total", "fanout_compressed_deliveries_total", "fanout_compressed_bytes_saved_total",
 		"go_goroutines", "process_resident_memory_bytes",
 	} {
 		value(name)
@@ -1108,10 +1109,19 @@ func TestServeCompression(t *testing.T) {
 			CompressedUpgrades uint64 `json:"compressed_upgrades"`
 			MessagesInflated   uint64 `json:"messages_inflated"`
 		} `json:"server"`
+		Hub struct {
+			MessagesCompressed   uint64 `json:"messages_compressed"`
+			CompressedDeliveries uint64 `json:"compressed_deliveries"`
+			CompressedBytesSaved uint64 `json:"compressed_bytes_saved"`
+		} `json:"hub"`
 	}
 	require.NoError(t, json.NewDecoder(resp2.Body).Decode(&st))
 	assert.Equal(t, uint64(1), st.Server.CompressedUpgrades)
 	assert.Equal(t, uint64(2), st.Server.MessagesInflated)
+	// The message came back compressed: it is over --compression-min-bytes.
+	assert.Equal(t, uint64(1), st.Hub.MessagesCompressed)
+	assert.Equal(t, uint64(1), st.Hub.CompressedDeliveries)
+	assert.Positive(t, st.Hub.CompressedBytesSaved)
 
 	off := startServe(t, "--compression=false")
 	c2, resp, err := d.Dial("ws://"+off.addr+"/ws?topics=z", nil)

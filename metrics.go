@@ -37,6 +37,10 @@ var (
 	descMessagesIn    = desc("messages_in_total", "Data messages received from clients, /ws and /echo.")
 	descInflated      = desc("messages_inflated_total", "Of the data messages received, those the client compressed (permessage-deflate).")
 	descCompressedUps = desc("compressed_upgrades_total", "WebSocket upgrades that negotiated permessage-deflate.")
+	descCompClients   = desc("compressed_clients", "Subscribers whose connection takes compressed frames.")
+	descCompMessages  = desc("messages_compressed_total", "Messages compressed for those subscribers, once each.")
+	descCompDelivers  = desc("compressed_deliveries_total", "Of the deliveries, those that went compressed.")
+	descCompSaved     = desc("compressed_bytes_saved_total", "Bytes the compressed deliveries saved against the plain frames.")
 	descBytesIn       = desc("bytes_in_total", "Bytes read from clients.")
 	descBytesOut      = desc("bytes_out_total", "Bytes written to clients.")
 	descProtocolErrs  = desc("protocol_errors_total", "Connections failed for breaking RFC 6455 or a limit.")
@@ -65,7 +69,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descConnections, descWebSockets, descHandshaking, descHandshakes, descMessagesIn, descInflated, descCompressedUps, descBytesIn,
+		descConnections, descWebSockets, descHandshaking, descHandshakes, descMessagesIn, descInflated, descCompressedUps, descCompClients, descCompMessages, descCompDelivers, descCompSaved, descBytesIn,
 		descBytesOut, descProtocolErrs, descCloses, descPublishes, descDeliveries, descReplayed, descDrops,
 		descSlowCloses, descRateLimited, descQueuedBytes, descTopics, descTopicsRefused, descSubs,
 		descHistMsgs, descHistBytes, descHistEvicted, descLatency,
@@ -105,6 +109,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descPublishes, hs.MessagesIn)
 	counter(descDeliveries, hs.Deliveries)
+	gauge(descCompClients, float64(hs.CompressedClients))
+	counter(descCompMessages, hs.MessagesCompressed)
+	counter(descCompDelivers, hs.CompressedDeliveries)
+	counter(descCompSaved, hs.CompressedBytesSaved)
 	counter(descReplayed, hs.Replayed)
 	counter(descDrops, hs.Drops)
 	counter(descSlowCloses, hs.SlowDisconnects)

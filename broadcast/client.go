@@ -30,6 +30,9 @@ func (cl *client) hub() *Hub { return cl.shard.hub }
 func (cl *client) OnOpen(c *wsconn.Conn) {
 	cl.conn = c
 	cl.hub().clients.Add(1)
+	if c.Compressed() {
+		cl.hub().deflateClients.Add(1)
+	}
 	if cl.initial != nil {
 		_ = cl.hub().walkQuery(*cl.initial, func(q querySub) {
 			var since *uint64
@@ -106,9 +109,12 @@ func (cl *client) OnDrain(*wsconn.Conn) {
 }
 
 // OnClose drops the connection's subscriptions.
-func (cl *client) OnClose(*wsconn.Conn) {
+func (cl *client) OnClose(c *wsconn.Conn) {
 	h := cl.hub()
 	h.clients.Add(-1)
+	if c.Compressed() {
+		h.deflateClients.Add(-1)
+	}
 	if len(cl.topics) == 0 {
 		return
 	}

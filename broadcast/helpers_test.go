@@ -227,15 +227,27 @@ func dial(kind, addr, query string) (wsClient, *http.Response, error) {
 		}
 		c.SetReadLimit(4 << 20)
 		return &gorillaClient{c}, resp, nil
-	case "coder":
+	case "coder", "coder-deflate":
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		c, resp, err := websocket.Dial(ctx, u, nil)
+		var opts *websocket.DialOptions
+		if kind == "coder-deflate" {
+			opts = &websocket.DialOptions{CompressionMode: websocket.CompressionContextTakeover}
+		}
+		c, resp, err := websocket.Dial(ctx, u, opts)
 		if err != nil {
 			return nil, resp, err
 		}
 		c.SetReadLimit(4 << 20)
 		return &coderClient{c}, resp, nil
+	case "gorilla-deflate":
+		d := gorilla.Dialer{HandshakeTimeout: waitTimeout, EnableCompression: true}
+		c, resp, err := d.Dial(u, nil)
+		if err != nil {
+			return nil, resp, err
+		}
+		c.SetReadLimit(4 << 20)
+		return &gorillaClient{c}, resp, nil
 	}
 	panic("unknown client kind " + kind)
 }

@@ -24,13 +24,16 @@ const (
 // op is a message to a shard. Ops are values, so sending one allocates
 // nothing.
 type op struct {
-	kind   opKind
-	topic  *Topic
-	frame  []byte   // opDeliver: the message; opUnsubscribe, opReply: the reply
-	replay [][]byte // opSubscribe
-	held   bool     // opSubscribe: the connection is held until the replay is sent (wsconn.Conn.Hold)
-	cl     *client
-	topics []*Topic // opLeave
+	kind  opKind
+	topic *Topic
+	frame []byte // opDeliver: the message; opUnsubscribe, opReply: the reply
+	// deflated: opDeliver, the message compressed for the subscribers that
+	// take it, made by the first that needs it; nil: all get frame.
+	deflated *deflatedFrame
+	replay   [][]byte // opSubscribe
+	held     bool     // opSubscribe: the connection is held until the replay is sent (wsconn.Conn.Hold)
+	cl       *client
+	topics   []*Topic // opLeave
 
 	seq       uint64       // opDeliver: the message's; opSubscribe: the seq after which messages follow, for the reply
 	recovered bool         // opSubscribe
@@ -65,6 +68,8 @@ type shard struct {
 	deliveries      atomic.Uint64
 	drops           atomic.Uint64
 	slowDisconnects atomic.Uint64
+	// Of deliveries, those that went compressed, and the bytes they saved.
+	compressedDeliveries, bytesSaved atomic.Uint64
 }
 
 // lostRange is a run of seqs of a topic that a client missed.
@@ -105,7 +110,7 @@ func (s *shard) run() {
 func (s *shard) handle(o op) (stop bool) {
 	switch o.kind {
 	case opDeliver:
-		var n, dropped uint64
+		var n, dropped, compressed, saved uint64
 		untold := len(s.lost) > 0 && s.lostIn[o.topic] > 0
 		for _, cl := range s.subs[o.topic] {
 			if untold && !s.tell(cl, o.topic) {
@@ -113,9 +118,19 @@ func (s *shard) handle(o op) (stop bool) {
 				dropped++
 				continue
 			}
-			switch s.queue(cl, o.frame) {
+			frame := o.frame
+			if o.deflated != nil && cl.conn.Compressed() {
+				if c := o.deflated.get(s.hub, o.frame); c != nil {
+					frame = c
+				}
+			}
+			switch s.queue(cl, frame) {
 			case nil:
 				n++
+				if len(frame) < len(o.frame) {
+					compressed++
+					saved += uint64(len(o.frame) - len(frame))
+				}
 			case wsconn.ErrQueueFull:
 				if s.hub.cfg.SlowConsumer == Drop {
 					s.lose(cl, o.topic, o.seq)
@@ -124,6 +139,10 @@ func (s *shard) handle(o op) (stop bool) {
 			}
 		}
 		s.deliveries.Add(n)
+		if compressed > 0 {
+			s.compressedDeliveries.Add(compressed)
+			s.bytesSaved.Add(saved)
+		}
 		if dropped > 0 {
 			s.drops.Add(dropped)
 		}

@@ -79,7 +79,11 @@ type Conn struct {
 	q        *writeQueue
 
 	rd Reader
-	hs *handshake // the request so far, while in stateHandshake
+	// deflate: the server may send compressed frames (permessage-deflate
+	// negotiated, with a window its compressor keeps to). Written before
+	// OnOpen, then only read.
+	deflate bool
+	hs      *handshake // the request so far, while in stateHandshake
 
 	handler Handler
 	// No address is kept: RemoteAddr asks the socket. 18 bytes times a
@@ -88,6 +92,12 @@ type Conn struct {
 
 // Handler returns the Handler that serves c (nil before the upgrade).
 func (c *Conn) Handler() Handler { return c.handler }
+
+// Compressed reports whether c takes compressed frames (see
+// Deflater.CompressFrame): it negotiated permessage-deflate, and did not
+// ask for a window smaller than the compressor's. It is fixed before the
+// Handler's OnOpen runs; safe for concurrent use from then on.
+func (c *Conn) Compressed() bool { return c.deflate }
 
 // handshake holds a request that did not arrive in one read.
 type handshake struct {

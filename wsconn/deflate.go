@@ -3,6 +3,9 @@ package wsconn
 import (
 	"bytes"
 	"strconv"
+	"sync"
+
+	"github.com/klauspost/compress/flate"
 
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
@@ -119,4 +122,84 @@ func windowBits(val []byte) (uint8, bool) {
 		return 10 + val[1] - '0', true
 	}
 	return 0, false
+}
+
+// Deflater compresses server frames for the connections that negotiated
+// permessage-deflate (see Conn.Compressed): each frame on its own, since the
+// server never takes context over, so one compressed frame serves every
+// such connection, as the plain frame serves the others.
+//
+// It uses github.com/klauspost/compress/flate's stateless compressor: no
+// compressor state outlives a call (a compress/flate Writer is 1.2 MB, one
+// per frame compressed at once), and on JSON of 1 KiB it is 1.4-1.6 times
+// as fast as compress/flate's BestSpeed for the same ratio
+// (BenchmarkCompressFrame; 8-10 µs against 14 µs on varied JSON, 4-6 µs
+// against 6 µs on repetitive JSON).
+//
+// A Deflater is safe for concurrent use.
+type Deflater struct {
+	minBytes int
+	pool     sync.Pool // of *appendWriter, the compressor's output
+}
+
+// appendWriter is an io.Writer that appends to its slice.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// NewDeflater returns a Deflater that leaves payloads under minBytes
+// uncompressed (RFC 7692 lets each message say whether it is compressed):
+// below a few hundred bytes deflate saves little and costs as much.
+func NewDeflater(minBytes int) *Deflater {
+	return &Deflater{minBytes: max(minBytes, 1)}
+}
+
+// CompressFrame returns the compressed form of frame, an unfragmented,
+// unmasked data frame as AppendFrame builds it: the payload deflated (the
+// final 0x00 0x00 0xff 0xff removed, as RFC 7692 section 7.2.1 says) and
+// RSV1 set. It returns nil when compression does not pay: a payload under
+// the Deflater's minimum, or one that does not shrink. The result is a new
+// buffer of its own size, which may be shared as frame is; frame is not
+// modified.
+func (d *Deflater) CompressFrame(frame []byte) []byte {
+	if len(frame) < 2 {
+		return nil
+	}
+	op := ws.OpCode(frame[0] & 0x0f)
+	hdr := 2
+	switch frame[1] & 0x7f {
+	case 126:
+		hdr += 2
+	case 127:
+		hdr += 8
+	}
+	if !op.IsData() || op == ws.OpContinuation || frame[0]&0xf0 != 0x80 || len(frame) < hdr {
+		return nil // not a whole data frame this package built
+	}
+	payload := frame[hdr:]
+	if len(payload) < d.minBytes {
+		return nil
+	}
+	w, _ := d.pool.Get().(*appendWriter)
+	if w == nil {
+		w = new(appendWriter)
+	}
+	defer d.pool.Put(w)
+	w.b = w.b[:0]
+	// Not the end of a stream: the output ends with an empty stored block
+	// (a sync flush), 0x00 0x00 0xff 0xff, which the sender removes.
+	if flate.StatelessDeflate(w, payload, false, nil) != nil {
+		return nil // appendWriter never fails; nothing else does
+	}
+	compressed, flushed := bytes.CutSuffix(w.b, []byte(deflateTail[:4]))
+	if !flushed || len(compressed) >= len(payload) {
+		return nil
+	}
+	out := make([]byte, 0, maxServerHeaderBytes+len(compressed))
+	out = AppendFrameHeader(out, op, true, len(compressed))
+	out[0] |= 0x40 // RSV1: compressed
+	return append(out, compressed...)
 }

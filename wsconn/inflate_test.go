@@ -230,3 +230,55 @@ func TestAcceptDeflateLines(t *testing.T) {
 	_, ok = acceptDeflate(withHeaders("GET /echo HTTP/1.1"))
 	assert.False(t, ok)
 }
+
+func TestCompressFrame(t *testing.T) {
+	d := NewDeflater(64)
+	var s inflaters
+	for _, n := range []int{64, 125, 126, 1000, 0xffff, 0x10000, 200 << 10} {
+		payload := []byte(strings.Repeat(`{"topic":"prices","seq":1,"data":{"bid":101.5}}`, n/47+1)[:n])
+		plain := NewFrame(ws.OpText, payload)
+		c := d.CompressFrame(plain)
+		require.NotNil(t, c, "%d bytes", n)
+		assert.Less(t, len(c), len(plain))
+		assert.Equal(t, NewFrame(ws.OpText, payload), plain, "the plain frame is left as it was")
+
+		// A client's reader sees one final compressed text frame.
+		h, err := ws.ReadHeader(bytes.NewReader(c))
+		require.NoError(t, err)
+		assert.True(t, h.Fin)
+		assert.Equal(t, ws.OpText, h.OpCode)
+		assert.Equal(t, byte(0x4), h.Rsv, "RSV1")
+		body := c[len(c)-int(h.Length):]
+		got, err := s.inflate(body, 1<<20, true)
+		require.NoError(t, err)
+		assert.Equal(t, payload, got, "%d bytes", n)
+	}
+
+	assert.Nil(t, d.CompressFrame(NewFrame(ws.OpText, []byte(strings.Repeat("a", 63)))), "under the minimum")
+	assert.Nil(t, d.CompressFrame(NewFrame(ws.OpBinary, randomPayload(4096))), "does not shrink")
+	assert.Nil(t, d.CompressFrame(NewFrame(ws.OpPing, bytes.Repeat([]byte("a"), 100))), "a control frame")
+	assert.Nil(t, d.CompressFrame(AppendFrame(nil, ws.OpText, nil)[:1]), "not a frame")
+}
+
+func randomPayload(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i*7919+i*i*31+i>>3) ^ byte(i>>8*131)
+	}
+	return p
+}
+
+// BenchmarkCompressFrame compresses a 1 KiB JSON broadcast, as a hub does
+// once per message for every subscriber that negotiated compression.
+func BenchmarkCompressFrame(b *testing.B) {
+	payload := []byte(strings.Repeat(`{"id":12345,"name":"fanout","price":101.25,"tags":["a","b"]}`, 20)[:1024])
+	frame := NewFrame(ws.OpText, payload)
+	d := NewDeflater(256)
+	c := d.CompressFrame(frame)
+	b.ReportMetric(float64(len(c))/float64(len(frame)), "ratio")
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		d.CompressFrame(frame)
+	}
+}

@@ -77,15 +77,16 @@ type Reader struct {
 	msgLen int64
 	asm    *assembly // nil unless a message or control frame arrives in pieces
 
-	mask     [4]byte
-	maskPos  uint8 // payload bytes consumed so far, mod 4
-	frameOp  ws.OpCode
-	frameFin bool
-	inFrame  bool
-	msgOp    ws.OpCode
-	msgUTF8  utf8State
+	mask    [4]byte
+	maskPos uint8 // payload bytes consumed so far, mod 4
+	frameOp ws.OpCode
+	inFrame bool
+	msgOp   ws.OpCode
+	msgUTF8 utf8State
 	// flags: flagDeflate once compression is negotiated, flagCompressed
-	// while the current message is compressed.
+	// while the current message is compressed, flagFin when the current
+	// frame is the last of its message. (Bits, not bools: the Reader stays
+	// at 64 bytes.)
 	flags uint8
 
 	// An incomplete frame header carried to the next call.
@@ -96,6 +97,7 @@ type Reader struct {
 const (
 	flagDeflate    = 1 << iota // permessage-deflate negotiated: RSV1 allowed
 	flagCompressed             // the current data message has RSV1
+	flagFin                    // the current frame has FIN
 )
 
 // assembly holds the pieces of a message or control frame that did not
@@ -206,7 +208,8 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 			}
 		}
 		// Zero copy when the whole unfragmented message is in p.
-		whole := r.frameFin && r.msgLen == 0 && avail == r.frameLen
+		fin := r.flags&flagFin != 0
+		whole := fin && r.msgLen == 0 && avail == r.frameLen
 		if !whole && avail > 0 {
 			if r.asm == nil {
 				r.asm = new(assembly)
@@ -223,7 +226,7 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 			return m, n, false, nil
 		}
 		r.inFrame = false
-		if !r.frameFin {
+		if !fin {
 			continue
 		}
 		compressed := r.flags&flagCompressed != 0
@@ -314,7 +317,12 @@ func (r *Reader) readHeader(p []byte) (int, error) {
 		}
 	}
 	copy(r.mask[:], p[size-4:size])
-	r.frameOp, r.frameFin, r.frameLen, r.frameRemain = op, fin, length, length
+	r.frameOp, r.frameLen, r.frameRemain = op, length, length
+	if fin {
+		r.flags |= flagFin
+	} else {
+		r.flags &^= flagFin
+	}
 	r.maskPos = 0
 	r.inFrame = true
 	return size, nil

@@ -123,6 +123,9 @@ func (c *Conn) readHandshake(p []byte) {
 	}
 	if up.deflate {
 		c.rd.SetCompression(true)
+		// The compressor's window is 32 KiB: a client that asked for less
+		// gets plain frames.
+		c.deflate = up.deflateBits == 0 || up.deflateBits == 15
 		c.srv.compressedUpgrades.Add(1)
 	}
 	c.enqueueCopyLocked(resp) // resp belongs to the pooled upgrader
