@@ -51,6 +51,7 @@ type conn struct {
 	out       []byte // bytes not yet written
 	frag      []byte // data of a fragmented message
 	fragOp    ws.OpCode
+	fragRSV1  bool // the fragmented message is compressed
 
 	deadline atomic.Int64 // unix nanoseconds; 0: none
 	isOpen   atomic.Bool  // the upgrade succeeded (and it may since have closed)
@@ -191,7 +192,10 @@ func (c *conn) parse(s *slot, data []byte, now int64) ([]byte, bool) {
 		if !ok {
 			return data, true
 		}
-		if h.masked || h.rsv != 0 || h.length > maxFrameBytes {
+		// RSV1 (a compressed message) only where compression was offered,
+		// and only on the first frame of a data message.
+		rsv1 := h.rsv == 4 && c.plan.offer != "" && (h.op == ws.OpText || h.op == ws.OpBinary)
+		if h.masked || h.rsv != 0 && !rsv1 || h.length > maxFrameBytes {
 			c.release(fmt.Errorf("protocol error from server: masked=%v rsv=%d length=%d", h.masked, h.rsv, h.length))
 			return nil, false
 		}
@@ -258,8 +262,11 @@ func (c *conn) frame(s *slot, h frameHeader, payload []byte, now int64) bool {
 	case ws.OpText, ws.OpBinary:
 		if !h.fin {
 			c.frag = append(c.frag[:0], payload...)
-			c.fragOp = h.op
+			c.fragOp, c.fragRSV1 = h.op, h.rsv == 4
 			return true
+		}
+		if h.rsv == 4 {
+			payload = s.inflated(payload)
 		}
 		return c.message(s, h.op, payload, now)
 	case ws.OpContinuation:
@@ -267,7 +274,11 @@ func (c *conn) frame(s *slot, h frameHeader, payload []byte, now int64) bool {
 		if !h.fin {
 			return true
 		}
-		ok := c.message(s, c.fragOp, c.frag, now)
+		p := c.frag
+		if c.fragRSV1 {
+			p = s.inflated(p)
+		}
+		ok := c.message(s, c.fragOp, p, now)
 		c.frag = nil
 		return ok
 	}

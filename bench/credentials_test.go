@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fanout/fanout/auth"
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/wsconn"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -152,10 +154,28 @@ func TestCompressionOffered(t *testing.T) {
 	ts := startServer(t, broadcast.Config{})
 	o := testOptions(t, ts.url)
 	o.Compression = true
+	o.PayloadBytes = 1024 // over the server's --compression-min-bytes
 	rep, err := Run(context.Background(), "fanout", o, os.Stderr, testLogger())
 	require.NoError(t, err)
 	assert.True(t, rep.Params.Compression)
 	assert.EqualValues(t, 300, rep.Dial.Open)
+	// Every receipt counted, each read from a compressed frame.
 	assert.EqualValues(t, 300*5, rep.Fanout.Receipts)
 	assert.EqualValues(t, 300, ts.srv.Stats().CompressedUpgrades)
+	assert.EqualValues(t, 300*5, ts.hub.Stats().CompressedDeliveries)
+	assert.EqualValues(t, 5, ts.hub.Stats().MessagesCompressed)
+}
+
+// The bench's padding compresses as feed data does, not as a run of one
+// byte: between a fifth and a half.
+func TestBroadcastDataCompresses(t *testing.T) {
+	d := broadcastData(time.Now().UnixNano(), 1024)
+	require.Len(t, d, 1024)
+	frame := wsconn.NewFrame(ws.OpText, d)
+	c := wsconn.NewDeflater(1).CompressFrame(frame)
+	require.NotNil(t, c)
+	ratio := float64(len(c)) / float64(len(frame))
+	t.Logf("1 KiB of bench data compresses to %.2f", ratio)
+	assert.Greater(t, ratio, 0.2)
+	assert.Less(t, ratio, 0.5)
 }

@@ -55,6 +55,7 @@ type job struct {
 type slot struct {
 	buf     []byte
 	scratch []byte
+	inflate *prefixInflater // made at the first compressed message
 
 	mu      sync.Mutex // guards what follows; collect reads it
 	hist    *hdrhistogram.Histogram
@@ -452,4 +453,13 @@ func selfUsage() (float64, int64) {
 	}
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	return cpu.Seconds(), maxRSSBytes(ru.Maxrss)
+}
+
+// inflated returns the start of the compressed message p, as much as a
+// subscriber reads of a message (see prefixInflater).
+func (s *slot) inflated(p []byte) []byte {
+	if s.inflate == nil {
+		s.inflate = new(prefixInflater)
+	}
+	return s.inflate.prefix(p)
 }
