@@ -211,16 +211,17 @@ func (k *coderClient) WriteText(p []byte) error   { return k.write(websocket.Mes
 func (k *coderClient) WriteBinary(p []byte) error { return k.write(websocket.MessageBinary, p) }
 func (k *coderClient) Close()                     { _ = k.c.CloseNow() }
 
-// dial connects a client of kind to /ws?query. On a rejected handshake it
-// returns the HTTP response with the error.
+// dial connects a client of kind (gorilla or coder; gorilla-deflate and
+// coder-deflate offer permessage-deflate) to /ws?query. On a rejected
+// handshake it returns the HTTP response with the error.
 func dial(kind, addr, query string) (wsClient, *http.Response, error) {
 	u := "ws://" + addr + "/ws"
 	if query != "" {
 		u += "?" + query
 	}
 	switch kind {
-	case "gorilla":
-		d := gorilla.Dialer{HandshakeTimeout: waitTimeout}
+	case "gorilla", "gorilla-deflate":
+		d := gorilla.Dialer{HandshakeTimeout: waitTimeout, EnableCompression: kind == "gorilla-deflate"}
 		c, resp, err := d.Dial(u, nil)
 		if err != nil {
 			return nil, resp, err
@@ -240,14 +241,6 @@ func dial(kind, addr, query string) (wsClient, *http.Response, error) {
 		}
 		c.SetReadLimit(4 << 20)
 		return &coderClient{c}, resp, nil
-	case "gorilla-deflate":
-		d := gorilla.Dialer{HandshakeTimeout: waitTimeout, EnableCompression: true}
-		c, resp, err := d.Dial(u, nil)
-		if err != nil {
-			return nil, resp, err
-		}
-		c.SetReadLimit(4 << 20)
-		return &gorillaClient{c}, resp, nil
 	}
 	panic("unknown client kind " + kind)
 }
