@@ -3,6 +3,7 @@ package wsconn
 import (
 	"compress/flate"
 	"io"
+	"math"
 	"sync"
 
 	"github.com/gobwas/ws"
@@ -59,14 +60,20 @@ func (s *inflaters) inflate(compressed []byte, limit int64, text bool) ([]byte, 
 		s.pool.Put(in)
 	}()
 
+	// The buffer never grows past limit+1 bytes: one byte over is enough
+	// to know. (limit+1 would overflow for a limit of MaxInt64, "none".)
+	most := limit
+	if most < math.MaxInt64 {
+		most++
+	}
 	// A first guess: JSON and text inflate 3-10 times.
-	out := make([]byte, 0, min(limit+1, int64(max(4*len(compressed), 512))))
+	out := make([]byte, 0, min(most, int64(max(4*len(compressed), 512))))
 	for {
 		if len(out) == cap(out) {
 			if int64(len(out)) > limit {
 				return nil, errInflatedTooBig
 			}
-			grown := make([]byte, len(out), min(limit+1, int64(2*cap(out))))
+			grown := make([]byte, len(out), min(most, int64(2*cap(out))))
 			copy(grown, out)
 			out = grown
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/flate"
+	"math"
 	"net/http"
 	"runtime"
 	"strings"
@@ -43,6 +44,11 @@ func TestInflate(t *testing.T) {
 	assert.Equal(t, msg, got)
 	_, err = s.inflate(deflateMessage(t, msg), 999, false)
 	assert.Equal(t, errInflatedTooBig, err)
+
+	// A limit of MaxInt64 means none: no overflow in the buffer's size.
+	got, err = s.inflate(deflateMessage(t, msg), math.MaxInt64, false)
+	require.NoError(t, err)
+	assert.Equal(t, msg, got)
 
 	_, err = s.inflate([]byte{0xff, 0xff, 0xff}, 1<<20, false)
 	assert.Equal(t, errInflate, err, "not deflate")
