@@ -266,7 +266,10 @@ func (c *conn) frame(s *slot, h frameHeader, payload []byte, now int64) bool {
 			return true
 		}
 		if h.rsv == 4 {
-			payload = s.inflated(payload)
+			if payload = s.inflated(payload); payload == nil {
+				c.release(errors.New("protocol error from server: a compressed message does not inflate"))
+				return false
+			}
 		}
 		return c.message(s, h.op, payload, now)
 	case ws.OpContinuation:
@@ -276,7 +279,10 @@ func (c *conn) frame(s *slot, h frameHeader, payload []byte, now int64) bool {
 		}
 		p := c.frag
 		if c.fragRSV1 {
-			p = s.inflated(p)
+			if p = s.inflated(p); p == nil {
+				c.release(errors.New("protocol error from server: a compressed message does not inflate"))
+				return false
+			}
 		}
 		ok := c.message(s, c.fragOp, p, now)
 		c.frag = nil

@@ -179,3 +179,14 @@ func TestBroadcastDataCompresses(t *testing.T) {
 	assert.Greater(t, ratio, 0.2)
 	assert.Less(t, ratio, 0.5)
 }
+
+func TestPrefixInflater(t *testing.T) {
+	var z prefixInflater
+	d := broadcastData(42, 1024)
+	frame := wsconn.NewDeflater(1).CompressFrame(wsconn.NewFrame(ws.OpText, d))
+	h, ok := parseFrameHeader(frame)
+	require.True(t, ok)
+	assert.Equal(t, d[:prefixBytes], z.prefix(frame[h.size:]))
+	assert.Nil(t, z.prefix([]byte{0xff, 0xff, 0xff}), "does not inflate")
+	assert.Equal(t, d[:prefixBytes], z.prefix(frame[h.size:]), "the reader is reused")
+}

@@ -21,7 +21,10 @@ type prefixInflater struct {
 }
 
 // prefix returns the first bytes p inflates to, up to prefixBytes; nil if
-// p does not inflate. The result is valid until the next call.
+// p does not inflate. The result is valid until the next call. Only the
+// start is looked at: a server that joined several messages into one
+// compressed frame would have the later ones go uncounted (fanout does
+// not join; no peer compresses).
 func (z *prefixInflater) prefix(p []byte) []byte {
 	z.src.Reset(p)
 	if z.fr == nil {
