@@ -288,3 +288,59 @@ func BenchmarkCompressFrame(b *testing.B) {
 		d.CompressFrame(frame)
 	}
 }
+
+
+// FuzzReaderCompressed feeds arbitrary bytes to Readers that negotiated
+// compression, whole, in reads whose sizes come from cuts, and a byte at a
+// time: they must not panic, must keep the reader's invariants (see feed)
+// and must give the same messages and error however the stream is split;
+// each compressed message inflates within the limit or fails with a close
+// error.
+func FuzzReaderCompressed(f *testing.F) {
+	frame := func(b0 byte, payload []byte) []byte {
+		h := AppendFrameHeader(nil, ws.OpCode(b0&0x0f), b0&0x80 != 0, len(payload))
+		h[0] = b0
+		h[1] |= 0x80 // masked, with a zero key
+		return append(append(h, 0, 0, 0, 0), payload...)
+	}
+	c := deflateMessage(f, []byte(`{"type":"subscribe","topic":"a"}`))
+	f.Add(frame(0xc1, c), []byte{3}, uint16(1024))
+	f.Add(append(frame(0x41, c[:3]), append(frame(0x89, nil), frame(0x80, c[3:])...)...), []byte{1, 7}, uint16(64))
+	f.Add(append(frame(0xc2, deflateMessage(f, make([]byte, 5000))), frame(0x81, []byte("plain"))...), []byte{}, uint16(100))
+	f.Add(frame(0xc1|0x20, c), []byte{0}, uint16(1024))
+	var s inflaters
+	f.Fuzz(func(t *testing.T, stream, cuts []byte, limit uint16) {
+		lim := int64(limit)
+		newReader := func() *Reader {
+			var r Reader
+			r.Reset(lim)
+			r.SetCompression(true)
+			return &r
+		}
+		whole := feed(t, newReader(), stream, func() int { return len(stream) })
+		i := 0
+		chunked := feed(t, newReader(), stream, func() int {
+			if len(cuts) == 0 {
+				return 1
+			}
+			n := int(cuts[i%len(cuts)]) + 1
+			i++
+			return n
+		})
+		requireSameResult(t, whole, chunked, "reads of sizes from % x", cuts)
+		requireSameResult(t, whole, feed(t, newReader(), stream, func() int { return 1 }), "one byte at a time")
+		for _, m := range whole.Msgs {
+			if m.Op != ws.OpText && m.Op != ws.OpBinary {
+				continue
+			}
+			out, err := s.inflate(m.Payload, lim, m.Op == ws.OpText)
+			switch err {
+			case nil:
+				assert.LessOrEqual(t, int64(len(out)), lim)
+			case errInflate, errInflatedTooBig, errTextUTF8:
+			default:
+				t.Fatalf("inflate: %v", err)
+			}
+		}
+	})
+}
