@@ -289,7 +289,6 @@ func BenchmarkCompressFrame(b *testing.B) {
 	}
 }
 
-
 // FuzzReaderCompressed feeds arbitrary bytes to Readers that negotiated
 // compression, whole, in reads whose sizes come from cuts, and a byte at a
 // time: they must not panic, must keep the reader's invariants (see feed)
