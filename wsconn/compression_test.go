@@ -168,3 +168,61 @@ func TestCompressionDisabled(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "plain", string(got))
 }
+
+// What the Autobahn testsuite's sections 12 and 13 do: compressed messages
+// of 16 B to 128 KiB, text and binary, whole or cut into frames of a fixed
+// size (RSV1 on the first only), echoed by /echo, under the offers those
+// sections make.
+func TestCompressedEchoAutobahnLike(t *testing.T) {
+	_, addr := startServer(t, wsconn.Config{})
+	offers := []string{
+		"permessage-deflate",
+		"permessage-deflate; client_max_window_bits",
+		"permessage-deflate; client_no_context_takeover; client_max_window_bits",
+		"permessage-deflate; server_no_context_takeover",
+		"permessage-deflate; server_max_window_bits=9; client_max_window_bits=9",
+		"permessage-deflate; client_max_window_bits=15; server_max_window_bits=8",
+	}
+	for i, offer := range offers {
+		c, ext := dialOffer(t, addr, offer)
+		require.Contains(t, ext, "permessage-deflate", offer)
+		sizes := []int{16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072}
+		if i > 0 {
+			sizes = []int{16, 4096, 131072} // the whole matrix once is enough
+		}
+		for _, size := range sizes {
+			for _, frag := range []int{0, 256, 1024, 4096, 32768} {
+				for _, op := range []byte{opText, opBinary} {
+					msg := []byte(strings.Repeat("Hello, Autobahn! ünïcødé 0123456789 ", size/36+1)[:size])
+					if op == opText {
+						msg = []byte(strings.ToValidUTF8(string(msg), "?"))
+					}
+					p := deflated(t, msg)
+					var frames [][]byte
+					if frag == 0 || frag >= len(p) {
+						frames = append(frames, rawFrame(bitFIN|bitRSV1|op, true, uint64(len(p)), p))
+					} else {
+						for i := 0; i < len(p); i += frag {
+							chunk := p[i:min(i+frag, len(p))]
+							b0 := opCont
+							if i == 0 {
+								b0 = bitRSV1 | op
+							}
+							if i+frag >= len(p) {
+								b0 |= bitFIN
+							}
+							frames = append(frames, rawFrame(b0, true, uint64(len(chunk)), chunk))
+						}
+					}
+					require.NoError(t, c.writeFrames(frames, false))
+					require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(rawTimeout)))
+					f, err := c.readFrame()
+					require.NoError(t, err, "offer %q size %d frag %d", offer, size, frag)
+					assert.Equal(t, op, f.Op)
+					assert.True(t, f.Fin)
+					require.Equal(t, msg, f.Payload, "offer %q size %d frag %d", offer, size, frag)
+				}
+			}
+		}
+	}
+}
