@@ -450,5 +450,5 @@ func compressMinBytes(on bool, min byteSize) int {
 	if !on {
 		return -1
 	}
-	return max(int(min), 1)
+	return int(min) // at least 1: validate says so
 }

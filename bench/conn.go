@@ -265,31 +265,30 @@ func (c *conn) frame(s *slot, h frameHeader, payload []byte, now int64) bool {
 			c.fragOp, c.fragRSV1 = h.op, h.rsv == 4
 			return true
 		}
-		if h.rsv == 4 {
-			if payload = s.inflated(payload); payload == nil {
-				c.release(errors.New("protocol error from server: a compressed message does not inflate"))
-				return false
-			}
-		}
-		return c.message(s, h.op, payload, now)
+		return c.dataMessage(s, h.op, payload, h.rsv == 4, now)
 	case ws.OpContinuation:
 		c.frag = append(c.frag, payload...)
 		if !h.fin {
 			return true
 		}
-		p := c.frag
-		if c.fragRSV1 {
-			if p = s.inflated(p); p == nil {
-				c.release(errors.New("protocol error from server: a compressed message does not inflate"))
-				return false
-			}
-		}
-		ok := c.message(s, c.fragOp, p, now)
+		ok := c.dataMessage(s, c.fragOp, c.frag, c.fragRSV1, now)
 		c.frag = nil
 		return ok
 	}
 	c.release(fmt.Errorf("protocol error from server: opcode %d", h.op))
 	return false
+}
+
+// dataMessage handles one complete data message, compressed or not: of a
+// compressed one, the start (see slot.inflated).
+func (c *conn) dataMessage(s *slot, op ws.OpCode, p []byte, compressed bool, now int64) bool {
+	if compressed {
+		if p = s.inflated(p); p == nil {
+			c.release(errors.New("protocol error from server: a compressed message does not inflate"))
+			return false
+		}
+	}
+	return c.message(s, op, p, now)
 }
 
 // message handles one complete data message.

@@ -235,8 +235,8 @@ func parseUint(b []byte) (uint64, bool) {
 // broadcastData returns the JSON data of a timed broadcast message, padded
 // with a "p" string so that the data is at least size bytes long. The pad
 // reads like records of a feed, numbers varying from message to message, so
-// that it compresses about as such data does (to about a third), not as a
-// run of one byte would.
+// that it compresses about as such data does (1 KiB to 0.42 of its size,
+// TestBroadcastDataCompresses), not as a run of one byte would.
 func broadcastData(t int64, size int) []byte {
 	b := make([]byte, 0, max(size, 32))
 	b = append(b, `{"t":`...)

@@ -2,7 +2,6 @@ package broadcast
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"github.com/fanout/fanout/wsconn"
 )
@@ -39,12 +38,6 @@ func (h *Hub) deflateFor(frame []byte) *deflatedFrame {
 		return nil
 	}
 	return new(deflatedFrame)
-}
-
-// deflateCounters are the hub's compression counters.
-type deflateCounters struct {
-	deflateClients atomic.Int64  // clients whose connection takes compressed frames
-	compressed     atomic.Uint64 // messages compressed (once each)
 }
 
 // newDeflater returns the hub's compressor, or nil with compression off.

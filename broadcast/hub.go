@@ -206,8 +206,9 @@ type Hub struct {
 	topicsRefused atomic.Uint64
 	latency       latencyHistogram
 
-	deflater *wsconn.Deflater // nil: compression off
-	deflateCounters
+	deflater       *wsconn.Deflater // nil: compression off
+	deflateClients atomic.Int64     // clients whose connection takes compressed frames
+	compressed     atomic.Uint64    // messages compressed (once each)
 }
 
 // New starts a hub with cfg. Close stops it.

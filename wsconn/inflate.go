@@ -24,7 +24,7 @@ const deflateTail = "\x00\x00\xff\xff\x01\x00\x00\xff\xff"
 // inflaters inflates clients' compressed messages with pooled flate readers.
 // A connection holds none between messages: the server always negotiates
 // client_no_context_takeover, so a message never refers back to the one
-// before, and a reader (about 40 KiB with its window) serves any connection
+// before, and a reader (40,528 bytes with its window) serves any connection
 // for one message at a time.
 //
 // It is safe for concurrent use.
@@ -66,7 +66,8 @@ func (s *inflaters) inflate(compressed []byte, limit int64, text bool) ([]byte, 
 	if most < math.MaxInt64 {
 		most++
 	}
-	// A first guess: JSON and text inflate 3-10 times.
+	// A first guess of four times the compressed size; the buffer doubles
+	// from there, up to limit+1.
 	out := make([]byte, 0, min(most, int64(max(4*len(compressed), 512))))
 	for {
 		if len(out) == cap(out) {
