@@ -22,6 +22,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/fanout/fanout/bench"
 	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/client/js"
+	"github.com/fanout/fanout/cluster"
 	"github.com/fanout/fanout/page"
 	"github.com/fanout/fanout/wsconn"
 )
@@ -136,6 +138,11 @@ type serveOptions struct {
 	publishKey     string
 	allowedOrigins string
 	page           pageFlag
+
+	nats              string
+	natsCreds         string
+	natsStream        string
+	natsSubjectPrefix string
 }
 
 func (o *serveOptions) flags(fs *flag.FlagSet) {
@@ -188,6 +195,10 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.anonPublish, "anonymous-publish", false, "with --no-auth and --publish-key, let WebSocket clients publish without the key")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host[:port], *.host for subdomains) allowed to open WebSockets; others get 403 (empty: any)")
 	fs.Var(&o.page, "page", "serve the live page at / (connections, deliveries, topics and a console); default: on, but off with authentication unless --page is given, as its summary shows topic names to whoever reaches it")
+	fs.StringVar(&o.nats, "nats", "", "comma-separated NATS `URLs` (JetStream on): run as a node of a cluster whose nodes share topics, seqs and history through NATS (empty: one node)")
+	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS credentials `file` (user JWT and nkey seed) for --nats")
+	fs.StringVar(&o.natsStream, "nats-stream", "FANOUT", "JetStream stream `name` that holds the topics' messages, created or updated to --history-size and --history-age")
+	fs.StringVar(&o.natsSubjectPrefix, "nats-subject-prefix", "fanout", "first token of the topics' NATS subjects; the stream holds PREFIX.>")
 	fs.DurationVar(&o.frameTimeout, "frame-timeout", 15*time.Second, "a frame or fragmented message must be complete this long after its first byte, or the connection is closed with 1008 (0: never)")
 }
 
@@ -253,6 +264,26 @@ func serve(args []string, stderr io.Writer) int {
 		log.Error("listen", "err", err)
 		return 1
 	}
+	var broker *cluster.Broker
+	if o.nats != "" {
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		broker, err = cluster.Dial(dctx, cluster.Config{
+			URLs:          strings.Split(o.nats, ","),
+			Creds:         o.natsCreds,
+			Stream:        o.natsStream,
+			SubjectPrefix: o.natsSubjectPrefix,
+			HistorySize:   o.historySize,
+			HistoryAge:    o.historyAge,
+			Logger:        log,
+		})
+		cancel()
+		if err != nil {
+			log.Error("start", "err", err)
+			_ = ln.Close()
+			return 1
+		}
+		defer broker.Close()
+	}
 	hub := broadcast.New(broadcast.Config{
 		Shards:           o.shards,
 		HistorySize:      o.historySize,
@@ -270,6 +301,7 @@ func serve(args []string, stderr io.Writer) int {
 		ByteRate:         float64(o.byteRate),
 		MessageBurst:     o.messageBurst,
 		CompressMinBytes: compressMinBytes(o.compression, o.compressMin),
+		Broker:           hubBroker(broker),
 		Logger:           log,
 	})
 	var srv *wsconn.Server
@@ -307,6 +339,15 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// hubBroker returns b as the hub's broker: nil, not a nil *cluster.Broker,
+// for one node.
+func hubBroker(b *cluster.Broker) broadcast.Broker {
+	if b == nil {
+		return nil
+	}
+	return b
 }
 
 // verifier returns the token verifier the auth flags configure, or nil with

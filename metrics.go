@@ -58,6 +58,7 @@ var (
 	descHistMsgs      = desc("history_messages", "Messages held in the history of all topics.")
 	descHistBytes     = desc("history_bytes", "History held, as --max-history-bytes counts it.")
 	descHistEvicted   = desc("history_evicted_total", "History messages dropped, oldest first, for --max-history-bytes.")
+	descNATS          = desc("nats_connected", "In a cluster (--nats), 1 while NATS is connected and publishes can be stored, else 0.")
 	descLatency       = desc("fanout_latency_seconds", "Time from a publish until the last shard with subscribers of its topic has queued it to all of them.")
 )
 
@@ -72,7 +73,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descConnections, descWebSockets, descHandshaking, descHandshakes, descMessagesIn, descInflated, descCompressedUps, descCompClients, descCompMessages, descCompDelivers, descCompSaved, descBytesIn,
 		descBytesOut, descProtocolErrs, descCloses, descPublishes, descDeliveries, descReplayed, descDrops,
 		descSlowCloses, descRateLimited, descQueuedBytes, descTopics, descTopicsRefused, descSubs,
-		descHistMsgs, descHistBytes, descHistEvicted, descLatency,
+		descHistMsgs, descHistBytes, descHistEvicted, descNATS, descLatency,
 	} {
 		ch <- d
 	}
@@ -124,6 +125,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHistMsgs, float64(hs.HistoryMessages))
 	gauge(descHistBytes, float64(hs.HistoryBytes))
 	counter(descHistEvicted, hs.HistoryEvicted)
+	if hs.NATSConnected != nil {
+		up := 0.0
+		if *hs.NATSConnected {
+			up = 1
+		}
+		gauge(descNATS, up)
+	}
 	cumulative, count, sum := c.hub.FanoutLatency()
 	buckets := make(map[float64]uint64, len(cumulative))
 	for i, b := range broadcast.LatencyBounds {

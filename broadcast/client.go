@@ -184,6 +184,15 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 		cl.sendError(req, CodeTooManyTopics, "topic limit of "+strconv.Itoa(h.cfg.MaxTopics)+" reached; not subscribed to "+h.quote(name))
 		return
 	}
+	if err := h.watchLocked(t); err != nil {
+		t.mu.Unlock()
+		if held {
+			_ = cl.conn.SendReplay(nil)
+		}
+		h.exit()
+		cl.sendError(req, CodeUnavailable, "cluster unavailable; not subscribed to "+h.quote(name)+": try again")
+		return
+	}
 	// The reply's seq is the one after which messages follow: since, if
 	// what came after it is replayed; otherwise the topic's latest.
 	seq := t.seq

@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -56,6 +57,11 @@ func (h *Hub) PublishHandler() http.Handler {
 		case ErrTooLarge:
 			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body is larger than " + strconv.Itoa(h.cfg.MaxDataBytes) + " bytes"})
 		default:
+			if errors.Is(err, ErrUnavailable) {
+				w.Header().Set("Retry-After", "1")
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "cluster unavailable: not published; try again"})
+				return
+			}
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "shutting down"})
 		}
 	})

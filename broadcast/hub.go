@@ -117,6 +117,10 @@ type Config struct {
 	// would not shrink. A message is compressed once, when its first such
 	// subscriber needs it. Default: 256; negative: never compress.
 	CompressMinBytes int
+	// Broker, if set, makes the hub a node of a cluster (see Broker):
+	// publishes are stored through it, and each node's subscribers get
+	// every node's messages. Nil: a single node.
+	Broker Broker
 	// Logger receives the hub's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -325,6 +329,9 @@ func (h *Hub) Publish(topic string, data []byte) (uint64, error) {
 	if !json.Valid(data) || !utf8.Valid(data) {
 		return 0, ErrInvalidData
 	}
+	if h.cfg.Broker != nil {
+		return h.publishThrough(topic, data)
+	}
 	seq, rooms, err := h.publish(topic, data)
 	// Behind shards slow the publisher down here, with no lock held.
 	waitRoom(rooms...)
@@ -343,15 +350,27 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 	if err != nil {
 		return 0, nil, err
 	}
+	rooms = h.appendLocked(t, data, now)
+	h.published.Add(1)
+	seq = t.seq
+	t.mu.Unlock()
+	// Past MaxHistoryBytes the oldest history goes, with no lock held.
+	h.budget.trim()
+	return seq, rooms, nil
+}
+
+// appendLocked makes data t's next message: it compiles its frame, keeps
+// it in history and posts it to the shards with subscribers of t, and
+// returns the channels of those that are behind. t.mu is held.
+func (h *Hub) appendLocked(t *Topic, data []byte, now time.Time) (rooms []<-chan struct{}) {
 	t.seq++
-	frame := compile(topic, t.seq, data)
+	frame := compile(t.name, t.seq, data)
 	deflated := h.deflateFor(frame)
 	if h.cfg.HistorySize > 0 {
 		freed := t.history.push(entry{seq: t.seq, at: now.UnixNano(), frame: frame}, h.cfg.HistorySize)
 		h.budget.charge(t, t.seq, len(frame), freed)
 		t.floor.Store(t.history.floor(t.seq))
 	}
-	h.published.Add(1)
 	// Under t.mu, so every shard sees this topic's messages in seq order;
 	// post never blocks, so no worker waits for a shard with t.mu held.
 	var timer *fanoutTimer
@@ -373,11 +392,7 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 	if timer != nil {
 		timer.done(h)
 	}
-	seq = t.seq
-	t.mu.Unlock()
-	// Past MaxHistoryBytes the oldest history goes, with no lock held.
-	h.budget.trim()
-	return seq, rooms, nil
+	return rooms
 }
 
 // expireLoop drops expired history and forgets topics with neither
@@ -409,7 +424,7 @@ func (h *Hub) expireLoop() {
 			tp.mu.Lock()
 			h.budget.release(tp.history.expire(cutoff))
 			tp.floor.Store(tp.history.floor(tp.seq))
-			if tp.history.n == 0 && !tp.hasSubscribers() {
+			if h.unusedLocked(tp) {
 				unused = append(unused, tp)
 			}
 			tp.mu.Unlock()
@@ -427,21 +442,30 @@ func (h *Hub) expireLoop() {
 // write lock.
 const expireBatch = 256
 
-// forget drops the topics of batch that are still unused: with neither
-// history nor subscribers. A publish or subscribe since the sweep looked
-// keeps its topic.
+// forget drops the topics of batch that are still unused (unusedLocked). A
+// publish or subscribe since the sweep looked keeps its topic. The watches
+// of the topics dropped are stopped after, with no lock held.
 func (h *Hub) forget(batch []*Topic) {
+	var stop []Watch
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	for _, tp := range batch {
 		tp.mu.Lock()
-		if !tp.dead && tp.history.n == 0 && !tp.hasSubscribers() {
+		if !tp.dead && h.unusedLocked(tp) {
 			// Its history starts afresh if it comes back: new epoch.
 			tp.dead = true
 			tp.floor.Store(math.MaxUint64)
 			delete(h.topics, tp.name)
+			h.budget.release(tp.history.dropOldest(tp.seq))
+			if tp.watch != nil {
+				stop = append(stop, tp.watch)
+				tp.watch = nil
+			}
 		}
 		tp.mu.Unlock()
+	}
+	h.mu.Unlock()
+	for _, w := range stop {
+		w.Stop()
 	}
 }
 
@@ -491,6 +515,9 @@ type Stats struct {
 	MessagesCompressed   uint64 `json:"messages_compressed"`
 	CompressedDeliveries uint64 `json:"compressed_deliveries"`
 	CompressedBytesSaved uint64 `json:"compressed_bytes_saved"`
+	// NATSConnected, in a cluster (Config.Broker), says whether the broker
+	// can store publishes now; absent on a single node.
+	NATSConnected *bool `json:"nats_connected,omitempty"`
 }
 
 // Stats returns the hub's counters.
@@ -517,6 +544,10 @@ func (h *Hub) Stats() Stats {
 
 		CompressedClients:  h.deflateClients.Load(),
 		MessagesCompressed: h.compressed.Load(),
+	}
+	if h.cfg.Broker != nil {
+		connected := h.cfg.Broker.Connected()
+		st.NATSConnected = &connected
 	}
 	for _, s := range h.shards {
 		st.Deliveries += s.deliveries.Load()

@@ -24,6 +24,7 @@ type Topic struct {
 	seq     uint64     // of the last message published
 	dead    bool       // dropped from the hub; look the name up again
 	history history
+	watch   Watch // in a cluster, the broker's delivery of t while it has subscribers
 
 	// floor is the seq of the oldest entry history holds (seq+1 when it
 	// holds none; the maximum once dead): the history budget's records

@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 
 	"github.com/gobwas/ws"
@@ -148,6 +149,9 @@ func (h *Hub) publishError(err error, topic string) (code, message string) {
 		return CodeTooManyTopics, "topic limit of " + strconv.Itoa(h.cfg.MaxTopics) + " reached; not published to " + h.quote(topic)
 	case ErrTooLarge:
 		return CodeTooLarge, "data is larger than " + strconv.Itoa(h.cfg.MaxDataBytes) + " bytes"
+	}
+	if errors.Is(err, ErrUnavailable) {
+		return CodeUnavailable, "cluster unavailable; not published to " + h.quote(topic) + ": try again"
 	}
 	return CodeUnavailable, "server shutting down"
 }

@@ -1,0 +1,108 @@
+package broadcast
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// The hub's side of a cluster (Config.Broker). A publish is not appended
+// here but stored through the broker, which assigns its seq; every node,
+// this one included, appends it when the broker delivers it to the topic's
+// watch. A node watches a topic while it has subscribers there: the first
+// subscribe starts the watch, under the topic's lock, from the topic's last
+// stored message, so that the subscriber's seq and the messages after it
+// have no gap; the sweep (expireLoop) stops it once the topic has none.
+
+// publishThrough is Publish in a cluster, after the checks.
+func (h *Hub) publishThrough(topic string, data []byte) (uint64, error) {
+	if !h.enter() {
+		return 0, ErrClosed
+	}
+	defer h.exit()
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	seq, err := h.cfg.Broker.Publish(ctx, topic, data)
+	if err != nil {
+		h.log.Warn("cluster publish failed", "topic", topic, "err", err)
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	h.published.Add(1)
+	return seq, nil
+}
+
+// watchLocked starts the broker's watch of t if it has none, and takes the
+// topic's seq and epoch from the last message stored. t.mu is held, so the
+// broker's first delivery, which takes it, waits until the subscriber that
+// asked is counted.
+func (h *Hub) watchLocked(t *Topic) error {
+	if h.cfg.Broker == nil || t.watch != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	w, head, err := h.cfg.Broker.Watch(ctx, t.name, func(m BrokerMessage) { h.deliver(t, m) })
+	if err != nil {
+		h.log.Warn("cluster watch failed", "topic", t.name, "err", err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	t.watch = w
+	t.seq, t.epoch = head.Seq, head.Epoch
+	t.floor.Store(t.seq + 1)
+	return nil
+}
+
+// deliver appends m, a message the broker stored, to t and fans it out.
+// Messages come in seq order; one already appended is skipped.
+func (h *Hub) deliver(t *Topic, m BrokerMessage) {
+	if !h.enter() {
+		return
+	}
+	defer h.exit()
+	now := time.Now()
+	t.mu.Lock()
+	switch {
+	case t.dead || t.watch == nil:
+		// Forgotten (the watch is being stopped): a new topic and
+		// watch take over if subscribers come back.
+		t.mu.Unlock()
+		return
+	case m.Epoch != t.epoch && t.seq == 0 && t.epoch == "":
+		// The first message of a topic that held none when watched.
+		t.epoch = m.Epoch
+	case m.Epoch != t.epoch:
+		// The topic's history started afresh in the broker (it all
+		// expired): so does this node's.
+		h.log.Warn("cluster topic started afresh", "topic", t.name, "epoch", m.Epoch, "was", t.epoch, "seq", t.seq)
+		h.resetLocked(t, m.Epoch)
+	case m.Seq <= t.seq:
+		t.mu.Unlock()
+		return
+	case m.Seq > t.seq+1:
+		// Messages the broker no longer holds: history here cannot
+		// recover across them.
+		h.log.Warn("cluster topic skipped messages", "topic", t.name, "from", t.seq+1, "to", m.Seq-1)
+		h.resetLocked(t, t.epoch)
+	}
+	t.seq = m.Seq - 1
+	rooms := h.appendLocked(t, m.Data, now)
+	t.mu.Unlock()
+	h.budget.trim()
+	waitRoom(rooms...)
+}
+
+// resetLocked drops t's history and sets its epoch. t.mu is held.
+func (h *Hub) resetLocked(t *Topic, epoch string) {
+	h.budget.release(t.history.dropOldest(t.seq))
+	t.epoch = epoch
+}
+
+// unusedLocked reports whether the sweep may forget t: a topic with
+// neither subscribers nor history, or in a cluster, whose history the
+// broker keeps, with no subscribers. t.mu is held.
+func (h *Hub) unusedLocked(t *Topic) bool {
+	if t.hasSubscribers() {
+		return false
+	}
+	return h.cfg.Broker != nil || t.history.n == 0
+}

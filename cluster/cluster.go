@@ -1,0 +1,203 @@
+// Package cluster joins fanout nodes through NATS JetStream: it implements
+// broadcast.Broker. Every publish, through whichever node, is stored in one
+// JetStream stream with its topic's next seq, agreed by optimistic
+// concurrency on the subject's last sequence (no coordinator of fanout's
+// own), and each node consumes the subjects of the topics it has
+// subscribers for.
+//
+// A topic's messages live on the subject PREFIX.NAME, where a "." of the
+// topic's name becomes "%" (a character no topic has), so that a name is one
+// subject token. Each message carries its seq and its topic's epoch in the
+// headers Fanout-Seq and Fanout-Epoch.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/fanout/fanout/broadcast"
+)
+
+// Config configures a Broker. Zero fields take the defaults below.
+type Config struct {
+	// URLs are the NATS servers to connect to, as nats.Connect takes them.
+	URLs []string
+	// Creds is a NATS credentials file (a user JWT and its nkey seed).
+	// Empty: none.
+	Creds string
+	// Stream names the JetStream stream. Default: FANOUT.
+	Stream string
+	// SubjectPrefix is the first token of the topics' subjects. Default:
+	// fanout.
+	SubjectPrefix string
+	// HistorySize is the messages the stream keeps per topic
+	// (MaxMsgsPerSubject), at least 1: the last message names the seq the
+	// next one takes. Default: 1000.
+	HistorySize int
+	// HistoryAge is how long the stream keeps a message (MaxAge).
+	// Default: 5 minutes.
+	HistoryAge time.Duration
+	// Logger receives connection changes. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+func (cfg Config) withDefaults() Config {
+	if cfg.Stream == "" {
+		cfg.Stream = "FANOUT"
+	}
+	if cfg.SubjectPrefix == "" {
+		cfg.SubjectPrefix = "fanout"
+	}
+	if cfg.HistorySize == 0 {
+		cfg.HistorySize = 1000
+	}
+	cfg.HistorySize = max(cfg.HistorySize, 1)
+	if cfg.HistoryAge <= 0 {
+		cfg.HistoryAge = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg
+}
+
+// Headers of a stored message.
+const (
+	seqHeader   = "Fanout-Seq"
+	epochHeader = "Fanout-Epoch"
+)
+
+// Broker is a broadcast.Broker on NATS JetStream. Its methods are safe for
+// concurrent use.
+type Broker struct {
+	cfg    Config
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+
+	idPrefix string        // this broker's part of every Nats-Msg-Id
+	nextID   atomic.Uint64 // the other part
+
+	heads heads
+}
+
+var _ broadcast.Broker = (*Broker)(nil)
+
+// Dial connects to NATS and creates the stream, or updates it to cfg's
+// limits. It fails if NATS cannot be reached now; once connected, the
+// broker reconnects on its own, for ever, and Publish fails meanwhile.
+func Dial(ctx context.Context, cfg Config) (*Broker, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("cluster: no NATS URL")
+	}
+	if strings.ContainsAny(cfg.SubjectPrefix, " *>") || strings.HasPrefix(cfg.SubjectPrefix, ".") || strings.HasSuffix(cfg.SubjectPrefix, ".") {
+		return nil, fmt.Errorf("cluster: subject prefix %q is not a subject without wildcards", cfg.SubjectPrefix)
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger, idPrefix: nuid.Next()}
+	b.heads.m = make(map[string]head)
+	opts := []nats.Option{
+		nats.Name("fanout"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.log.Warn("NATS disconnected: publishes are refused until it is back", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			b.log.Warn("NATS error", "err", err)
+		}),
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect to NATS at %s: %w", strings.Join(cfg.URLs, ","), err)
+	}
+	b.nc = nc
+	if b.js, err = jetstream.New(nc); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	b.stream, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              cfg.Stream,
+		Subjects:          []string{cfg.SubjectPrefix + ".>"},
+		MaxMsgsPerSubject: int64(cfg.HistorySize),
+		MaxAge:            cfg.HistoryAge,
+		Duplicates:        min(2*time.Minute, cfg.HistoryAge),
+		Storage:           jetstream.FileStorage,
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: create stream %s over %s.>: %w", cfg.Stream, cfg.SubjectPrefix, err)
+	}
+	b.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "stream", cfg.Stream, "subjects", cfg.SubjectPrefix+".>")
+	return b, nil
+}
+
+// Connected reports whether the broker is connected to NATS.
+func (b *Broker) Connected() bool { return b.nc.IsConnected() }
+
+// Close closes the connection to NATS; watches end with it.
+func (b *Broker) Close() { b.nc.Close() }
+
+// subject returns topic's subject.
+func (b *Broker) subject(topic string) string {
+	return b.cfg.SubjectPrefix + "." + strings.ReplaceAll(topic, ".", "%")
+}
+
+// head is what a node knows of a topic's last stored message: its stream
+// sequence (0: none), seq and epoch.
+type head struct {
+	stream uint64
+	seq    uint64
+	epoch  string
+}
+
+// heads caches the last message of the topics published or watched here,
+// so that a publish needs no read first unless another node published
+// since. It is bounded by emptying it when full.
+type heads struct {
+	mu sync.Mutex
+	m  map[string]head
+}
+
+// maxHeads bounds the topics heads remembers.
+const maxHeads = 10_000
+
+func (hs *heads) get(topic string) (head, bool) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	h, ok := hs.m[topic]
+	return h, ok
+}
+
+// put remembers h unless a later message of topic is known.
+func (hs *heads) put(topic string, h head) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if old, ok := hs.m[topic]; ok && old.stream >= h.stream {
+		return
+	}
+	if len(hs.m) >= maxHeads {
+		clear(hs.m)
+	}
+	hs.m[topic] = h
+}

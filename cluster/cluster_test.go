@@ -1,0 +1,242 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	gorilla "github.com/gorilla/websocket"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/cluster"
+	"github.com/fanout/fanout/wsconn"
+)
+
+// waitTimeout bounds every wait: a deadline for a hang, never a latency
+// assertion.
+const waitTimeout = 15 * time.Second
+
+// startNATS runs a NATS server with JetStream on loopback, its store in a
+// temporary directory, until the test ends.
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true,
+	})
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(waitTimeout), "NATS did not start")
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns
+}
+
+// node is one fanout node: a hub on a cluster.Broker and a wsconn.Server on
+// loopback, wired as "fanout serve --nats" wires them.
+type node struct {
+	hub    *broadcast.Hub
+	broker *cluster.Broker
+	addr   string
+}
+
+func startNode(t *testing.T, natsURL string) *node {
+	t.Helper()
+	quiet := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	broker, err := cluster.Dial(ctx, cluster.Config{URLs: []string{natsURL}, HistorySize: 100, Logger: quiet})
+	require.NoError(t, err)
+	hub := broadcast.New(broadcast.Config{Broker: broker, HistorySize: 100, MessageRate: -1, Logger: quiet})
+	mux := http.NewServeMux()
+	mux.Handle("/publish", hub.PublishHandler())
+	srv, err := wsconn.NewServer(wsconn.Config{
+		Upgrade: func(r *wsconn.Request) (wsconn.Handler, error) { return hub.Upgrade(r) },
+		HTTP:    mux,
+		Logger:  quiet,
+	})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		hub.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		assert.NoError(t, srv.Shutdown(ctx))
+		<-served
+		broker.Close()
+	})
+	return &node{hub: hub, broker: broker, addr: ln.Addr().String()}
+}
+
+var httpClient = &http.Client{Timeout: waitTimeout}
+
+// post publishes data to topic with POST /publish; it returns the status
+// and the seq of a 202.
+func (n *node) post(t *testing.T, topic, data string) (int, uint64) {
+	resp, err := httpClient.Post("http://"+n.addr+"/publish?topic="+topic, "application/json", bytes.NewBufferString(data))
+	if !assert.NoError(t, err) {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var r struct{ Seq uint64 }
+	if resp.StatusCode == http.StatusAccepted {
+		assert.NoError(t, json.Unmarshal(body, &r), "%s", body)
+	}
+	return resp.StatusCode, r.Seq
+}
+
+// frame is any server message of the wire protocol.
+type frame struct {
+	Type      string          `json:"type"`
+	Topic     string          `json:"topic"`
+	Seq       uint64          `json:"seq"`
+	Epoch     string          `json:"epoch"`
+	Recovered bool            `json:"recovered"`
+	Code      string          `json:"code"`
+	Data      json.RawMessage `json:"data"`
+}
+
+type subscriber struct {
+	t    *testing.T
+	conn *gorilla.Conn
+}
+
+// subscribe connects to n's /ws with query and returns the client and the
+// subscribed reply of topic.
+func (n *node) subscribe(t *testing.T, topic, query string) (*subscriber, frame) {
+	t.Helper()
+	c, _, err := gorilla.DefaultDialer.Dial("ws://"+n.addr+"/ws?"+query, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	s := &subscriber{t: t, conn: c}
+	reply := s.read()
+	require.Equal(t, "subscribed", reply.Type, "%+v", reply)
+	require.Equal(t, topic, reply.Topic)
+	return s, reply
+}
+
+func (s *subscriber) read() frame {
+	s.t.Helper()
+	require.NoError(s.t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
+	_, p, err := s.conn.ReadMessage()
+	require.NoError(s.t, err)
+	var f frame
+	require.NoError(s.t, json.Unmarshal(p, &f), "%s", p)
+	return f
+}
+
+// TestConcurrentPublishesThroughTwoNodes: publishers on both nodes at once
+// to one topic, and every subscriber on either node gets the same messages
+// with the same gapless seqs, which are those the publishes were answered
+// with.
+func TestConcurrentPublishesThroughTwoNodes(t *testing.T) {
+	ns := startNATS(t)
+	a, b := startNode(t, ns.ClientURL()), startNode(t, ns.ClientURL())
+	const topic = "room.1" // a dot: one subject token all the same
+	var subs []*subscriber
+	var epoch string
+	for i := range 6 {
+		n := a
+		if i%2 == 1 {
+			n = b
+		}
+		s, reply := n.subscribe(t, topic, "topics="+topic)
+		assert.Zero(t, reply.Seq)
+		if epoch == "" {
+			epoch = reply.Epoch
+		}
+		subs = append(subs, s)
+	}
+
+	const publishers, each = 4, 40
+	var mu sync.Mutex
+	bySeq := map[uint64]string{}
+	var wg sync.WaitGroup
+	for p := range publishers {
+		n := a
+		if p%2 == 1 {
+			n = b
+		}
+		wg.Go(func() {
+			for k := range each {
+				data := fmt.Sprintf(`{"p":%d,"k":%d}`, p, k)
+				status, seq := n.post(t, topic, data)
+				if !assert.Equal(t, http.StatusAccepted, status) {
+					return
+				}
+				mu.Lock()
+				assert.NotContains(t, bySeq, seq, "seq given twice")
+				bySeq[seq] = data
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, bySeq, publishers*each)
+	for seq := uint64(1); seq <= publishers*each; seq++ {
+		require.Contains(t, bySeq, seq, "seqs answered have a gap")
+	}
+	for i, s := range subs {
+		for seq := uint64(1); seq <= publishers*each; seq++ {
+			f := s.read()
+			require.Equal(t, seq, f.Seq, "subscriber %d: %+v", i, f)
+			require.JSONEq(t, bySeq[seq], string(f.Data), "subscriber %d, seq %d", i, seq)
+		}
+	}
+
+	// A subscriber who comes later, on either node, starts at the latest
+	// seq in the same epoch and then gets the next message.
+	last := uint64(publishers * each)
+	for _, n := range []*node{a, b} {
+		s, reply := n.subscribe(t, topic, "topics="+topic)
+		assert.Equal(t, last, reply.Seq)
+		assert.NotEmpty(t, reply.Epoch)
+		if epoch != "" {
+			assert.Equal(t, epoch, reply.Epoch)
+		}
+		epoch = reply.Epoch
+		status, seq := n.post(t, topic, `"next"`)
+		require.Equal(t, http.StatusAccepted, status)
+		f := s.read()
+		assert.Equal(t, seq, f.Seq)
+		assert.Equal(t, reply.Seq+1, f.Seq)
+		last = f.Seq
+	}
+}
+
+// TestPublishWithoutNATS: a node whose NATS is gone refuses publishes with
+// 503 at once, and /stats says NATS is not connected.
+func TestPublishWithoutNATS(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL())
+	status, seq := a.post(t, "news", `{"n":1}`)
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, uint64(1), seq)
+	require.NotNil(t, a.hub.Stats().NATSConnected)
+	assert.True(t, *a.hub.Stats().NATSConnected)
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	require.Eventually(t, func() bool { return !a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	status, _ = a.post(t, "news", `{"n":2}`)
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.False(t, *a.hub.Stats().NATSConnected)
+}
