@@ -20,11 +20,15 @@ type Broker interface {
 	// returns its seq once it is stored. An error means the message may not
 	// have been stored; ctx bounds the wait.
 	Publish(ctx context.Context, topic string, data []byte) (uint64, error)
-	// Watch returns topic's last stored message and starts calling deliver
-	// with each message stored after it, in seq order, one at a time, on a
-	// goroutine of the broker's, until the returned Watch is stopped.
-	// deliver may block: the broker then holds the messages back.
-	Watch(ctx context.Context, topic string, deliver func(BrokerMessage)) (Watch, BrokerMessage, error)
+	// Watch starts calling deliver with each message of topic stored from
+	// now on, in seq order, one at a time, on a goroutine of the broker's,
+	// until the returned Watch is stopped; deliver may block, and the
+	// broker then holds the messages back. It returns the messages the
+	// broker holds already, oldest first, in one epoch and with gapless
+	// seqs: the topic's history, whose last is the topic's latest. A topic
+	// that holds none is given an epoch, and its head, the last of them,
+	// has seq 0 (and no data): the same epoch on every node.
+	Watch(ctx context.Context, topic string, deliver func(BrokerMessage)) (Watch, []BrokerMessage, error)
 	// Connected reports whether the broker can store publishes now.
 	Connected() bool
 }
@@ -35,8 +39,8 @@ type Watch interface {
 	Stop()
 }
 
-// BrokerMessage is one stored message of a topic. Seq 0 with an empty
-// Epoch is the head of a topic that holds no message.
+// BrokerMessage is one stored message of a topic. Seq 0 marks the start
+// of an epoch: it carries no data, and the hub fans it out to no one.
 type BrokerMessage struct {
 	Seq   uint64
 	Epoch string // names the topic's history; a new one when it starts afresh

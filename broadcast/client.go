@@ -210,6 +210,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	h.exit()
 	cl.topics = append(cl.topics, t)
 	h.subscriptions.Add(1)
+	h.budget.trim() // past MaxHistoryBytes after a cluster watch took in history
 	waitRoom(room)
 }
 

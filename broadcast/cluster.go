@@ -31,24 +31,38 @@ func (h *Hub) publishThrough(topic string, data []byte) (uint64, error) {
 	return seq, nil
 }
 
-// watchLocked starts the broker's watch of t if it has none, and takes the
-// topic's seq and epoch from the last message stored. t.mu is held, so the
-// broker's first delivery, which takes it, waits until the subscriber that
-// asked is counted.
+// watchLocked starts the broker's watch of t if it has none, and takes
+// t's history, seq and epoch from what the broker holds, so that a
+// subscriber recovers on this node what any node published. t.mu is held,
+// so the broker's first delivery, which takes it, waits until the
+// subscriber that asked is counted.
 func (h *Hub) watchLocked(t *Topic) error {
 	if h.cfg.Broker == nil || t.watch != nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
 	defer cancel()
-	w, head, err := h.cfg.Broker.Watch(ctx, t.name, func(m BrokerMessage) { h.deliver(t, m) })
+	w, backlog, err := h.cfg.Broker.Watch(ctx, t.name, func(m BrokerMessage) { h.deliver(t, m) })
 	if err != nil {
 		h.log.Warn("cluster watch failed", "topic", t.name, "err", err)
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	t.watch = w
-	t.seq, t.epoch = head.Seq, head.Epoch
-	t.floor.Store(t.seq + 1)
+	t.seq, t.epoch = 0, ""
+	for _, m := range backlog {
+		if m.Epoch != t.epoch || m.Seq != t.seq+1 {
+			// Older messages are gone: history starts here.
+			h.resetLocked(t, m.Epoch)
+		}
+		t.seq = m.Seq
+		if m.Seq == 0 || h.cfg.HistorySize <= 0 {
+			continue
+		}
+		frame := compile(t.name, m.Seq, m.Data)
+		freed := t.history.push(entry{seq: m.Seq, at: m.Time.UnixNano(), frame: frame}, h.cfg.HistorySize)
+		h.budget.charge(t, m.Seq, len(frame), freed)
+	}
+	t.floor.Store(t.history.floor(t.seq))
 	return nil
 }
 
@@ -67,9 +81,15 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 		// watch take over if subscribers come back.
 		t.mu.Unlock()
 		return
-	case m.Epoch != t.epoch && t.seq == 0 && t.epoch == "":
-		// The first message of a topic that held none when watched.
-		t.epoch = m.Epoch
+	case m.Seq == 0:
+		// An epoch's marker: a topic that held nothing started one.
+		if m.Epoch != t.epoch {
+			h.resetLocked(t, m.Epoch)
+			t.seq = 0
+			t.floor.Store(1)
+		}
+		t.mu.Unlock()
+		return
 	case m.Epoch != t.epoch:
 		// The topic's history started afresh in the broker (it all
 		// expired): so does this node's.

@@ -160,9 +160,13 @@ func TestConcurrentPublishesThroughTwoNodes(t *testing.T) {
 		}
 		s, reply := n.subscribe(t, topic, "topics="+topic)
 		assert.Zero(t, reply.Seq)
+		// A topic with no message has an epoch already, the same on
+		// every node, which its first message continues.
+		require.NotEmpty(t, reply.Epoch)
 		if epoch == "" {
 			epoch = reply.Epoch
 		}
+		assert.Equal(t, epoch, reply.Epoch, "subscriber %d", i)
 		subs = append(subs, s)
 	}
 
@@ -208,11 +212,7 @@ func TestConcurrentPublishesThroughTwoNodes(t *testing.T) {
 	for _, n := range []*node{a, b} {
 		s, reply := n.subscribe(t, topic, "topics="+topic)
 		assert.Equal(t, last, reply.Seq)
-		assert.NotEmpty(t, reply.Epoch)
-		if epoch != "" {
-			assert.Equal(t, epoch, reply.Epoch)
-		}
-		epoch = reply.Epoch
+		assert.Equal(t, epoch, reply.Epoch)
 		status, seq := n.post(t, topic, `"next"`)
 		require.Equal(t, http.StatusAccepted, status)
 		f := s.read()
@@ -239,4 +239,57 @@ func TestPublishWithoutNATS(t *testing.T) {
 	status, _ = a.post(t, "news", `{"n":2}`)
 	assert.Equal(t, http.StatusServiceUnavailable, status)
 	assert.False(t, *a.hub.Stats().NATSConnected)
+}
+
+// TestRecoveryOnAnotherNode: a client that read up to seq 5 on one node
+// moves to another, which never had subscribers of the topic, with
+// since=TOPIC:5@EPOCH, and gets exactly what it missed from the history the
+// cluster keeps, then what follows; a since older than that history, or of
+// another epoch, is told recovered:false and replays nothing.
+func TestRecoveryOnAnotherNode(t *testing.T) {
+	ns := startNATS(t)
+	a, b := startNode(t, ns.ClientURL()), startNode(t, ns.ClientURL())
+	const topic = "feed"
+	s, reply := a.subscribe(t, topic, "topics="+topic)
+	epoch := reply.Epoch
+	for k := 1; k <= 10; k++ {
+		status, seq := a.post(t, topic, fmt.Sprintf(`{"k":%d}`, k))
+		require.Equal(t, http.StatusAccepted, status)
+		require.Equal(t, uint64(k), seq)
+	}
+	for k := 1; k <= 5; k++ {
+		require.Equal(t, uint64(k), s.read().Seq)
+	}
+	require.NoError(t, s.conn.Close()) // a's node is gone, say
+
+	moved, reply := b.subscribe(t, topic, "topics="+topic+"&since="+topic+":5@"+epoch)
+	assert.True(t, reply.Recovered, "%+v", reply)
+	assert.Equal(t, uint64(5), reply.Seq)
+	assert.Equal(t, epoch, reply.Epoch)
+	for k := 6; k <= 10; k++ {
+		f := moved.read()
+		require.Equal(t, uint64(k), f.Seq)
+		require.JSONEq(t, fmt.Sprintf(`{"k":%d}`, k), string(f.Data))
+	}
+	status, seq := a.post(t, topic, `{"k":11}`)
+	require.Equal(t, http.StatusAccepted, status)
+	assert.Equal(t, seq, moved.read().Seq)
+
+	// The cluster keeps 100 messages a topic: since=5 is too old on a
+	// node that starts watching now, and so is another epoch's seq.
+	for k := 12; k <= 120; k++ {
+		status, _ := b.post(t, topic, fmt.Sprintf(`{"k":%d}`, k))
+		require.Equal(t, http.StatusAccepted, status)
+	}
+	c := startNode(t, ns.ClientURL())
+	_, reply = c.subscribe(t, topic, "topics="+topic+"&since="+topic+":5@"+epoch)
+	assert.False(t, reply.Recovered, "%+v", reply)
+	assert.Equal(t, uint64(120), reply.Seq)
+	_, reply = c.subscribe(t, topic, "topics="+topic+"&since="+topic+":110@x"+epoch)
+	assert.False(t, reply.Recovered, "%+v", reply)
+	recovering, reply := c.subscribe(t, topic, "topics="+topic+"&since="+topic+":110@"+epoch)
+	assert.True(t, reply.Recovered, "%+v", reply)
+	for k := 111; k <= 120; k++ {
+		require.Equal(t, uint64(k), recovering.read().Seq)
+	}
 }

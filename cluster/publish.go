@@ -83,11 +83,12 @@ func (b *Broker) last(ctx context.Context, subj string) (head, error) {
 	return headOf(m.Sequence, m.Header)
 }
 
-// headOf reads the seq and epoch a stored message carries.
+// headOf reads the seq and epoch a stored message carries (seq 0: an
+// epoch's marker, see ensureEpoch).
 func headOf(stream uint64, h nats.Header) (head, error) {
 	seq, err := strconv.ParseUint(h.Get(seqHeader), 10, 64)
 	epoch := h.Get(epochHeader)
-	if err != nil || seq == 0 || epoch == "" {
+	if err != nil || epoch == "" {
 		return head{}, fmt.Errorf("cluster: message %d carries no valid %s and %s headers: not stored by fanout", stream, seqHeader, epochHeader)
 	}
 	return head{stream: stream, seq: seq, epoch: epoch}, nil

@@ -3,33 +3,39 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"sync"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanout/fanout/broadcast"
 )
 
-// Watch reads topic's last stored message and starts an ordered JetStream
-// consumer of the topic's subject from the message after it: one consumer
-// per topic per node, whatever its subscribers. The consumer re-creates
-// itself after a disconnect from where it was, so messages come in stream
-// order, which is seq order within a topic.
-func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast.BrokerMessage)) (broadcast.Watch, broadcast.BrokerMessage, error) {
+// Watch gives topic an epoch if it holds no message, then starts an
+// ordered JetStream consumer of the topic's subject from its first stored
+// message: one consumer per topic per node, whatever its subscribers. The
+// messages stored before the consumer started are returned as the backlog;
+// those after go to deliver. The consumer re-creates itself after a
+// disconnect from where it was, so messages come in stream order, which is
+// seq order within a topic.
+func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast.BrokerMessage)) (broadcast.Watch, []broadcast.BrokerMessage, error) {
 	subj := b.subject(topic)
-	last, err := b.last(ctx, subj)
-	if err != nil {
-		return nil, broadcast.BrokerMessage{}, err
+	if err := b.ensureEpoch(ctx, subj); err != nil {
+		return nil, nil, err
 	}
-	b.heads.put(topic, last)
 	cons, err := b.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subj},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    last.stream + 1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return nil, broadcast.BrokerMessage{}, fmt.Errorf("cluster: consume %s: %w", subj, err)
+		return nil, nil, fmt.Errorf("cluster: consume %s: %w", subj, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	w := &watch{ready: make(chan struct{})}
+	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
+		w.caughtUp = true // (the epoch's marker expired meanwhile)
+		close(w.ready)
+	}
+	w.cc, err = cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
 			b.log.Warn("cluster: message without metadata", "subject", subj, "err", err)
@@ -41,10 +47,70 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 			return
 		}
 		b.heads.put(topic, h)
-		deliver(broadcast.BrokerMessage{Seq: h.seq, Epoch: h.epoch, Data: m.Data(), Time: md.Timestamp})
+		bm := broadcast.BrokerMessage{Seq: h.seq, Epoch: h.epoch, Data: m.Data(), Time: md.Timestamp}
+		if w.backfill(bm, md.NumPending) {
+			return
+		}
+		deliver(bm)
 	})
 	if err != nil {
-		return nil, broadcast.BrokerMessage{}, fmt.Errorf("cluster: consume %s: %w", subj, err)
+		return nil, nil, fmt.Errorf("cluster: consume %s: %w", subj, err)
 	}
-	return cc, broadcast.BrokerMessage{Seq: last.seq, Epoch: last.epoch}, nil
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+		w.cc.Stop()
+		return nil, nil, fmt.Errorf("cluster: read the history of %s: %w", subj, ctx.Err())
+	}
+	w.mu.Lock()
+	backlog := w.backlog
+	w.backlog = nil
+	w.mu.Unlock()
+	return w, backlog, nil
+}
+
+// watch is one topic's consumer. Until it has caught up with what the
+// stream held when it started, what it receives is kept as the backlog.
+type watch struct {
+	cc    jetstream.ConsumeContext
+	ready chan struct{} // closed once caught up
+
+	mu       sync.Mutex
+	caughtUp bool
+	backlog  []broadcast.BrokerMessage
+}
+
+// backfill keeps m as backlog and reports true until the watch has caught
+// up: until a message with nothing pending after it.
+func (w *watch) backfill(m broadcast.BrokerMessage, pending uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.caughtUp {
+		return false
+	}
+	w.backlog = append(w.backlog, m)
+	if pending == 0 {
+		w.caughtUp = true
+		close(w.ready)
+	}
+	return true
+}
+
+// Stop stops the consumer.
+func (w *watch) Stop() { w.cc.Stop() }
+
+// ensureEpoch stores a marker, seq 0 with a new epoch and no data, on subj
+// if it holds no message, so that every node hands its subscribers the
+// same epoch, which the topic's first message then continues. If subj
+// holds a message, JetStream refuses the marker.
+func (b *Broker) ensureEpoch(ctx context.Context, subj string) error {
+	msg := &nats.Msg{Subject: subj, Header: nats.Header{}}
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	msg.Header.Set(seqHeader, "0")
+	msg.Header.Set(epochHeader, newEpoch())
+	_, err := b.js.PublishMsg(ctx, msg)
+	if err != nil && !wrongLastSeq(err) {
+		return fmt.Errorf("cluster: start the epoch of %s: %w", subj, err)
+	}
+	return nil
 }
