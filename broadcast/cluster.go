@@ -74,6 +74,7 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 	}
 	defer h.exit()
 	now := time.Now()
+	var gap uint64
 	t.mu.Lock()
 	switch {
 	case t.dead || t.watch == nil:
@@ -99,13 +100,16 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 		t.mu.Unlock()
 		return
 	case m.Seq > t.seq+1:
-		// Messages the broker no longer holds: history here cannot
+		// Messages the broker no longer held when this node caught up
+		// (it was cut off from NATS for longer than history lasts):
+		// subscribers are told they lost them, and history here cannot
 		// recover across them.
 		h.log.Warn("cluster topic skipped messages", "topic", t.name, "from", t.seq+1, "to", m.Seq-1)
 		h.resetLocked(t, t.epoch)
+		gap = t.seq + 1
 	}
 	t.seq = m.Seq - 1
-	rooms := h.appendLocked(t, m.Data, now)
+	rooms := h.appendLocked(t, m.Data, now, gap)
 	t.mu.Unlock()
 	h.budget.trim()
 	waitRoom(rooms...)

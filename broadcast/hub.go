@@ -350,7 +350,7 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 	if err != nil {
 		return 0, nil, err
 	}
-	rooms = h.appendLocked(t, data, now)
+	rooms = h.appendLocked(t, data, now, 0)
 	h.published.Add(1)
 	seq = t.seq
 	t.mu.Unlock()
@@ -361,8 +361,10 @@ func (h *Hub) publish(topic string, data []byte) (seq uint64, rooms []<-chan str
 
 // appendLocked makes data t's next message: it compiles its frame, keeps
 // it in history and posts it to the shards with subscribers of t, and
-// returns the channels of those that are behind. t.mu is held.
-func (h *Hub) appendLocked(t *Topic, data []byte, now time.Time) (rooms []<-chan struct{}) {
+// returns the channels of those that are behind. gap, if not 0, is the
+// first seq of the run of messages before it that subscribers are told
+// they lost (see op.gap). t.mu is held.
+func (h *Hub) appendLocked(t *Topic, data []byte, now time.Time, gap uint64) (rooms []<-chan struct{}) {
 	t.seq++
 	frame := compile(t.name, t.seq, data)
 	deflated := h.deflateFor(frame)
@@ -385,7 +387,7 @@ func (h *Hub) appendLocked(t *Topic, data []byte, now time.Time) (rooms []<-chan
 			timer.left.Store(1)
 		}
 		timer.left.Add(1)
-		if room := s.post(op{kind: opDeliver, topic: t, frame: frame, deflated: deflated, seq: t.seq, timer: timer}); room != nil {
+		if room := s.post(op{kind: opDeliver, topic: t, frame: frame, deflated: deflated, seq: t.seq, timer: timer, gap: gap}); room != nil {
 			rooms = append(rooms, room)
 		}
 	}

@@ -39,6 +39,10 @@ type op struct {
 	recovered bool         // opSubscribe
 	id        []byte       // opSubscribe: the client's id for its request, raw JSON, echoed in the reply
 	timer     *fanoutTimer // opDeliver: observes the fan-out latency
+	// gap, opDeliver in a cluster: the first seq of the run before this
+	// message that the node never received, as the broker no longer held
+	// it; 0: none. Subscribers are told it as lost, before the message.
+	gap uint64
 }
 
 const (
@@ -111,6 +115,11 @@ func (s *shard) handle(o op) (stop bool) {
 	switch o.kind {
 	case opDeliver:
 		var n, dropped, compressed, saved uint64
+		if o.gap > 0 {
+			for _, cl := range s.subs[o.topic] {
+				s.loseRun(cl, o.topic, o.gap, o.seq-1)
+			}
+		}
 		untold := len(s.lost) > 0 && s.lostIn[o.topic] > 0
 		for _, cl := range s.subs[o.topic] {
 			if untold && !s.tell(cl, o.topic) {
@@ -262,6 +271,18 @@ func (s *shard) lose(cl *client, t *Topic, seq uint64) {
 	s.lost[cl] = append(runs, lostRange{topic: t, from: seq, to: seq})
 	s.lostIn[t]++
 	cl.conn.NotifyDrain()
+}
+
+// loseRun records that cl lost the seqs from to to of t, which a run it
+// has not been told of yet continues.
+func (s *shard) loseRun(cl *client, t *Topic, from, to uint64) {
+	runs := s.lost[cl]
+	if i := runOf(runs, t); i >= 0 {
+		runs[i].to = to
+		return
+	}
+	s.lost[cl] = append(runs, lostRange{topic: t, from: from, to: to})
+	s.lostIn[t]++
 }
 
 // forgetAll removes and returns all of cl's lost runs.
