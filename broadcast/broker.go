@@ -17,8 +17,9 @@ import (
 // which is called with the topic's lock held (see Hub.watchLocked).
 type Broker interface {
 	// Publish stores data, a valid JSON value, as topic's next message and
-	// returns its seq once it is stored. An error means the message may not
-	// have been stored; ctx bounds the wait.
+	// returns its seq once it is stored; ctx bounds the wait. An error
+	// wraps ErrNotStored if the message surely was not stored; otherwise
+	// it may have been, unacknowledged.
 	Publish(ctx context.Context, topic string, data []byte) (uint64, error)
 	// Watch starts calling deliver with each message of topic stored from
 	// now on, in seq order, one at a time, on a goroutine of the broker's,
@@ -52,6 +53,10 @@ type BrokerMessage struct {
 // CodeUnavailable when the cluster's broker cannot store a message (NATS is
 // unreachable); the message may be retried.
 var ErrUnavailable = errors.New("broadcast: cluster unavailable")
+
+// ErrNotStored is wrapped by a Broker's Publish error when the message
+// surely was not stored (see Broker.Publish).
+var ErrNotStored = errors.New("not stored")
 
 // brokerTimeout bounds a publish or a watch's start through the broker.
 const brokerTimeout = 10 * time.Second

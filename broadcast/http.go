@@ -59,7 +59,7 @@ func (h *Hub) PublishHandler() http.Handler {
 		default:
 			if errors.Is(err, ErrUnavailable) {
 				w.Header().Set("Retry-After", "1")
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "cluster unavailable: not published; try again"})
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": unavailableMessage(err, strconv.Quote(topic))})
 				return
 			}
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "shutting down"})

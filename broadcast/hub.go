@@ -451,7 +451,11 @@ func (h *Hub) forget(batch []*Topic) {
 	var stop []Watch
 	h.mu.Lock()
 	for _, tp := range batch {
-		tp.mu.Lock()
+		if !tp.mu.TryLock() {
+			// In use (a cluster watch may be starting, for seconds):
+			// not unused, and the map is not held waiting for it.
+			continue
+		}
 		if !tp.dead && h.unusedLocked(tp) {
 			// Its history starts afresh if it comes back: new epoch.
 			tp.dead = true

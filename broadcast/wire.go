@@ -151,9 +151,19 @@ func (h *Hub) publishError(err error, topic string) (code, message string) {
 		return CodeTooLarge, "data is larger than " + strconv.Itoa(h.cfg.MaxDataBytes) + " bytes"
 	}
 	if errors.Is(err, ErrUnavailable) {
-		return CodeUnavailable, "cluster unavailable; not published to " + h.quote(topic) + ": try again"
+		return CodeUnavailable, unavailableMessage(err, h.quote(topic))
 	}
 	return CodeUnavailable, "server shutting down"
+}
+
+// unavailableMessage says why a publish to topic (quoted) that the
+// cluster's broker did not acknowledge failed, and whether it may have been
+// stored all the same.
+func unavailableMessage(err error, topic string) string {
+	if errors.Is(err, ErrNotStored) {
+		return "cluster unavailable: not published to " + topic + "; try again"
+	}
+	return "cluster unavailable: the publish to " + topic + " was not acknowledged, but may have been stored; a retry may store it twice"
 }
 
 type errorReply struct {

@@ -717,8 +717,10 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 				c.send(conn, request{Type: "subscribe", Topic: s.topic})
 				return
 			case "unavailable":
-				// The server is shutting down: the next connection
-				// subscribes it.
+				// The server is shutting down, and the next connection
+				// subscribes it; or a cluster node is cut off from NATS
+				// and keeps the connection: ask again, later.
+				c.retry(conn, req)
 			default:
 				// Asking again would be refused again: the subscription
 				// ends.

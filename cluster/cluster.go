@@ -112,11 +112,22 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		// Disconnected, a publish fails at once rather than wait in a
+		// buffer for NATS to come back.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			b.log.Warn("NATS disconnected: publishes are refused until it is back", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+			// A NATS that lost its store lost the stream too.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if _, err := b.ensureStream(ctx); err != nil {
+					b.log.Warn("NATS reconnected, but the stream is missing", "err", err)
+				}
+			}()
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			b.log.Warn("NATS error", "err", err)
@@ -134,7 +145,18 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nc.Close()
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
-	b.stream, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if b.stream, err = b.ensureStream(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	b.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "stream", cfg.Stream, "subjects", cfg.SubjectPrefix+".>")
+	return b, nil
+}
+
+// ensureStream creates the stream, or updates it to the broker's limits.
+func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
+	cfg := b.cfg
+	stream, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              cfg.Stream,
 		Subjects:          []string{cfg.SubjectPrefix + ".>"},
 		MaxMsgsPerSubject: int64(cfg.HistorySize),
@@ -145,11 +167,9 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		AllowDirect:       true,
 	})
 	if err != nil {
-		nc.Close()
 		return nil, fmt.Errorf("cluster: create stream %s over %s.>: %w", cfg.Stream, cfg.SubjectPrefix, err)
 	}
-	b.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "stream", cfg.Stream, "subjects", cfg.SubjectPrefix+".>")
-	return b, nil
+	return stream, nil
 }
 
 // Connected reports whether the broker is connected to NATS.
@@ -189,14 +209,27 @@ func (hs *heads) get(topic string) (head, bool) {
 	return h, ok
 }
 
-// put remembers h unless a later message of topic is known.
+// put remembers h, a message a watch received, unless a later message of
+// topic is known.
 func (hs *heads) put(topic string, h head) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if old, ok := hs.m[topic]; ok && old.stream >= h.stream {
 		return
 	}
-	if len(hs.m) >= maxHeads {
+	hs.setLocked(topic, h)
+}
+
+// set remembers h, a message just stored, whatever was known: after the
+// stream is purged or made anew, its sequences start again from 1.
+func (hs *heads) set(topic string, h head) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	hs.setLocked(topic, h)
+}
+
+func (hs *heads) setLocked(topic string, h head) {
+	if _, ok := hs.m[topic]; !ok && len(hs.m) >= maxHeads {
 		clear(hs.m)
 	}
 	hs.m[topic] = h

@@ -9,16 +9,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	gorilla "github.com/gorilla/websocket"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/client"
 	"github.com/fanout/fanout/cluster"
 	"github.com/fanout/fanout/wsconn"
 )
@@ -27,30 +33,82 @@ import (
 // assertion.
 const waitTimeout = 15 * time.Second
 
-// startNATS runs a NATS server with JetStream on loopback, its store in a
-// temporary directory, until the test ends.
-func startNATS(t *testing.T) *server.Server {
-	t.Helper()
-	return runNATS(t, &server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true,
-	})
+// natsServer is a NATS server with JetStream on loopback: embedded
+// (nats-server/v2), or, with $FANOUT_TEST_NATS_SERVER naming a nats-server
+// binary (as Debian's package installs it), that binary as a child process.
+type natsServer struct {
+	t    *testing.T
+	port int
+	dir  string // the JetStream store, kept across restarts
+
+	embedded *server.Server
+	cmd      *exec.Cmd
 }
 
-// runNATS runs a NATS server with opts until it is shut down or the test
-// ends.
-func runNATS(t *testing.T, opts *server.Options) *server.Server {
+// startNATS runs a NATS server until the test ends.
+func startNATS(t *testing.T) *natsServer {
 	t.Helper()
-	ns, err := server.NewServer(opts)
-	require.NoError(t, err)
-	go ns.Start()
-	require.True(t, ns.ReadyForConnections(waitTimeout), "NATS did not start")
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
+	ns := &natsServer{t: t, dir: t.TempDir()}
+	ns.start()
+	t.Cleanup(ns.stop)
 	return ns
+}
+
+func (ns *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", ns.port) }
+
+func (ns *natsServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", ns.port) }
+
+// start starts the server, on the port it had before if it ran before.
+func (ns *natsServer) start() {
+	t := ns.t
+	t.Helper()
+	bin := os.Getenv("FANOUT_TEST_NATS_SERVER")
+	if bin == "" {
+		port := server.RANDOM_PORT
+		if ns.port != 0 {
+			port = ns.port
+		}
+		s, err := server.NewServer(&server.Options{
+			Host: "127.0.0.1", Port: port,
+			JetStream: true, StoreDir: ns.dir,
+			NoLog: true, NoSigs: true,
+		})
+		require.NoError(t, err)
+		go s.Start()
+		require.True(t, s.ReadyForConnections(waitTimeout), "NATS did not start")
+		ns.embedded = s
+		ns.port = s.Addr().(*net.TCPAddr).Port
+		return
+	}
+	if ns.port == 0 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ns.port = ln.Addr().(*net.TCPAddr).Port
+		require.NoError(t, ln.Close())
+	}
+	ns.cmd = exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(ns.port), "-js", "-sd", ns.dir)
+	require.NoError(t, ns.cmd.Start())
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", ns.addr())
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	}, waitTimeout, 10*time.Millisecond, "%s did not start", bin)
+}
+
+// stop stops the server; start starts it again on its store.
+func (ns *natsServer) stop() {
+	if ns.embedded != nil {
+		ns.embedded.Shutdown()
+		ns.embedded.WaitForShutdown()
+		ns.embedded = nil
+	}
+	if ns.cmd != nil {
+		_ = ns.cmd.Process.Kill()
+		_ = ns.cmd.Wait()
+		ns.cmd = nil
+	}
 }
 
 // node is one fanout node: a hub on a cluster.Broker and a wsconn.Server on
@@ -61,14 +119,20 @@ type node struct {
 	addr   string
 }
 
-func startNode(t *testing.T, natsURL string) *node {
+// startNode starts a node on NATS at natsURL, whose history is 100
+// messages a topic, or, with historyAge, lasts that long.
+func startNode(t *testing.T, natsURL string, historyAge ...time.Duration) *node {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	broker, err := cluster.Dial(ctx, cluster.Config{URLs: []string{natsURL}, HistorySize: 100, Logger: quiet})
+	age := 5 * time.Minute
+	if len(historyAge) > 0 {
+		age = historyAge[0]
+	}
+	broker, err := cluster.Dial(ctx, cluster.Config{URLs: []string{natsURL}, HistorySize: 100, HistoryAge: age, Logger: quiet})
 	require.NoError(t, err)
-	hub := broadcast.New(broadcast.Config{Broker: broker, HistorySize: 100, MessageRate: -1, Logger: quiet})
+	hub := broadcast.New(broadcast.Config{Broker: broker, HistorySize: 100, HistoryAge: age, MessageRate: -1, Logger: quiet})
 	mux := http.NewServeMux()
 	mux.Handle("/publish", hub.PublishHandler())
 	srv, err := wsconn.NewServer(wsconn.Config{
@@ -97,9 +161,15 @@ var httpClient = &http.Client{Timeout: waitTimeout}
 // post publishes data to topic with POST /publish; it returns the status
 // and the seq of a 202.
 func (n *node) post(t *testing.T, topic, data string) (int, uint64) {
+	status, seq, _ := n.postBody(t, topic, data)
+	return status, seq
+}
+
+// postBody is post that returns the body as well.
+func (n *node) postBody(t *testing.T, topic, data string) (int, uint64, string) {
 	resp, err := httpClient.Post("http://"+n.addr+"/publish?topic="+topic, "application/json", bytes.NewBufferString(data))
 	if !assert.NoError(t, err) {
-		return 0, 0
+		return 0, 0, ""
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
@@ -107,7 +177,7 @@ func (n *node) post(t *testing.T, topic, data string) (int, uint64) {
 	if resp.StatusCode == http.StatusAccepted {
 		assert.NoError(t, json.Unmarshal(body, &r), "%s", body)
 	}
-	return resp.StatusCode, r.Seq
+	return resp.StatusCode, r.Seq, string(body)
 }
 
 // frame is any server message of the wire protocol.
@@ -159,7 +229,7 @@ func (s *subscriber) read() frame {
 // with.
 func TestConcurrentPublishesThroughTwoNodes(t *testing.T) {
 	ns := startNATS(t)
-	a, b := startNode(t, ns.ClientURL()), startNode(t, ns.ClientURL())
+	a, b := startNode(t, ns.url()), startNode(t, ns.url())
 	const topic = "room.1" // a dot: one subject token all the same
 	var subs []*subscriber
 	var epoch string
@@ -236,19 +306,69 @@ func TestConcurrentPublishesThroughTwoNodes(t *testing.T) {
 // 503 at once, and /stats says NATS is not connected.
 func TestPublishWithoutNATS(t *testing.T) {
 	ns := startNATS(t)
-	a := startNode(t, ns.ClientURL())
+	a := startNode(t, ns.url())
 	status, seq := a.post(t, "news", `{"n":1}`)
 	require.Equal(t, http.StatusAccepted, status)
 	require.Equal(t, uint64(1), seq)
 	require.NotNil(t, a.hub.Stats().NATSConnected)
 	assert.True(t, *a.hub.Stats().NATSConnected)
 
-	ns.Shutdown()
-	ns.WaitForShutdown()
+	s, _ := a.subscribe(t, "news", "topics=news")
+	ns.stop()
 	require.Eventually(t, func() bool { return !a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
-	status, _ = a.post(t, "news", `{"n":2}`)
+	status, _, body := a.postBody(t, "news", `{"n":2}`)
 	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.Contains(t, body, "not published")
 	assert.False(t, *a.hub.Stats().NATSConnected)
+
+	// A subscribe that needs NATS is refused at once too, not after
+	// seconds on one of the node's few workers, where it would hold up
+	// every connection's turn: three seconds is the deadline for a hang.
+	require.NoError(t, s.conn.SetWriteDeadline(time.Now().Add(waitTimeout)))
+	for i := range 8 {
+		require.NoError(t, s.conn.WriteJSON(map[string]any{"type": "subscribe", "topic": fmt.Sprintf("new%d", i)}))
+	}
+	require.NoError(t, s.conn.SetReadDeadline(time.Now().Add(3*time.Second)))
+	for range 8 {
+		_, p, err := s.conn.ReadMessage()
+		require.NoError(t, err, "a subscribe without NATS was not answered")
+		var f frame
+		require.NoError(t, json.Unmarshal(p, &f))
+		assert.Equal(t, "unavailable", f.Code, "%s", p)
+	}
+}
+
+// TestConsumersGoWithSubscribers: once a topic has no subscriber on a
+// node, the node's JetStream consumer of it is deleted, not left on the
+// server.
+func TestConsumersGoWithSubscribers(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.url(), 2*time.Second) // swept every half second
+	nc, err := nats.Connect(ns.url())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	consumers := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		info, err := js.Stream(ctx, "FANOUT")
+		require.NoError(t, err)
+		return info.CachedInfo().State.Consumers
+	}
+	var subs []*subscriber
+	for i := range 5 {
+		topic := fmt.Sprintf("t%d", i)
+		s, _ := a.subscribe(t, topic, "topics="+topic)
+		subs = append(subs, s)
+	}
+	assert.Equal(t, 5, consumers())
+	for _, s := range subs {
+		require.NoError(t, s.conn.Close())
+	}
+	require.Eventually(t, func() bool { return a.hub.Stats().Topics == 0 }, waitTimeout, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return consumers() == 0 }, 5*time.Second, 50*time.Millisecond,
+		"consumers left on the server")
 }
 
 // TestRecoveryOnAnotherNode: a client that read up to seq 5 on one node
@@ -258,7 +378,7 @@ func TestPublishWithoutNATS(t *testing.T) {
 // another epoch, is told recovered:false and replays nothing.
 func TestRecoveryOnAnotherNode(t *testing.T) {
 	ns := startNATS(t)
-	a, b := startNode(t, ns.ClientURL()), startNode(t, ns.ClientURL())
+	a, b := startNode(t, ns.url()), startNode(t, ns.url())
 	const topic = "feed"
 	s, reply := a.subscribe(t, topic, "topics="+topic)
 	epoch := reply.Epoch
@@ -291,7 +411,7 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 		status, _ := b.post(t, topic, fmt.Sprintf(`{"k":%d}`, k))
 		require.Equal(t, http.StatusAccepted, status)
 	}
-	c := startNode(t, ns.ClientURL())
+	c := startNode(t, ns.url())
 	_, reply = c.subscribe(t, topic, "topics="+topic+"&since="+topic+":5@"+epoch)
 	assert.False(t, reply.Recovered, "%+v", reply)
 	assert.Equal(t, uint64(120), reply.Seq)
@@ -347,14 +467,8 @@ func (s *subscriber) readThrough(last uint64, acked map[uint64]string) {
 // and every subscriber on either node then gets one gapless sequence that
 // holds every message that was acknowledged.
 func TestNATSRestartUnderLoad(t *testing.T) {
-	opts := &server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true,
-	}
-	ns := runNATS(t, opts)
-	opts.Port = ns.Addr().(*net.TCPAddr).Port
-	a, b := startNode(t, ns.ClientURL()), startNode(t, ns.ClientURL())
+	ns := startNATS(t)
+	a, b := startNode(t, ns.url()), startNode(t, ns.url())
 	const topic = "live"
 	var subs []*subscriber
 	for _, n := range []*node{a, b, a, b} {
@@ -369,13 +483,12 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 	wg.Go(func() { publishUntil(t, b, topic, 1000, 30, &mu, acked) })
 	wg.Wait()
 
-	ns.Shutdown()
-	ns.WaitForShutdown()
+	ns.stop()
 	require.Eventually(t, func() bool { return !a.broker.Connected() && !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
 	wg.Go(func() { publishUntil(t, a, topic, 30, 30, &mu, acked) })
 	wg.Go(func() { publishUntil(t, b, topic, 1030, 30, &mu, acked) })
 	time.Sleep(300 * time.Millisecond) // publishes refused meanwhile
-	runNATS(t, opts)
+	ns.start()
 	wg.Wait()
 
 	var last uint64
@@ -458,8 +571,8 @@ func (p *proxy) heal() {
 // notice exactly which messages they lost, then goes on.
 func TestPartitionedNodeCatchesUp(t *testing.T) {
 	ns := startNATS(t)
-	p := startProxy(t, ns.Addr().String())
-	a, b := startNode(t, ns.ClientURL()), startNode(t, p.url())
+	p := startProxy(t, ns.addr())
+	a, b := startNode(t, ns.url()), startNode(t, p.url())
 	const topic = "p"
 	s, _ := b.subscribe(t, topic, "topics="+topic)
 	s.next = 1
@@ -497,4 +610,47 @@ func TestPartitionedNodeCatchesUp(t *testing.T) {
 	assert.True(t, reply.Recovered, "%+v", reply)
 	r.next = 161
 	r.readThrough(170, acked)
+}
+
+// TestClientSubscribesOnceNATSIsBack: the bundled client, refused a
+// subscribe as unavailable by a node cut off from NATS, which keeps the
+// connection, asks again until the node is back, and then gets the topic's
+// messages.
+func TestClientSubscribesOnceNATSIsBack(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.url())
+	ns.stop()
+	require.Eventually(t, func() bool { return !a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+
+	refused := make(chan string, 16)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws://"+a.addr, &client.Options{OnEvent: func(e client.Event) {
+		if e.Kind == client.Refused {
+			refused <- e.ErrorCode
+		}
+	}})
+	require.NoError(t, err)
+	defer c.Close()
+	got := make(chan client.Message, 16)
+	require.NoError(t, c.Subscribe("later", func(m client.Message) { got <- m }))
+	select {
+	case code := <-refused:
+		assert.Equal(t, "unavailable", code)
+	case <-time.After(waitTimeout):
+		t.Fatal("the subscribe was not refused")
+	}
+
+	ns.start()
+	require.Eventually(t, func() bool { return a.hub.Stats().Subscriptions == 1 }, waitTimeout, 20*time.Millisecond,
+		"the client did not subscribe again")
+	status, seq := a.post(t, "later", `"hello"`)
+	require.Equal(t, http.StatusAccepted, status)
+	select {
+	case m := <-got:
+		assert.Equal(t, seq, m.Seq)
+		assert.JSONEq(t, `"hello"`, string(m.Data))
+	case <-time.After(waitTimeout):
+		t.Fatal("no message after NATS came back")
+	}
 }

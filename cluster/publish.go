@@ -4,33 +4,44 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanout/fanout/broadcast"
 )
 
 // Publish stores data as topic's next message and returns its seq. The seq
 // is agreed without a coordinator: the message names the stream sequence of
 // the subject's last message it follows (Nats-Expected-Last-Subject-Sequence),
 // JetStream refuses it if another came first, and it is built again on the
-// new last message and retried. Its Nats-Msg-Id, the same on every attempt,
-// makes a retry of an attempt that was stored but not acknowledged a
-// duplicate, not a second message.
+// new last message and tried again. An attempt that gets no answer in time
+// is sent again unchanged, with the same Nats-Msg-Id, so that if the first
+// was stored the second is a duplicate, not a second message. An error
+// wraps broadcast.ErrNotStored when the message surely was not stored.
 func (b *Broker) Publish(ctx context.Context, topic string, data []byte) (uint64, error) {
 	if !b.nc.IsConnected() {
-		// Refused at once, not buffered until NATS comes back.
-		return 0, fmt.Errorf("cluster: publish to %s: %w", topic, nats.ErrDisconnected)
+		// Refused at once, not held until NATS comes back.
+		return 0, fmt.Errorf("cluster: publish to %s: %w: %w", topic, broadcast.ErrNotStored, nats.ErrDisconnected)
 	}
 	subj := b.subject(topic)
 	id := b.idPrefix + "-" + strconv.FormatUint(b.nextID.Add(1), 36)
 	last, known := b.heads.get(topic)
-	for attempt := 0; ; attempt++ {
+	unanswered := false // an attempt may have been stored
+	fail := func(err error) (uint64, error) {
+		if !unanswered {
+			err = fmt.Errorf("%w: %w", broadcast.ErrNotStored, err)
+		}
+		return 0, fmt.Errorf("cluster: publish to %s: %w", topic, err)
+	}
+	for conflicts := 0; ; {
 		if !known {
 			var err error
 			if last, err = b.last(ctx, subj); err != nil {
-				return 0, err
+				return fail(err)
 			}
 		}
 		next := head{seq: last.seq + 1, epoch: last.epoch}
@@ -43,31 +54,62 @@ func (b *Broker) Publish(ctx context.Context, topic string, data []byte) (uint64
 		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(last.stream, 10))
 		msg.Header.Set(seqHeader, strconv.FormatUint(next.seq, 10))
 		msg.Header.Set(epochHeader, next.epoch)
-		ack, err := b.js.PublishMsg(ctx, msg)
+		ack, err := b.send(ctx, msg, &unanswered)
 		switch {
 		case wrongLastSeq(err):
-			// Another node's message came first: build on it.
+			// Another message came first: build on it. (An attempt
+			// that was stored would have made this one a duplicate.)
 			known = false
-			if ctx.Err() != nil {
-				return 0, fmt.Errorf("cluster: publish to %s: %d conflicts: %w", topic, attempt+1, ctx.Err())
+			if conflicts++; conflicts > 3 {
+				// Many nodes at one topic: let the others through.
+				if sleep(ctx, time.Duration(rand.Int64N(int64(conflicts)*int64(time.Millisecond)))) != nil {
+					return fail(fmt.Errorf("%d conflicts: %w", conflicts, ctx.Err()))
+				}
 			}
 			continue
 		case err != nil:
-			return 0, fmt.Errorf("cluster: publish to %s: %w", topic, err)
-		case ack.Duplicate:
-			// An earlier attempt was stored: its seq is the one.
-			stored, err := b.stream.GetMsg(ctx, ack.Sequence)
-			if err != nil {
-				return 0, fmt.Errorf("cluster: publish to %s: read back duplicate %d: %w", topic, ack.Sequence, err)
-			}
-			if next, err = headOf(stored.Sequence, stored.Header); err != nil {
-				return 0, fmt.Errorf("cluster: publish to %s: %w", topic, err)
-			}
-		default:
-			next.stream = ack.Sequence
+			return fail(err)
 		}
-		b.heads.put(topic, next)
+		// A duplicate is an earlier attempt of this same message, stored
+		// with these same headers: every attempt after a refused one is
+		// built anew, and one unanswered is sent again unchanged.
+		next.stream = ack.Sequence
+		b.heads.set(topic, next)
 		return next.seq, nil
+	}
+}
+
+// attemptTimeout bounds the wait for one attempt's acknowledgement, after
+// which it is sent again.
+const attemptTimeout = 2 * time.Second
+
+// send publishes msg and waits for its acknowledgement, sending it again
+// while an attempt gets no answer and ctx allows; it sets *unanswered once
+// one went unanswered.
+func (b *Broker) send(ctx context.Context, msg *nats.Msg, unanswered *bool) (*jetstream.PubAck, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		ack, err := b.js.PublishMsg(actx, msg)
+		cancel()
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return ack, err
+		}
+		*unanswered = true
+		if ctx.Err() != nil || !b.nc.IsConnected() {
+			return nil, err
+		}
+	}
+}
+
+// sleep waits d, or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +21,10 @@ import (
 // disconnect from where it was, so messages come in stream order, which is
 // seq order within a topic.
 func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast.BrokerMessage)) (broadcast.Watch, []broadcast.BrokerMessage, error) {
+	if !b.nc.IsConnected() {
+		// At once: a subscriber waits for this, on a worker of the node.
+		return nil, nil, fmt.Errorf("cluster: watch %s: %w", topic, nats.ErrDisconnected)
+	}
 	subj := b.subject(topic)
 	if err := b.ensureEpoch(ctx, subj); err != nil {
 		return nil, nil, err
@@ -26,11 +32,15 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 	cons, err := b.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subj},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// A consumer that Stop left, or a node that died, leaves is
+		// deleted by the server after this; the ordered consumer makes
+		// itself anew if its own was deleted while disconnected.
+		InactiveThreshold: consumerIdle,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: consume %s: %w", subj, err)
 	}
-	w := &watch{ready: make(chan struct{})}
+	w := &watch{b: b, cons: cons, ready: make(chan struct{})}
 	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
 		w.caughtUp = true // (the epoch's marker expired meanwhile)
 		close(w.ready)
@@ -52,14 +62,19 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 			return
 		}
 		deliver(bm)
-	})
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// Missed heartbeats and re-creations while NATS is away: the
+		// connection's own log says that, once.
+		b.log.Debug("cluster: consumer", "subject", subj, "err", err)
+	}))
 	if err != nil {
+		w.deleteConsumer()
 		return nil, nil, fmt.Errorf("cluster: consume %s: %w", subj, err)
 	}
 	select {
 	case <-w.ready:
 	case <-ctx.Done():
-		w.cc.Stop()
+		w.Stop()
 		return nil, nil, fmt.Errorf("cluster: read the history of %s: %w", subj, ctx.Err())
 	}
 	w.mu.Lock()
@@ -72,6 +87,8 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 // watch is one topic's consumer. Until it has caught up with what the
 // stream held when it started, what it receives is kept as the backlog.
 type watch struct {
+	b     *Broker
+	cons  jetstream.Consumer
 	cc    jetstream.ConsumeContext
 	ready chan struct{} // closed once caught up
 
@@ -96,8 +113,27 @@ func (w *watch) backfill(m broadcast.BrokerMessage, pending uint64) bool {
 	return true
 }
 
-// Stop stops the consumer.
-func (w *watch) Stop() { w.cc.Stop() }
+// consumerIdle is how long the server keeps a consumer nobody pulls from.
+const consumerIdle = 30 * time.Second
+
+// Stop stops the consumer and deletes it from the server in the
+// background: it is not left to linger for consumerIdle.
+func (w *watch) Stop() {
+	w.cc.Stop()
+	go w.deleteConsumer()
+}
+
+func (w *watch) deleteConsumer() {
+	info := w.cons.CachedInfo()
+	if info == nil || !w.b.nc.IsConnected() {
+		return // the server deletes it after consumerIdle
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.b.js.DeleteConsumer(ctx, w.b.cfg.Stream, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		w.b.log.Debug("cluster: delete consumer", "consumer", info.Name, "err", err)
+	}
+}
 
 // ensureEpoch stores a marker, seq 0 with a new epoch and no data, on subj
 // if it holds no message, so that every node hands its subscribers the
