@@ -27,8 +27,8 @@ type Broker interface {
 	// broker then holds the messages back. It returns the messages the
 	// broker holds already, oldest first, in one epoch and with gapless
 	// seqs: the topic's history, whose last is the topic's latest. A topic
-	// that holds none is given an epoch, and its head, the last of them,
-	// has seq 0 (and no data): the same epoch on every node.
+	// that holds none is given an epoch by a marker of seq 0: the same
+	// epoch on every node.
 	Watch(ctx context.Context, topic string, deliver func(BrokerMessage)) (Watch, []BrokerMessage, error)
 	// Connected reports whether the broker can store publishes now.
 	Connected() bool
@@ -40,8 +40,10 @@ type Watch interface {
 	Stop()
 }
 
-// BrokerMessage is one stored message of a topic. Seq 0 marks the start
-// of an epoch: it carries no data, and the hub fans it out to no one.
+// BrokerMessage is one stored message of a topic. One without data is a
+// marker, which the hub fans out to no one: seq 0 starts an epoch, and
+// another repeats the seq of the message before it, so that a quiet topic
+// keeps its seq and epoch while history ages out.
 type BrokerMessage struct {
 	Seq   uint64
 	Epoch string // names the topic's history; a new one when it starts afresh

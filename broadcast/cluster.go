@@ -50,12 +50,13 @@ func (h *Hub) watchLocked(t *Topic) error {
 	t.watch = w
 	t.seq, t.epoch = 0, ""
 	for _, m := range backlog {
-		if m.Epoch != t.epoch || m.Seq != t.seq+1 {
+		marker := len(m.Data) == 0
+		if m.Epoch != t.epoch || m.Seq != t.seq+1 && !(marker && m.Seq == t.seq) {
 			// Older messages are gone: history starts here.
 			h.resetLocked(t, m.Epoch)
 		}
 		t.seq = m.Seq
-		if m.Seq == 0 || h.cfg.HistorySize <= 0 {
+		if marker || h.cfg.HistorySize <= 0 {
 			continue
 		}
 		frame := compile(t.name, m.Seq, m.Data)
@@ -82,12 +83,16 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 		// watch take over if subscribers come back.
 		t.mu.Unlock()
 		return
-	case m.Seq == 0:
-		// An epoch's marker: a topic that held nothing started one.
+	case len(m.Data) == 0:
+		// A marker. Of this epoch, it repeats a seq this node has (or,
+		// if it missed messages, the next message shows the gap); of
+		// another, the topic held nothing (every node watching it was
+		// cut off for longer than history lasts) and starts afresh.
 		if m.Epoch != t.epoch {
+			h.log.Warn("cluster topic started afresh", "topic", t.name, "epoch", m.Epoch, "was", t.epoch, "seq", t.seq)
 			h.resetLocked(t, m.Epoch)
-			t.seq = 0
-			t.floor.Store(1)
+			t.seq = m.Seq
+			t.floor.Store(t.seq + 1)
 		}
 		t.mu.Unlock()
 		return

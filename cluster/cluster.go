@@ -90,6 +90,11 @@ type Broker struct {
 	nextID   atomic.Uint64 // the other part
 
 	heads heads
+
+	mu      sync.Mutex
+	watches map[*watch]struct{} // running, for keepLoop
+	stop    chan struct{}       // closed by Close
+	done    chan struct{}       // closed when keepLoop returns
 }
 
 var _ broadcast.Broker = (*Broker)(nil)
@@ -107,6 +112,8 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, idPrefix: nuid.Next()}
 	b.heads.m = make(map[string]head)
+	b.watches = make(map[*watch]struct{})
+	b.stop, b.done = make(chan struct{}), make(chan struct{})
 	opts := []nats.Option{
 		nats.Name("fanout"),
 		nats.MaxReconnects(-1),
@@ -149,6 +156,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nc.Close()
 		return nil, err
 	}
+	go b.keepLoop()
 	b.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "stream", cfg.Stream, "subjects", cfg.SubjectPrefix+".>")
 	return b, nil
 }
@@ -176,7 +184,17 @@ func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 func (b *Broker) Connected() bool { return b.nc.IsConnected() }
 
 // Close closes the connection to NATS; watches end with it.
-func (b *Broker) Close() { b.nc.Close() }
+func (b *Broker) Close() {
+	b.mu.Lock()
+	select {
+	case <-b.stop:
+	default:
+		close(b.stop)
+	}
+	b.mu.Unlock()
+	<-b.done
+	b.nc.Close()
+}
 
 // subject returns topic's subject.
 func (b *Broker) subject(topic string) string {

@@ -654,3 +654,33 @@ func TestClientSubscribesOnceNATSIsBack(t *testing.T) {
 		t.Fatal("no message after NATS came back")
 	}
 }
+
+// TestQuietTopicKeepsItsSeq: a topic with subscribers that stays quiet for
+// longer than history lasts keeps its seq and epoch: the next message
+// continues them, for the subscribers there and for one who comes later
+// on another node, rather than start again at 1 under them.
+func TestQuietTopicKeepsItsSeq(t *testing.T) {
+	ns := startNATS(t)
+	const age = time.Second
+	a, b := startNode(t, ns.url(), age), startNode(t, ns.url(), age)
+	const topic = "quiet"
+	s, reply := a.subscribe(t, topic, "topics="+topic)
+	epoch := reply.Epoch
+	s.next = 1
+	acked := map[uint64]string{}
+	var mu sync.Mutex
+	publishUntil(t, a, topic, 1, 3, &mu, acked)
+	s.readThrough(3, acked)
+
+	time.Sleep(3 * age) // every message stored ages out meanwhile
+	publishUntil(t, b, topic, 4, 1, &mu, acked)
+	require.Contains(t, acked, uint64(4), "the seq after a quiet spell")
+	s.readThrough(4, acked)
+	later, reply := b.subscribe(t, topic, "topics="+topic)
+	assert.Equal(t, uint64(4), reply.Seq)
+	assert.Equal(t, epoch, reply.Epoch)
+	publishUntil(t, a, topic, 5, 1, &mu, acked)
+	later.next = 5
+	later.readThrough(5, acked)
+	s.readThrough(5, acked)
+}

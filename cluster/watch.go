@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -40,7 +41,7 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: consume %s: %w", subj, err)
 	}
-	w := &watch{b: b, cons: cons, ready: make(chan struct{})}
+	w := &watch{b: b, cons: cons, topic: topic, subj: subj, ready: make(chan struct{})}
 	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
 		w.caughtUp = true // (the epoch's marker expired meanwhile)
 		close(w.ready)
@@ -58,7 +59,7 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 		}
 		b.heads.put(topic, h)
 		bm := broadcast.BrokerMessage{Seq: h.seq, Epoch: h.epoch, Data: m.Data(), Time: md.Timestamp}
-		if w.backfill(bm, md.NumPending) {
+		if w.backfill(bm, h, md.NumPending) {
 			return
 		}
 		deliver(bm)
@@ -81,27 +82,35 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 	backlog := w.backlog
 	w.backlog = nil
 	w.mu.Unlock()
+	b.mu.Lock()
+	b.watches[w] = struct{}{}
+	b.mu.Unlock()
 	return w, backlog, nil
 }
 
 // watch is one topic's consumer. Until it has caught up with what the
 // stream held when it started, what it receives is kept as the backlog.
 type watch struct {
-	b     *Broker
-	cons  jetstream.Consumer
-	cc    jetstream.ConsumeContext
-	ready chan struct{} // closed once caught up
+	b           *Broker
+	cons        jetstream.Consumer
+	cc          jetstream.ConsumeContext
+	topic, subj string
+	ready       chan struct{} // closed once caught up
 
 	mu       sync.Mutex
 	caughtUp bool
 	backlog  []broadcast.BrokerMessage
+	last     head      // the last message received
+	at       time.Time // when it was received
 }
 
-// backfill keeps m as backlog and reports true until the watch has caught
-// up: until a message with nothing pending after it.
-func (w *watch) backfill(m broadcast.BrokerMessage, pending uint64) bool {
+// backfill notes m, whose head is h, as the last message received; it keeps
+// m as backlog and reports true until the watch has caught up: until a
+// message with nothing pending after it.
+func (w *watch) backfill(m broadcast.BrokerMessage, h head, pending uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.last, w.at = h, time.Now()
 	if w.caughtUp {
 		return false
 	}
@@ -119,6 +128,9 @@ const consumerIdle = 30 * time.Second
 // Stop stops the consumer and deletes it from the server in the
 // background: it is not left to linger for consumerIdle.
 func (w *watch) Stop() {
+	w.b.mu.Lock()
+	delete(w.b.watches, w)
+	w.b.mu.Unlock()
 	w.cc.Stop()
 	go w.deleteConsumer()
 }
@@ -149,4 +161,55 @@ func (b *Broker) ensureEpoch(ctx context.Context, subj string) error {
 		return fmt.Errorf("cluster: start the epoch of %s: %w", subj, err)
 	}
 	return nil
+}
+
+// keepLoop keeps the topics watched here from starting afresh while they
+// have subscribers. JetStream drops a message after the history age
+// (MaxAge), so a topic quiet for that long would hold nothing, and its next
+// message would take seq 1 in a new epoch under subscribers that have seq
+// N. Before that, a marker that repeats the last message's seq and epoch,
+// with no data, is stored after it (with Nats-Expected-Last-Subject-Sequence,
+// so that of several nodes one stores it and a publish in between wins);
+// the next message continues from it.
+func (b *Broker) keepLoop() {
+	defer close(b.done)
+	age := b.cfg.HistoryAge
+	tick := time.NewTicker(max(age/4, 10*time.Millisecond))
+	defer tick.Stop()
+	var due []*watch
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-tick.C:
+		}
+		due = due[:0]
+		b.mu.Lock()
+		for w := range b.watches {
+			due = append(due, w)
+		}
+		b.mu.Unlock()
+		for _, w := range due {
+			w.mu.Lock()
+			last, quiet := w.last, time.Since(w.at) > age/2
+			w.mu.Unlock()
+			if quiet && last.stream != 0 && b.nc.IsConnected() {
+				b.keep(w.subj, last)
+			}
+		}
+		clear(due)
+	}
+}
+
+// keep stores the marker of last on subj.
+func (b *Broker) keep(subj string, last head) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msg := &nats.Msg{Subject: subj, Header: nats.Header{}}
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(last.stream, 10))
+	msg.Header.Set(seqHeader, strconv.FormatUint(last.seq, 10))
+	msg.Header.Set(epochHeader, last.epoch)
+	if _, err := b.js.PublishMsg(ctx, msg); err != nil && !wrongLastSeq(err) {
+		b.log.Warn("cluster: keep a quiet topic", "subject", subj, "err", err)
+	}
 }
