@@ -327,7 +327,14 @@ export class Client {
             this.send({ type: "subscribe", topic: f.topic });
             return;
           }
-          if (f.code !== "unavailable") this.subs.delete(f.topic);
+          if (f.code === "unavailable") {
+            // The server is shutting down, and the next connection
+            // subscribes it; or a cluster node is cut off from NATS and
+            // keeps the connection: ask again, later.
+            this.resend(ws, req);
+          } else {
+            this.subs.delete(f.topic);
+          }
         }
         this.emit({ kind: "refused", topic: f.topic, code: f.code, error: f.message });
         return;
