@@ -255,7 +255,7 @@ func compareOne(ctx context.Context, o *Options, plan fleetPlan, fleet *Fleet, n
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{o: &so, t: t, plan: plan, fleet: fleet, httpc: newHTTPClient(), log: log, stderr: stderr, pid: cmd.Process.Pid}
+	r := &runner{o: &so, t: t, ts: []target{t}, plan: plan, fleet: fleet, httpc: newHTTPClient(), log: log, stderr: stderr, pid: cmd.Process.Pid, pids: []int{cmd.Process.Pid}}
 	defer r.httpc.CloseIdleConnections()
 	if err := r.waitUp(ctx, exited, logPath); err != nil {
 		return nil, err

@@ -41,11 +41,11 @@ func TestMintPerClient(t *testing.T) {
 
 	creds, err := newCredentials("", testSecret, "room.1")
 	require.NoError(t, err)
-	plan, err := newDialPlan(&engine{key: "dGhlIHNhbXBsZSBub25jZQ=="}, &dialCommand{Kind: "subscriber", Target: "127.0.0.1:1", Host: "h", Path: "/ws?topics=room.1", Auth: creds})
+	plan, err := newDialPlan(&engine{key: "dGhlIHNhbXBsZSBub25jZQ=="}, &dialCommand{Kind: "subscriber", Targets: []dialTarget{{Addr: "127.0.0.1:1", Host: "h"}}, Path: "/ws?topics=room.1", Auth: creds})
 	require.NoError(t, err)
 	subs := map[string]bool{}
 	for range 3 {
-		req, err := plan.upgrade()
+		req, err := plan.upgrade(0)
 		require.NoError(t, err)
 		id, err := v.Verify(bearer(t, req))
 		require.NoError(t, err)
@@ -59,17 +59,17 @@ func TestMintPerClient(t *testing.T) {
 
 	creds, err = newCredentials("given.token.here", "", "room.1")
 	require.NoError(t, err)
-	plan, err = newDialPlan(&engine{key: "dGhlIHNhbXBsZSBub25jZQ=="}, &dialCommand{Kind: "subscriber", Target: "127.0.0.1:1", Host: "h", Path: "/ws", Auth: creds})
+	plan, err = newDialPlan(&engine{key: "dGhlIHNhbXBsZSBub25jZQ=="}, &dialCommand{Kind: "subscriber", Targets: []dialTarget{{Addr: "127.0.0.1:1", Host: "h"}}, Path: "/ws", Auth: creds})
 	require.NoError(t, err)
 	for range 2 {
-		req, err := plan.upgrade()
+		req, err := plan.upgrade(0)
 		require.NoError(t, err)
 		assert.Equal(t, "given.token.here", bearer(t, req))
 	}
 
-	plan, err = newDialPlan(&engine{key: "dGhlIHNhbXBsZSBub25jZQ=="}, &dialCommand{Kind: "subscriber", Target: "127.0.0.1:1", Host: "h", Path: "/ws"})
+	plan, err = newDialPlan(&engine{key: "dGhlIHNhbXBsZSBub25jZQ=="}, &dialCommand{Kind: "subscriber", Targets: []dialTarget{{Addr: "127.0.0.1:1", Host: "h"}}, Path: "/ws"})
 	require.NoError(t, err)
-	req, err := plan.upgrade()
+	req, err := plan.upgrade(0)
 	require.NoError(t, err)
 	assert.Empty(t, bearer(t, req))
 }

@@ -15,10 +15,8 @@ import (
 // many at once, and what they do once open.
 type dialPlan struct {
 	kind     connKind
-	target   netip.AddrPort
+	targets  []planTarget // taken in turn
 	sources  []netip.Addr // none: let the kernel choose
-	request  []byte       // the upgrade request of every connection; nil: minted
-	host     string       // of the request, to build a minted one
 	path     string
 	key      string
 	auth     *credentials
@@ -29,35 +27,46 @@ type dialPlan struct {
 	n        int64         // 0: unbounded (churn)
 	ok       atomic.Int64
 	failed   atomic.Int64
-	next     atomic.Int64 // index of the next connection, for the source
+	next     atomic.Int64 // index of the next connection, for the source and the target
 	doneOnce sync.Once
 	done     chan struct{}
 }
 
-// addrs returns fresh socket addresses for the next connection: a
-// unix.Sockaddr is scratch space for the syscall that takes it, so
-// connections being started concurrently cannot share one.
-func (p *dialPlan) addrs() (target, source unix.Sockaddr) {
-	target = sockaddr(p.target.Addr(), int(p.target.Port()))
-	if len(p.sources) > 0 {
-		i := p.next.Add(1) - 1
-		source = sockaddr(p.sources[int(i%int64(len(p.sources)))], 0)
-	}
-	return target, source
+// planTarget is a server of a plan.
+type planTarget struct {
+	addr    netip.AddrPort
+	host    string // of the request, to build a minted one
+	request []byte // the upgrade request of every connection to it; nil: minted
 }
 
-// upgrade returns the upgrade request of the plan's next connection: the
+// addrs returns the next connection's target (its index in p.targets, for
+// upgrade) and fresh socket addresses for it: a unix.Sockaddr is scratch
+// space for the syscall that takes it, so connections being started
+// concurrently cannot share one.
+func (p *dialPlan) addrs() (tgt int, target, source unix.Sockaddr) {
+	i := p.next.Add(1) - 1
+	tgt = int(i % int64(len(p.targets)))
+	t := p.targets[tgt].addr
+	target = sockaddr(t.Addr(), int(t.Port()))
+	if len(p.sources) > 0 {
+		source = sockaddr(p.sources[int(i%int64(len(p.sources)))], 0)
+	}
+	return tgt, target, source
+}
+
+// upgrade returns the upgrade request of a connection to target tgt: the
 // same for all, or one with a token minted for it.
-func (p *dialPlan) upgrade() ([]byte, error) {
-	if p.request != nil {
-		return p.request, nil
+func (p *dialPlan) upgrade(tgt int) ([]byte, error) {
+	t := &p.targets[tgt]
+	if t.request != nil {
+		return t.request, nil
 	}
 	sub := fmt.Sprintf("bench-%d-%d", os.Getpid(), p.minted.Add(1))
 	token, err := p.auth.token(sub, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	return upgradeRequest(p.host, p.path, p.key, token, p.offer), nil
+	return upgradeRequest(t.host, p.path, p.key, token, p.offer), nil
 }
 
 // settle counts a connection of the plan as open or failed and gives back

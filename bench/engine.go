@@ -229,7 +229,9 @@ func (e *engine) start(plan *dialPlan) {
 	c.deadline.Store(time.Now().Add(plan.timeout).UnixNano())
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	fd, err := connectNonblocking(plan.addrs())
+	tgt, target, source := plan.addrs()
+	c.tgt = uint8(tgt)
+	fd, err := connectNonblocking(target, source)
 	if err != nil {
 		c.release(err)
 		return
@@ -259,7 +261,7 @@ func (e *engine) serve(worker int, j job) {
 			return
 		}
 		c.state = stHandshake
-		req, err := c.plan.upgrade()
+		req, err := c.plan.upgrade(int(c.tgt))
 		if err != nil {
 			c.release(err)
 			return

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -72,7 +73,7 @@ type Options struct {
 
 // register defines the flags on fs.
 func (o *Options) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080", "server base `URL` (ws://host:port); the endpoints are found under it")
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080", "server base `URL` (ws://host:port); the endpoints are found under it. Several, comma-separated (a cluster's nodes): connections go to each in turn, publishes too, and the servers' figures are summed")
 	fs.StringVar(&o.PublishURL, "publish-url", "", "publish `URL` (default: http://host:port/publish from --url); ?topic= is added")
 	fs.StringVar(&o.StatsURL, "stats-url", "", "stats `URL` (default: http://host:port/stats from --url)")
 	fs.StringVar(&o.WSPath, "ws-path", "/ws", "subscribe endpoint `path`; ?topics=TOPIC is added")
@@ -164,7 +165,39 @@ type target struct {
 	statsURL   string
 }
 
-// resolveTarget parses --url and derives the HTTP endpoints from it.
+// maxTargets bounds the servers of --url (a connection keeps its server's
+// index in a byte).
+const maxTargets = 64
+
+// resolveTargets parses each URL of --url, a comma-separated list, and
+// derives the HTTP endpoints from it. --publish-url, --stats-url and
+// --server-pid name one server's, so they go with one URL only.
+func resolveTargets(ctx context.Context, o *Options) ([]target, error) {
+	urls := splitList(o.URL)
+	if len(urls) == 0 {
+		return nil, errors.New("--url: no URL")
+	}
+	if len(urls) > maxTargets {
+		return nil, fmt.Errorf("--url: %d URLs, at most %d", len(urls), maxTargets)
+	}
+	if len(urls) > 1 && (o.PublishURL != "" || o.StatsURL != "" || o.ServerPID > 0) {
+		return nil, errors.New("--publish-url, --stats-url and --server-pid name one server: use them with one --url")
+	}
+	var ts []target
+	for _, u := range urls {
+		one := *o
+		one.URL = u
+		t, err := resolveTarget(ctx, &one)
+		if err != nil {
+			return nil, err
+		}
+		ts = append(ts, t)
+	}
+	return ts, nil
+}
+
+// resolveTarget parses --url, one URL, and derives the HTTP endpoints from
+// it.
 func resolveTarget(ctx context.Context, o *Options) (target, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil {

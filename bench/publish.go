@@ -28,9 +28,14 @@ type publishReply struct {
 	Seq uint64 `json:"seq"`
 }
 
-// publish posts data to the topic and returns its seq.
+// publish posts data to the topic and returns its seq. With several
+// servers, publishes go to each in turn.
 func (r *runner) publish(ctx context.Context, data []byte) (uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.t.publishURL, bytes.NewReader(data))
+	t := &r.t
+	if len(r.ts) > 1 {
+		t = &r.ts[(r.pubs.Add(1)-1)%uint64(len(r.ts))]
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.publishURL, bytes.NewReader(data))
 	if err != nil {
 		return 0, fmt.Errorf("bench: publish: %w", err)
 	}
@@ -48,7 +53,7 @@ func (r *runner) publish(ctx context.Context, data []byte) (uint64, error) {
 		return 0, fmt.Errorf("bench: publish: read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
-		return 0, fmt.Errorf("bench: publish to %s: %s: %s", r.t.publishURL, resp.Status, truncate(body, 200))
+		return 0, fmt.Errorf("bench: publish to %s: %s: %s", t.publishURL, resp.Status, truncate(body, 200))
 	}
 	var rep publishReply
 	if err := json.Unmarshal(body, &rep); err != nil {

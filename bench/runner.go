@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,13 +17,16 @@ import (
 // the fleet of workers and an HTTP client for /publish and /stats.
 type runner struct {
 	o      *Options
-	t      target
+	t      target   // the first of ts: the one server, unless --url names several
+	ts     []target // every server
 	plan   fleetPlan
 	fleet  *Fleet
 	httpc  *http.Client
 	log    *slog.Logger
 	stderr io.Writer
-	pid    int // server process; 0: unknown
+	pid    int           // server process (of t); 0: unknown
+	pids   []int         // of ts
+	pubs   atomic.Uint64 // publishes, to spread them over ts
 	win    uint32
 
 	creds       *credentials // of the clients; nil: none
@@ -32,15 +36,15 @@ type runner struct {
 // newRunner resolves the target, plans the fleet for hold connections at
 // once, checks the limits and starts the workers.
 func newRunner(ctx context.Context, o *Options, stderr io.Writer, log *slog.Logger, hold int) (*runner, error) {
-	t, err := resolveTarget(ctx, o)
+	ts, err := resolveTargets(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := planFleet(o, t, hold)
+	plan, err := planFleet(o, ts[0], hold)
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{o: o, t: t, plan: plan, log: log, stderr: stderr, httpc: newHTTPClient()}
+	r := &runner{o: o, t: ts[0], ts: ts, plan: plan, log: log, stderr: stderr, httpc: newHTTPClient()}
 	if r.creds, err = newCredentials(o.Token, o.JWTSecret, o.Topic); err != nil {
 		return nil, err
 	}
@@ -51,9 +55,15 @@ func newRunner(ctx context.Context, o *Options, stderr io.Writer, log *slog.Logg
 		}
 		r.publishAuth = "Bearer " + token
 	}
-	r.pid = r.findServerPID()
-	if err := checkServerFiles(r.pid, hold); err != nil {
-		return nil, err
+	r.pid = r.findServerPID(r.t)
+	r.pids = []int{r.pid}
+	for _, t := range ts[1:] {
+		r.pids = append(r.pids, r.findServerPID(t))
+	}
+	for _, pid := range r.pids {
+		if err := checkServerFiles(pid, (hold+len(ts)-1)/len(ts)); err != nil {
+			return nil, err
+		}
 	}
 	r.fleet, err = startFleet(ctx, plan.Workers, o.ClientCPUs, stderr, log)
 	if err != nil {
@@ -64,14 +74,14 @@ func newRunner(ctx context.Context, o *Options, stderr io.Writer, log *slog.Logg
 
 // findServerPID returns --server-pid, or the process listening on a
 // loopback target's port, or 0.
-func (r *runner) findServerPID() int {
+func (r *runner) findServerPID(t target) int {
 	switch {
 	case r.o.ServerPID > 0:
 		return r.o.ServerPID
-	case r.o.ServerPID < 0 || !r.t.loopback:
+	case r.o.ServerPID < 0 || !t.loopback:
 		return 0
 	}
-	return findListenerPID(int(r.t.addr.Port()))
+	return findListenerPID(int(t.addr.Port()))
 }
 
 // close stops the workers.
@@ -104,10 +114,16 @@ func (r *runner) dialCommand(i int, kind, path string, n int) *dialCommand {
 		k := i * len(src) / r.fleet.Size()
 		src = append(slices.Clone(src[k:]), src[:k]...)
 	}
+	targets := make([]dialTarget, len(r.ts))
+	for j := range r.ts {
+		// Each worker starts at a different server, so that with fewer
+		// connections than servers they still spread.
+		t := r.ts[(i+j)%len(r.ts)]
+		targets[j] = dialTarget{Addr: t.addr.String(), Host: t.host}
+	}
 	return &dialCommand{
 		Kind:        kind,
-		Target:      r.t.addr.String(),
-		Host:        r.t.host,
+		Targets:     targets,
 		Path:        path,
 		Sources:     src,
 		N:           n,

@@ -7,21 +7,41 @@ import (
 	"time"
 )
 
-// sample reads the server's /stats, the kernel's socket accounting and the
-// server's CPU time.
+// sample reads the servers' /stats, the kernel's socket accounting and the
+// servers' CPU time. With several servers (a cluster's nodes) their
+// figures are summed, and CPU time and memory are known only if they are
+// for every one.
 func (r *runner) sample(ctx context.Context) (Sample, error) {
-	st, err := fetchServerStats(ctx, r.httpc, r.t.statsURL)
-	if err != nil {
-		return Sample{}, err
+	s := Sample{Kernel: readSockStat(), ServerCPU: -1, MemoryFrom: "stats"}
+	cpu, cpuKnown, proc := 0.0, true, true
+	for i, t := range r.ts {
+		st, err := fetchServerStats(ctx, r.httpc, t.statsURL)
+		if err != nil {
+			return Sample{}, err
+		}
+		pid := r.pids[i]
+		if c, err := processCPU(pid); pid > 0 && err == nil {
+			cpu += c
+		} else {
+			cpuKnown = false
+		}
+		if rss, anon, err := processMemory(pid); pid > 0 && err == nil {
+			st.RSSBytes, st.RSSAnonBytes = rss, anon
+		} else {
+			proc = false
+		}
+		if i == 0 {
+			s.Server = st
+		} else {
+			s.Server.add(st)
+		}
 	}
-	s := Sample{At: time.Now(), Server: st, Kernel: readSockStat(), ServerCPU: -1, MemoryFrom: "stats"}
-	if r.pid > 0 {
-		if cpu, err := processCPU(r.pid); err == nil {
-			s.ServerCPU = cpu
-		}
-		if rss, anon, err := processMemory(r.pid); err == nil {
-			s.Server.RSSBytes, s.Server.RSSAnonBytes, s.MemoryFrom = rss, anon, "proc"
-		}
+	s.At = time.Now()
+	if cpuKnown {
+		s.ServerCPU = cpu
+	}
+	if proc {
+		s.MemoryFrom = "proc"
 	}
 	return s, nil
 }
@@ -138,9 +158,17 @@ func (r *runner) settledSample(ctx context.Context, gc bool, maxConns int64) (Sa
 // about 1 MiB of compressor state behind as garbage, in the very heap that
 // is read next; the text form leaves tens of KiB.
 func (r *runner) collectGarbage(ctx context.Context) bool {
+	ok := true
+	for _, t := range r.ts {
+		ok = r.collectGarbageOf(ctx, t) && ok
+	}
+	return ok
+}
+
+func (r *runner) collectGarbageOf(ctx context.Context, t target) bool {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.t.host+"/debug/pprof/heap?gc=1&debug=1", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.host+"/debug/pprof/heap?gc=1&debug=1", nil)
 	if err != nil {
 		return false
 	}

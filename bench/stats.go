@@ -36,6 +36,24 @@ type ServerStats struct {
 	Subscriptions   int64 `json:"subscriptions"`             // fanout's hub only
 }
 
+// add adds o, another server's figures, to s: the sum of a cluster's
+// nodes. A figure one of them does not report (-1) is unknown in the sum.
+func (s *ServerStats) add(o ServerStats) {
+	for _, f := range []struct{ to, from *int64 }{
+		{&s.Connections, &o.Connections}, {&s.AllConnections, &o.AllConnections},
+		{&s.RSSBytes, &o.RSSBytes}, {&s.RSSAnonBytes, &o.RSSAnonBytes}, {&s.HeapBytes, &o.HeapBytes},
+		{&s.Goroutines, &o.Goroutines}, {&s.OpenFDs, &o.OpenFDs}, {&s.Deliveries, &o.Deliveries},
+		{&s.Drops, &o.Drops}, {&s.SlowDisconnects, &o.SlowDisconnects}, {&s.Clients, &o.Clients},
+		{&s.Subscriptions, &o.Subscriptions},
+	} {
+		if *f.to < 0 || *f.from < 0 {
+			*f.to = -1
+		} else {
+			*f.to += *f.from
+		}
+	}
+}
+
 // parseServerStats reads either shape of /stats.
 func parseServerStats(b []byte) (ServerStats, error) {
 	var top map[string]json.RawMessage

@@ -71,19 +71,24 @@ type command struct {
 
 // dialCommand says which connections a worker opens.
 type dialCommand struct {
-	Kind        string   `json:"kind"`    // subscriber, echo or churn
-	Target      string   `json:"target"`  // server IP:port
-	Host        string   `json:"host"`    // Host header
-	Path        string   `json:"path"`    // request path and query
-	Sources     []string `json:"sources"` // source IPs, used in turn; none: kernel's choice
-	N           int      `json:"n"`
-	Concurrency int      `json:"concurrency"` // connects in flight
-	Timeout     Duration `json:"timeout"`     // per connection, connect and upgrade
+	Kind        string       `json:"kind"`    // subscriber, echo or churn
+	Targets     []dialTarget `json:"targets"` // the servers, taken in turn
+	Path        string       `json:"path"`    // request path and query
+	Sources     []string     `json:"sources"` // source IPs, used in turn; none: kernel's choice
+	N           int          `json:"n"`
+	Concurrency int          `json:"concurrency"` // connects in flight
+	Timeout     Duration     `json:"timeout"`     // per connection, connect and upgrade
 	// Auth is the token to present, or the secret to mint one per
 	// connection with; nil: none.
 	Auth *credentials `json:"auth,omitempty"`
 	// Offer is the Sec-WebSocket-Extensions of the upgrade; "": none.
 	Offer string `json:"offer,omitempty"`
+}
+
+// dialTarget is a server to connect to.
+type dialTarget struct {
+	Addr string `json:"addr"` // IP:port
+	Host string `json:"host"` // Host header
 }
 
 // event is a message from a worker to the parent.
@@ -349,14 +354,11 @@ func newDialPlan(e *engine, d *dialCommand) (*dialPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	ap, err := netip.ParseAddrPort(d.Target)
-	if err != nil {
-		return nil, fmt.Errorf("dial: target: %w", err)
+	if len(d.Targets) == 0 {
+		return nil, errors.New("dial: no target")
 	}
 	plan := &dialPlan{
 		kind:    kind,
-		target:  ap,
-		host:    d.Host,
 		path:    d.Path,
 		key:     e.key,
 		auth:    d.Auth,
@@ -366,9 +368,17 @@ func newDialPlan(e *engine, d *dialCommand) (*dialPlan, error) {
 		sem:     make(chan struct{}, max(1, d.Concurrency)),
 		done:    make(chan struct{}),
 	}
-	if d.Auth == nil || d.Auth.Secret == "" {
-		token, _ := d.Auth.token("", time.Time{}) // given, not minted: no error
-		plan.request = upgradeRequest(d.Host, d.Path, e.key, token, d.Offer)
+	for _, t := range d.Targets {
+		ap, err := netip.ParseAddrPort(t.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("dial: target: %w", err)
+		}
+		pt := planTarget{addr: ap, host: t.Host}
+		if d.Auth == nil || d.Auth.Secret == "" {
+			token, _ := d.Auth.token("", time.Time{}) // given, not minted: no error
+			pt.request = upgradeRequest(t.Host, d.Path, e.key, token, d.Offer)
+		}
+		plan.targets = append(plan.targets, pt)
 	}
 	if plan.timeout <= 0 {
 		plan.timeout = 10 * time.Second
