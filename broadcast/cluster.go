@@ -3,6 +3,7 @@ package broadcast
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -83,24 +84,30 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 		// watch take over if subscribers come back.
 		t.mu.Unlock()
 		return
-	case len(m.Data) == 0:
-		// A marker. Of this epoch, it repeats a seq this node has (or,
-		// if it missed messages, the next message shows the gap); of
-		// another, the topic held nothing (every node watching it was
-		// cut off for longer than history lasts) and starts afresh.
-		if m.Epoch != t.epoch {
-			h.log.Warn("cluster topic started afresh", "topic", t.name, "epoch", m.Epoch, "was", t.epoch, "seq", t.seq)
-			h.resetLocked(t, m.Epoch)
-			t.seq = m.Seq
-			t.floor.Store(t.seq + 1)
+	case m.Epoch != t.epoch:
+		// The topic's history started afresh in the broker (it all aged
+		// out while every node watching it was cut off, or NATS lost
+		// its store): this node's topic, history and subscribers' seqs
+		// are the old epoch's. The subscribers are closed, to come back
+		// with since and be told what they lost, and the topic is
+		// forgotten, for a new one and a new watch to start from what
+		// the broker holds.
+		h.log.Warn("cluster topic started afresh: closing its subscribers", "topic", t.name, "epoch", m.Epoch, "was", t.epoch, "seq", t.seq)
+		rooms, w := h.restartLocked(t)
+		t.mu.Unlock()
+		h.mu.Lock()
+		if h.topics[t.name] == t {
+			delete(h.topics, t.name)
 		}
+		h.mu.Unlock()
+		go w.Stop() // not on the watch's own goroutine, which runs this
+		waitRoom(rooms...)
+		return
+	case len(m.Data) == 0:
+		// A marker of this epoch: it repeats a seq this node has, or, if
+		// it missed messages, the next message shows the gap.
 		t.mu.Unlock()
 		return
-	case m.Epoch != t.epoch:
-		// The topic's history started afresh in the broker (it all
-		// expired): so does this node's.
-		h.log.Warn("cluster topic started afresh", "topic", t.name, "epoch", m.Epoch, "was", t.epoch, "seq", t.seq)
-		h.resetLocked(t, m.Epoch)
 	case m.Seq <= t.seq:
 		t.mu.Unlock()
 		return
@@ -118,6 +125,25 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 	t.mu.Unlock()
 	h.budget.trim()
 	waitRoom(rooms...)
+}
+
+// restartLocked kills t, whose history started afresh in the broker: it
+// drops t's history, closes its subscribers through their shards, and
+// returns the shards' rooms and t's watch, for the caller to stop. t.mu is
+// held.
+func (h *Hub) restartLocked(t *Topic) (rooms []<-chan struct{}, w Watch) {
+	t.dead = true
+	t.floor.Store(math.MaxUint64)
+	h.budget.release(t.history.dropOldest(t.seq))
+	w, t.watch = t.watch, nil
+	for i, s := range h.shards {
+		if t.inShard[i].Load() > 0 {
+			if room := s.post(op{kind: opRestart, topic: t}); room != nil {
+				rooms = append(rooms, room)
+			}
+		}
+	}
+	return rooms, w
 }
 
 // resetLocked drops t's history and sets its epoch. t.mu is held.

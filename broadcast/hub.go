@@ -55,6 +55,12 @@ func ParsePolicy(s string) (Policy, error) {
 // the Disconnect policy.
 const CloseSlowConsumer ws.StatusCode = 4008
 
+// CloseTopicRestarted (1012, Service Restart) closes, in a cluster, the
+// subscribers of a topic whose history started afresh under them (every
+// message aged out, or NATS lost its store): their seqs are of the old
+// epoch, and reconnecting with since tells them what they lost.
+const CloseTopicRestarted ws.StatusCode = 1012
+
 // Config configures a Hub. Zero fields take the defaults below.
 type Config struct {
 	// Shards is the number of shards (goroutines) that fan messages out.

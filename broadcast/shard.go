@@ -18,6 +18,7 @@ const (
 	opLeave                     // remove cl from all of topics
 	opDrained                   // cl's queue emptied: tell it what it lost
 	opReply                     // queue frame, a reply or an error, to cl
+	opRestart                   // topic started afresh: close its subscribers (CloseTopicRestarted)
 	opStop                      // finish
 )
 
@@ -123,6 +124,11 @@ func (s *shard) handle(o op) (stop bool) {
 		untold := len(s.lost) > 0 && s.lostIn[o.topic] > 0
 		for _, cl := range s.subs[o.topic] {
 			if untold && !s.tell(cl, o.topic) {
+				if s.hub.cfg.SlowConsumer == Disconnect {
+					// No room for the notice of a cluster's gap.
+					s.slowConsumer(cl)
+					continue
+				}
 				s.lose(cl, o.topic, o.seq) // its notice first
 				dropped++
 				continue
@@ -197,6 +203,10 @@ func (s *shard) handle(o op) (stop bool) {
 			s.reply(o.cl, appendDropped(nil, r), true)
 		}
 		s.reply(o.cl, o.frame, true)
+	case opRestart:
+		for _, cl := range s.subs[o.topic] {
+			cl.conn.Close(CloseTopicRestarted, "topic "+o.topic.name+" started afresh: reconnect with since")
+		}
 	case opDrained:
 		// A copy: tell edits the runs.
 		for _, r := range slices.Clone(s.lost[o.cl]) {

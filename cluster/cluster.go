@@ -41,8 +41,8 @@ type Config struct {
 	// fanout.
 	SubjectPrefix string
 	// HistorySize is the messages the stream keeps per topic
-	// (MaxMsgsPerSubject), at least 1: the last message names the seq the
-	// next one takes. Default: 1000.
+	// (MaxMsgsPerSubject, with two more for markers), at least 1: the last
+	// message names the seq the next one takes. Default: 1000.
 	HistorySize int
 	// HistoryAge is how long the stream keeps a message (MaxAge).
 	// Default: 5 minutes.
@@ -92,7 +92,8 @@ type Broker struct {
 	heads heads
 
 	mu      sync.Mutex
-	watches map[*watch]struct{} // running, for keepLoop
+	watches map[*watch]struct{} // running, for keepLoop and checkStream
+	created time.Time           // of the stream, as last seen
 	stop    chan struct{}       // closed by Close
 	done    chan struct{}       // closed when keepLoop returns
 }
@@ -127,14 +128,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
-			// A NATS that lost its store lost the stream too.
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if _, err := b.ensureStream(ctx); err != nil {
-					b.log.Warn("NATS reconnected, but the stream is missing", "err", err)
-				}
-			}()
+			go b.checkStream()
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			b.log.Warn("NATS error", "err", err)
@@ -156,6 +150,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nc.Close()
 		return nil, err
 	}
+	b.created = b.stream.CachedInfo().Created
 	go b.keepLoop()
 	b.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "stream", cfg.Stream, "subjects", cfg.SubjectPrefix+".>")
 	return b, nil
@@ -165,9 +160,11 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	cfg := b.cfg
 	stream, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              cfg.Stream,
-		Subjects:          []string{cfg.SubjectPrefix + ".>"},
-		MaxMsgsPerSubject: int64(cfg.HistorySize),
+		Name:     cfg.Stream,
+		Subjects: []string{cfg.SubjectPrefix + ".>"},
+		// Two more than history: the markers that keep a quiet topic
+		// (keepLoop) push no message out.
+		MaxMsgsPerSubject: int64(cfg.HistorySize) + 2,
 		MaxAge:            cfg.HistoryAge,
 		Duplicates:        min(2*time.Minute, cfg.HistoryAge),
 		Storage:           jetstream.FileStorage,
@@ -180,10 +177,54 @@ func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	return stream, nil
 }
 
+// checkStream makes the stream anew after a reconnect to a NATS that lost
+// it (its store), and then tells every watch's topic that its history
+// started afresh. The ordered consumers would otherwise go on from their
+// old stream sequences, past the new stream's first messages.
+func (b *Broker) checkStream() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := b.ensureStream(ctx)
+	if err != nil {
+		b.log.Warn("NATS reconnected, but the stream could not be made", "err", err)
+		return
+	}
+	b.mu.Lock()
+	created, lost := stream.CachedInfo().Created, false
+	if !created.Equal(b.created) {
+		b.created, lost = created, true
+	}
+	var watches []*watch
+	for w := range b.watches {
+		watches = append(watches, w)
+	}
+	b.mu.Unlock()
+	if !lost {
+		return
+	}
+	b.log.Warn("NATS lost the stream (its store?): made it anew; every watched topic starts afresh", "stream", b.cfg.Stream, "topics", len(watches))
+	for _, w := range watches {
+		// A marker of the topic's new epoch, as the hub's first news of
+		// it: its subscribers are closed, to come back with since.
+		if err := b.ensureEpoch(ctx, w.subj); err != nil {
+			b.log.Warn("cluster: restart a topic", "subject", w.subj, "err", err)
+			continue
+		}
+		last, err := b.last(ctx, w.subj)
+		if err != nil {
+			b.log.Warn("cluster: restart a topic", "subject", w.subj, "err", err)
+			continue
+		}
+		b.heads.set(w.topic, last)
+		w.deliver(broadcast.BrokerMessage{Seq: last.seq, Epoch: last.epoch})
+	}
+}
+
 // Connected reports whether the broker is connected to NATS.
 func (b *Broker) Connected() bool { return b.nc.IsConnected() }
 
-// Close closes the connection to NATS; watches end with it.
+// Close stops the watches, deletes their consumers, and closes the
+// connection to NATS.
 func (b *Broker) Close() {
 	b.mu.Lock()
 	select {
@@ -191,8 +232,21 @@ func (b *Broker) Close() {
 	default:
 		close(b.stop)
 	}
+	var watches []*watch
+	for w := range b.watches {
+		watches = append(watches, w)
+	}
+	clear(b.watches)
 	b.mu.Unlock()
 	<-b.done
+	// The node's consumers go with it, rather than idle on the server
+	// for consumerIdle; within a few seconds in all.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, w := range watches {
+		w.cc.Stop()
+		w.deleteConsumer(ctx)
+	}
 	b.nc.Close()
 }
 

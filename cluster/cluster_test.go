@@ -589,8 +589,8 @@ func TestPartitionedNodeCatchesUp(t *testing.T) {
 	p.heal()
 	s.readThrough(20, acked)
 
-	// The cluster keeps 100 messages of a topic: 21 to 70 are gone when
-	// the node is back.
+	// The cluster keeps 100 messages of a topic, and room for two
+	// markers: 21 to 68 are gone when the node is back.
 	p.partition()
 	require.Eventually(t, func() bool { return !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
 	publishUntil(t, a, topic, 21, 150, &mu, acked)
@@ -598,8 +598,8 @@ func TestPartitionedNodeCatchesUp(t *testing.T) {
 	f := s.read()
 	assert.Equal(t, "dropped", f.Type, "%+v", f)
 	assert.Equal(t, uint64(21), f.From, "%+v", f)
-	assert.Equal(t, uint64(70), f.To, "%+v", f)
-	s.next = 71
+	assert.Equal(t, uint64(68), f.To, "%+v", f)
+	s.next = 69
 	s.readThrough(170, acked)
 
 	// The node's own history starts after the gap: a since before it is
@@ -683,4 +683,88 @@ func TestQuietTopicKeepsItsSeq(t *testing.T) {
 	later.next = 5
 	later.readThrough(5, acked)
 	s.readThrough(5, acked)
+}
+
+// TestLateWatchKeepsQuietTopic: a node that starts watching a topic whose
+// last message is already old keeps it from aging out to nothing, counting
+// its quiet from when the message was stored, not from when the node
+// received it.
+func TestLateWatchKeepsQuietTopic(t *testing.T) {
+	ns := startNATS(t)
+	const age = time.Second
+	a, b := startNode(t, ns.url(), age), startNode(t, ns.url(), age)
+	const topic = "late"
+	status, seq := a.post(t, topic, `1`) // no subscriber anywhere
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, uint64(1), seq)
+	time.Sleep(age * 3 / 4)
+	s, reply := b.subscribe(t, topic, "topics="+topic)
+	require.Equal(t, uint64(1), reply.Seq)
+	time.Sleep(2 * age)
+	status, seq = a.post(t, topic, `2`)
+	require.Equal(t, http.StatusAccepted, status)
+	assert.Equal(t, uint64(2), seq, "the topic started afresh under a subscriber")
+	f := s.read()
+	assert.Equal(t, uint64(2), f.Seq, "%+v", f)
+}
+
+// TestNATSLosesItsStore: NATS comes back without its store, and so without
+// the stream. The node makes the stream anew, and the subscribers of the
+// topics it watched, whose seqs are of a history that is gone, are closed
+// with 1012; coming back with since, they are told recovered:false in the
+// topic's new epoch, and get what is published from then on.
+func TestNATSLosesItsStore(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.url())
+	const topic = "kept"
+	s, reply := a.subscribe(t, topic, "topics="+topic)
+	epoch := reply.Epoch
+	s.next = 1
+	acked := map[uint64]string{}
+	var mu sync.Mutex
+	publishUntil(t, a, topic, 1, 3, &mu, acked)
+	s.readThrough(3, acked)
+
+	ns.stop()
+	ns.dir = t.TempDir() // its store is lost
+	ns.start()
+	require.NoError(t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
+	_, _, err := s.conn.ReadMessage()
+	var ce *gorilla.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, 1012, ce.Code)
+
+	back, reply := a.subscribe(t, topic, "topics="+topic+"&since="+topic+":3@"+epoch)
+	assert.False(t, reply.Recovered, "%+v", reply)
+	assert.NotEqual(t, epoch, reply.Epoch)
+	status, seq := a.post(t, topic, `"after"`)
+	require.Equal(t, http.StatusAccepted, status)
+	f := back.read()
+	assert.Equal(t, seq, f.Seq, "%+v", f)
+	assert.Equal(t, reply.Seq+1, f.Seq)
+}
+
+// TestCloseDeletesConsumers: a node that stops takes its JetStream
+// consumers with it.
+func TestCloseDeletesConsumers(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.url())
+	for i := range 3 {
+		topic := fmt.Sprintf("c%d", i)
+		a.subscribe(t, topic, "topics="+topic)
+	}
+	nc, err := nats.Connect(ns.url())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	stream, err := js.Stream(ctx, "FANOUT")
+	require.NoError(t, err)
+	assert.Equal(t, 3, stream.CachedInfo().State.Consumers)
+	a.broker.Close()
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, info.State.Consumers)
 }

@@ -41,7 +41,7 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: consume %s: %w", subj, err)
 	}
-	w := &watch{b: b, cons: cons, topic: topic, subj: subj, ready: make(chan struct{})}
+	w := &watch{b: b, cons: cons, topic: topic, subj: subj, deliver: deliver, ready: make(chan struct{})}
 	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
 		w.caughtUp = true // (the epoch's marker expired meanwhile)
 		close(w.ready)
@@ -59,7 +59,7 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 		}
 		b.heads.put(topic, h)
 		bm := broadcast.BrokerMessage{Seq: h.seq, Epoch: h.epoch, Data: m.Data(), Time: md.Timestamp}
-		if w.backfill(bm, h, md.NumPending) {
+		if w.backfill(bm, h, md.Timestamp, md.NumPending) {
 			return
 		}
 		deliver(bm)
@@ -69,7 +69,7 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 		b.log.Debug("cluster: consumer", "subject", subj, "err", err)
 	}))
 	if err != nil {
-		w.deleteConsumer()
+		w.deleteConsumer(ctx)
 		return nil, nil, fmt.Errorf("cluster: consume %s: %w", subj, err)
 	}
 	select {
@@ -81,10 +81,16 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 	w.mu.Lock()
 	backlog := w.backlog
 	w.backlog = nil
+	last, quiet := w.last, time.Since(w.at) > b.cfg.HistoryAge/2
 	w.mu.Unlock()
 	b.mu.Lock()
 	b.watches[w] = struct{}{}
 	b.mu.Unlock()
+	if quiet && last.stream != 0 {
+		// Quiet for long already: kept now, not at keepLoop's next
+		// tick, which may come after the last message has aged out.
+		go b.keep(subj, last)
+	}
 	return w, backlog, nil
 }
 
@@ -95,22 +101,29 @@ type watch struct {
 	cons        jetstream.Consumer
 	cc          jetstream.ConsumeContext
 	topic, subj string
+	deliver     func(broadcast.BrokerMessage)
 	ready       chan struct{} // closed once caught up
 
 	mu       sync.Mutex
 	caughtUp bool
 	backlog  []broadcast.BrokerMessage
 	last     head      // the last message received
-	at       time.Time // when it was received
+	at       time.Time // when it was stored
 }
 
-// backfill notes m, whose head is h, as the last message received; it keeps
-// m as backlog and reports true until the watch has caught up: until a
-// message with nothing pending after it.
-func (w *watch) backfill(m broadcast.BrokerMessage, h head, pending uint64) bool {
+// backfill notes m, whose head is h, stored at stored, as the last message
+// received; it keeps m as backlog and reports true until the watch has
+// caught up: until a message with nothing pending after it.
+func (w *watch) backfill(m broadcast.BrokerMessage, h head, stored time.Time, pending uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.last, w.at = h, time.Now()
+	// Its age counts from when it was stored, which may be long before a
+	// watch that starts now receives it (never later than now: a NATS
+	// clock ahead of this one would postpone the keep).
+	w.last, w.at = h, stored
+	if now := time.Now(); stored.After(now) {
+		w.at = now
+	}
 	if w.caughtUp {
 		return false
 	}
@@ -132,16 +145,18 @@ func (w *watch) Stop() {
 	delete(w.b.watches, w)
 	w.b.mu.Unlock()
 	w.cc.Stop()
-	go w.deleteConsumer()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		w.deleteConsumer(ctx)
+	}()
 }
 
-func (w *watch) deleteConsumer() {
+func (w *watch) deleteConsumer(ctx context.Context) {
 	info := w.cons.CachedInfo()
 	if info == nil || !w.b.nc.IsConnected() {
 		return // the server deletes it after consumerIdle
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	if err := w.b.js.DeleteConsumer(ctx, w.b.cfg.Stream, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		w.b.log.Debug("cluster: delete consumer", "consumer", info.Name, "err", err)
 	}
@@ -190,6 +205,11 @@ func (b *Broker) keepLoop() {
 		}
 		b.mu.Unlock()
 		for _, w := range due {
+			select {
+			case <-b.stop:
+				return
+			default:
+			}
 			w.mu.Lock()
 			last, quiet := w.last, time.Since(w.at) > age/2
 			w.mu.Unlock()
