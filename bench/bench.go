@@ -105,6 +105,9 @@ Examples:
   fanout bench fanout -n 15000 --repeat 50 --json f.json
   fanout bench throughput -n 5000 --duration 30s --server-pid 1234
   fanout bench throughput -n 15000 --rate 20,100,400
+  fanout bench fanout -n 6000 --url ws://127.0.0.1:8081,ws://127.0.0.1:8082,ws://127.0.0.1:8083
+                                                     a cluster's three nodes: clients and publishes
+                                                     spread over them, their figures summed
   fanout bench echo -c 200 --size 1024 --url ws://10.0.0.5:8080 --bind 10.0.0.9
   fanout bench churn -c 100 --cycles 200000           do fds, goroutines and heap come back?
   fanout bench compare -n 15000 --out bench-results
