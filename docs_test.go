@@ -42,9 +42,15 @@ func TestDocsLinks(t *testing.T) {
 func TestNginxSnippetKeepsTokensOutOfLogs(t *testing.T) {
 	b, err := os.ReadFile("README.md")
 	require.NoError(t, err)
-	m := regexp.MustCompile("(?s)```nginx\n(.*?)```").FindSubmatch(b)
-	require.NotNil(t, m, "README has an nginx example")
-	conf := string(m[1])
+	// The example with a server block; the Cluster section's upstream
+	// is a fragment of it.
+	var conf string
+	for _, m := range regexp.MustCompile("(?s)```nginx\n(.*?)```").FindAllSubmatch(b, -1) {
+		if strings.Contains(string(m[1]), "server {") {
+			conf = string(m[1])
+		}
+	}
+	require.NotEmpty(t, conf, "README has an nginx example with a server block")
 
 	format := regexp.MustCompile(`(?s)log_format\s+(\S+)\s+(.*?);`).FindStringSubmatch(conf)
 	require.NotNil(t, format, "the example defines its log_format")

@@ -49,6 +49,10 @@ type BrokerMessage struct {
 	Epoch string // names the topic's history; a new one when it starts afresh
 	Data  []byte // owned by the receiver
 	Time  time.Time
+	// Restart, with nothing else, says that the broker lost the topic's
+	// history (NATS lost its store): the hub forgets the topic and closes
+	// its subscribers, and the next subscribe starts a new watch.
+	Restart bool
 }
 
 // ErrUnavailable is returned by Publish and is the error code

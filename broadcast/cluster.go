@@ -84,7 +84,7 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 		// watch take over if subscribers come back.
 		t.mu.Unlock()
 		return
-	case m.Epoch != t.epoch:
+	case m.Restart || m.Epoch != t.epoch:
 		// The topic's history started afresh in the broker (it all aged
 		// out while every node watching it was cut off, or NATS lost
 		// its store): this node's topic, history and subscribers' seqs

@@ -123,15 +123,20 @@ func (s *shard) handle(o op) (stop bool) {
 		}
 		untold := len(s.lost) > 0 && s.lostIn[o.topic] > 0
 		for _, cl := range s.subs[o.topic] {
-			if untold && !s.tell(cl, o.topic) {
-				if s.hub.cfg.SlowConsumer == Disconnect {
-					// No room for the notice of a cluster's gap.
-					s.slowConsumer(cl)
+			if untold {
+				if err := s.tell(cl, o.topic); err != nil {
+					if s.hub.cfg.SlowConsumer == Disconnect {
+						// No room for the notice of a cluster's gap (a
+						// closed connection is not counted again).
+						if err == wsconn.ErrQueueFull {
+							s.slowConsumer(cl)
+						}
+						continue
+					}
+					s.lose(cl, o.topic, o.seq) // its notice first
+					dropped++
 					continue
 				}
-				s.lose(cl, o.topic, o.seq) // its notice first
-				dropped++
-				continue
 			}
 			frame := o.frame
 			if o.deflated != nil && cl.conn.Compressed() {
@@ -210,7 +215,7 @@ func (s *shard) handle(o op) (stop bool) {
 	case opDrained:
 		// A copy: tell edits the runs.
 		for _, r := range slices.Clone(s.lost[o.cl]) {
-			if !s.tell(o.cl, r.topic) {
+			if s.tell(o.cl, r.topic) != nil {
 				o.cl.conn.NotifyDrain() // full again already
 				break
 			}
@@ -337,24 +342,25 @@ func (s *shard) forgetAt(cl *client, runs []lostRange, i int) {
 }
 
 // tell queues to cl the notice of what it lost of t, if anything, and
-// reports whether cl may have t's next message: true if there was nothing
-// to tell or the notice is queued; false if the queue had no room for it,
-// and the run stays (NotifyDrain is pending).
-func (s *shard) tell(cl *client, t *Topic) bool {
+// says whether cl may have t's next message: nil if there was nothing to
+// tell or the notice is queued; the connection's error if it could not take
+// it (wsconn.ErrQueueFull: no room, and the run stays, NotifyDrain
+// pending).
+func (s *shard) tell(cl *client, t *Topic) error {
 	runs := s.lost[cl]
 	i := runOf(runs, t)
 	if i < 0 {
-		return true
+		return nil
 	}
 	// Built in scratch, and copied only if the socket does not take it at
 	// once: a notice refused for want of room, again and again while a
 	// flood lasts, costs no allocation.
 	s.scratch = appendDropped(s.scratch[:0], runs[i])
-	if cl.conn.SendCopy(s.scratch) != nil {
-		return false
+	if err := cl.conn.SendCopy(s.scratch); err != nil {
+		return err
 	}
 	s.forgetAt(cl, runs, i)
-	return true
+	return nil
 }
 
 func (s *shard) slowConsumer(cl *client) {

@@ -125,6 +125,9 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			b.log.Warn("NATS disconnected: publishes are refused until it is back", "err", err)
+			// The NATS that comes back may have lost its store: no
+			// publish may build on a message it no longer holds.
+			b.heads.clearAll()
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
@@ -150,7 +153,9 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nc.Close()
 		return nil, err
 	}
+	b.mu.Lock()
 	b.created = b.stream.CachedInfo().Created
+	b.mu.Unlock()
 	go b.keepLoop()
 	b.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "stream", cfg.Stream, "subjects", cfg.SubjectPrefix+".>")
 	return b, nil
@@ -178,45 +183,53 @@ func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 }
 
 // checkStream makes the stream anew after a reconnect to a NATS that lost
-// it (its store), and then tells every watch's topic that its history
-// started afresh. The ordered consumers would otherwise go on from their
-// old stream sequences, past the new stream's first messages.
+// it (its store), trying until it can or the broker closes, and then tells
+// every watch's topic that its history is gone. The ordered consumers
+// would otherwise go on from their old stream sequences, past the new
+// stream's first messages, and the heads cached would name messages of the
+// old stream.
 func (b *Broker) checkStream() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	stream, err := b.ensureStream(ctx)
-	if err != nil {
-		b.log.Warn("NATS reconnected, but the stream could not be made", "err", err)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		stream, err := b.ensureStream(ctx)
+		cancel()
+		if err == nil {
+			b.restartIfLost(stream.CachedInfo().Created)
+			return
+		}
+		b.log.Warn("NATS reconnected, but the stream could not be made; trying again", "err", err, "in", wait)
+		select {
+		case <-b.stop:
+			return
+		case <-time.After(wait):
+		}
+		if !b.nc.IsConnected() {
+			return // the next reconnect checks again
+		}
+	}
+}
+
+// restartIfLost restarts every watched topic if the stream was created
+// anew (at created) since the broker last saw it.
+func (b *Broker) restartIfLost(created time.Time) {
+	b.mu.Lock()
+	if created.Equal(b.created) {
+		b.mu.Unlock()
 		return
 	}
-	b.mu.Lock()
-	created, lost := stream.CachedInfo().Created, false
-	if !created.Equal(b.created) {
-		b.created, lost = created, true
-	}
+	b.created = created
 	var watches []*watch
 	for w := range b.watches {
 		watches = append(watches, w)
 	}
 	b.mu.Unlock()
-	if !lost {
-		return
-	}
+	b.heads.clearAll()
 	b.log.Warn("NATS lost the stream (its store?): made it anew; every watched topic starts afresh", "stream", b.cfg.Stream, "topics", len(watches))
 	for _, w := range watches {
-		// A marker of the topic's new epoch, as the hub's first news of
-		// it: its subscribers are closed, to come back with since.
-		if err := b.ensureEpoch(ctx, w.subj); err != nil {
-			b.log.Warn("cluster: restart a topic", "subject", w.subj, "err", err)
-			continue
-		}
-		last, err := b.last(ctx, w.subj)
-		if err != nil {
-			b.log.Warn("cluster: restart a topic", "subject", w.subj, "err", err)
-			continue
-		}
-		b.heads.set(w.topic, last)
-		w.deliver(broadcast.BrokerMessage{Seq: last.seq, Epoch: last.epoch})
+		// No NATS round trip: the hub forgets the topic and closes its
+		// subscribers, and the next subscribe starts a watch of the
+		// new stream.
+		w.deliver(broadcast.BrokerMessage{Restart: true})
 	}
 }
 
@@ -240,12 +253,24 @@ func (b *Broker) Close() {
 	b.mu.Unlock()
 	<-b.done
 	// The node's consumers go with it, rather than idle on the server
-	// for consumerIdle; within a few seconds in all.
+	// for consumerIdle; within a few seconds in all, or they are left to
+	// it (a consumer's Stop may wait for its reset while NATS is away).
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, w := range watches {
-		w.cc.Stop()
-		w.deleteConsumer(ctx)
+	deleted := make(chan struct{})
+	go func() {
+		defer close(deleted)
+		for _, w := range watches {
+			if ctx.Err() != nil {
+				return
+			}
+			w.cc.Stop()
+			w.deleteConsumer(ctx)
+		}
+	}()
+	select {
+	case <-deleted:
+	case <-ctx.Done():
 	}
 	b.nc.Close()
 }
@@ -298,6 +323,14 @@ func (hs *heads) set(topic string, h head) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	hs.setLocked(topic, h)
+}
+
+// clearAll forgets every head: after the stream was made anew, they name
+// messages of the old one.
+func (hs *heads) clearAll() {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	clear(hs.m)
 }
 
 func (hs *heads) setLocked(topic string, h head) {

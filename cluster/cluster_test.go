@@ -768,3 +768,31 @@ func TestCloseDeletesConsumers(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, info.State.Consumers)
 }
+
+// TestPublishAfterStoreLoss: a node that published to a topic it does not
+// watch, before NATS lost its store, builds its next publish on the new
+// stream's messages: the topic's new epoch and seqs, not the old ones it
+// had cached.
+func TestPublishAfterStoreLoss(t *testing.T) {
+	ns := startNATS(t)
+	a, b := startNode(t, ns.url()), startNode(t, ns.url())
+	const topic = "p"
+	for k := 1; k <= 3; k++ {
+		status, _ := a.post(t, topic, `"old"`) // no subscriber: a only publishes
+		require.Equal(t, http.StatusAccepted, status)
+	}
+	ns.stop()
+	ns.dir = t.TempDir()
+	ns.start()
+	require.Eventually(t, func() bool { return a.broker.Connected() && b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+
+	s, reply := b.subscribe(t, topic, "topics="+topic) // the new stream's epoch marker: stream seq 1
+	require.Zero(t, reply.Seq)
+	s.next = 1
+	acked := map[uint64]string{}
+	var mu sync.Mutex
+	publishUntil(t, b, topic, 1, 2, &mu, acked) // stream seqs 2 and 3, as a's cached head was
+	publishUntil(t, a, topic, 3, 1, &mu, acked)
+	require.Contains(t, acked, uint64(3), "a's publish continues the new epoch")
+	s.readThrough(3, acked)
+}
