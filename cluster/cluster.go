@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,8 +119,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 	opts := []nats.Option{
 		nats.Name("fanout"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.CustomReconnectDelay(reconnectDelay),
 		// Disconnected, a publish fails at once rather than wait in a
 		// buffer for NATS to come back.
 		nats.ReconnectBufSize(-1),
@@ -159,6 +159,15 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 	go b.keepLoop()
 	b.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "stream", cfg.Stream, "subjects", cfg.SubjectPrefix+".>")
 	return b, nil
+}
+
+// reconnectDelay is the wait before reconnect attempt n (counted from 1
+// after each disconnect, per server tried): 250 ms doubling up to 8 s, and
+// up to half as much again at random, so that the nodes of a cluster do not
+// come back in step.
+func reconnectDelay(n int) time.Duration {
+	d := min(250*time.Millisecond<<min(max(n-1, 0), 5), 8*time.Second)
+	return d + rand.N(d/2+1)
 }
 
 // ensureStream creates the stream, or updates it to the broker's limits.
