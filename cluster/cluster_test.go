@@ -796,3 +796,33 @@ func TestPublishAfterStoreLoss(t *testing.T) {
 	require.Contains(t, acked, uint64(3), "a's publish continues the new epoch")
 	s.readThrough(3, acked)
 }
+
+// TestForeignMessageLast: a message on a topic's subject that fanout did
+// not store (no Fanout-Seq) is skipped, and a subscribe whose backlog ends
+// with it is answered at once, not after the watch's timeout.
+func TestForeignMessageLast(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.url())
+	status, _ := a.post(t, "mixed", `1`)
+	require.Equal(t, http.StatusAccepted, status)
+	nc, err := nats.Connect(ns.url())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	_, err = js.Publish(ctx, "fanout.mixed", []byte("not fanout's"))
+	require.NoError(t, err)
+
+	c, _, err := gorilla.DefaultDialer.Dial("ws://"+a.addr+"/ws?topics=mixed", nil)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second))) // the deadline of a hang
+	_, p, err := c.ReadMessage()
+	require.NoError(t, err, "no subscribed reply")
+	var f frame
+	require.NoError(t, json.Unmarshal(p, &f))
+	assert.Equal(t, "subscribed", f.Type, "%s", p)
+	assert.Equal(t, uint64(1), f.Seq)
+}

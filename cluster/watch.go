@@ -54,7 +54,10 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 		}
 		h, err := headOf(md.Sequence.Stream, m.Headers())
 		if err != nil {
+			// Not fanout's: skipped, but it may be the last of the
+			// backlog.
 			b.log.Warn("cluster: message skipped", "subject", subj, "err", err)
+			w.skip(md.NumPending)
 			return
 		}
 		b.heads.put(topic, h)
@@ -133,6 +136,17 @@ func (w *watch) backfill(m broadcast.BrokerMessage, h head, stored time.Time, pe
 		close(w.ready)
 	}
 	return true
+}
+
+// skip notes a message that is not fanout's, pending others after it: the
+// watch has caught up if none.
+func (w *watch) skip(pending uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.caughtUp && pending == 0 {
+		w.caughtUp = true
+		close(w.ready)
+	}
 }
 
 // consumerIdle is how long the server keeps a consumer nobody pulls from.
