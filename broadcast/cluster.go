@@ -20,7 +20,9 @@ func (h *Hub) publishThrough(topic string, data []byte) (uint64, error) {
 	if !h.enter() {
 		return 0, ErrClosed
 	}
-	defer h.exit()
+	// Not held across the round trip, which posts nothing to a shard:
+	// Close, and every enter behind it, would wait for NATS.
+	h.exit()
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
 	defer cancel()
 	seq, err := h.cfg.Broker.Publish(ctx, topic, data)
@@ -69,12 +71,21 @@ func (h *Hub) watchLocked(t *Topic) error {
 }
 
 // deliver appends m, a message the broker stored, to t and fans it out.
-// Messages come in seq order; one already appended is skipped.
+// Messages come in seq order; one already appended is skipped. Behind
+// shards slow the broker's delivery down, as they do a publisher, once the
+// gate and every lock are let go.
 func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 	if !h.enter() {
 		return
 	}
-	defer h.exit()
+	rooms := h.deliverEntered(t, m)
+	h.exit()
+	waitRoom(rooms...)
+}
+
+// deliverEntered is deliver inside the gate; it returns the rooms to wait
+// for.
+func (h *Hub) deliverEntered(t *Topic, m BrokerMessage) (rooms []<-chan struct{}) {
 	now := time.Now()
 	var gap uint64
 	t.mu.Lock()
@@ -83,7 +94,7 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 		// Forgotten (the watch is being stopped): a new topic and
 		// watch take over if subscribers come back.
 		t.mu.Unlock()
-		return
+		return nil
 	case m.Restart || m.Epoch != t.epoch:
 		// The topic's history started afresh in the broker (it all aged
 		// out while every node watching it was cut off, or NATS lost
@@ -101,16 +112,15 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 		}
 		h.mu.Unlock()
 		go w.Stop() // not on the watch's own goroutine, which runs this
-		waitRoom(rooms...)
-		return
+		return rooms
 	case len(m.Data) == 0:
 		// A marker of this epoch: it repeats a seq this node has, or, if
 		// it missed messages, the next message shows the gap.
 		t.mu.Unlock()
-		return
+		return nil
 	case m.Seq <= t.seq:
 		t.mu.Unlock()
-		return
+		return nil
 	case m.Seq > t.seq+1:
 		// Messages the broker no longer held when this node caught up
 		// (it was cut off from NATS for longer than history lasts):
@@ -121,10 +131,10 @@ func (h *Hub) deliver(t *Topic, m BrokerMessage) {
 		gap = t.seq + 1
 	}
 	t.seq = m.Seq - 1
-	rooms := h.appendLocked(t, m.Data, now, gap)
+	rooms = h.appendLocked(t, m.Data, now, gap)
 	t.mu.Unlock()
 	h.budget.trim()
-	waitRoom(rooms...)
+	return rooms
 }
 
 // restartLocked kills t, whose history started afresh in the broker: it
