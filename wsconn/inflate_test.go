@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/http"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -350,23 +349,40 @@ func FuzzReaderCompressed(f *testing.F) {
 // (gobwas/ws's Negotiate hook allocated 448 bytes) set the heap's size, and
 // compressed connections cost 617-642 B of RSS against 516-538 B plain.
 func TestUpgradeOfferAllocatesNoMore(t *testing.T) {
-	// No collection while counting: one empties the pool of upgraders,
-	// and the next upgrades allocate anew, which tipped the count of one
-	// run over the other's under CI's load.
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	// Counted as a mean over many upgrades, not rounded down per run as
+	// testing.AllocsPerRun does: under -race sync.Pool drops a quarter of
+	// its puts at random (here and inside gobwas/ws), so a rounded count
+	// came out 4 against 3, or 6 against 5, from run to run. Both kinds of
+	// upgrade pay that noise alike; the slice of options this guards
+	// against costs one whole allocation per upgrade.
 	s := newUpgradeServer(t)
 	c := &Conn{srv: s}
+	up := s.newUpgrader()
 	allocs := func(extra ...string) float64 {
 		head := withHeaders("GET /echo HTTP/1.1", extra...)
-		return testing.AllocsPerRun(200, func() {
-			up := s.runUpgrade(c, head)
+		return mallocsPerRun(2000, func() {
+			up.run(c, head)
 			if up.err != nil {
 				t.Fatal(up.err)
 			}
-			s.upgraders.Put(up)
 		})
 	}
 	plain := allocs()
 	offer := allocs("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
-	assert.LessOrEqual(t, offer, plain, "allocations per upgrade with an offer, and without")
+	t.Logf("allocations per upgrade: %.2f plain, %.2f with an offer", plain, offer)
+	assert.Less(t, offer, plain+0.5, "allocations per upgrade with an offer, and without")
+}
+
+// mallocsPerRun is the mean number of heap allocations of f over n runs,
+// after one run to warm up, unrounded.
+func mallocsPerRun(n int, f func()) float64 {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	f()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return float64(after.Mallocs-before.Mallocs) / float64(n)
 }

@@ -181,6 +181,14 @@ func (s *Server) runUpgrade(c *Conn, head []byte) *upgrader {
 	if up == nil {
 		up = s.newUpgrader()
 	}
+	up.run(c, head)
+	return up
+}
+
+// run does one handshake of c with the request head, leaving the result
+// in up.
+func (up *upgrader) run(c *Conn, head []byte) {
+	s := up.srv
 	up.req = Request{RemoteAddr: c.RemoteAddr()}
 	up.handler = nil
 	up.deflate, up.deflateBits = false, 0
@@ -188,7 +196,7 @@ func (s *Server) runUpgrade(c *Conn, head []byte) *upgrader {
 	head, err := normalizeHead(head)
 	if err != nil {
 		up.err = Reject(http.StatusBadRequest, err.Error())
-		return up
+		return
 	}
 	if !s.cfg.DisableCompression {
 		up.deflateBits, up.deflate = acceptDeflate(head)
@@ -196,7 +204,6 @@ func (s *Server) runUpgrade(c *Conn, head []byte) *upgrader {
 	up.in.Reset(head)
 	up.u.ReadBufferSize = len(head)
 	_, up.err = up.u.Upgrade(&up.io)
-	return up
 }
 
 // badRequest answers an upgrade request whose request line the Upgrader
