@@ -299,7 +299,7 @@ func (cl *client) send(frame []byte) {
 	h := cl.hub()
 	if !h.enter() {
 		// Shutting down: no shard queues anything more.
-		_ = cl.conn.SendOverLimit(frame)
+		_ = cl.conn.Send(frame, wsconn.Reply)
 		return
 	}
 	room := cl.shard.post(op{kind: opReply, cl: cl, frame: frame})

@@ -1,7 +1,6 @@
 package broadcast
 
 import (
-	"bytes"
 	"slices"
 	"sync/atomic"
 
@@ -47,7 +46,7 @@ type op struct {
 }
 
 const (
-	maxOpsPerPass = 256 // ops handled before the touched connections are flushed
+	maxOpsPerPass = 256 // ops handled before the batch's connections are flushed
 )
 
 // shard owns the subscriber lists of its slice of the connections. One
@@ -59,8 +58,8 @@ type shard struct {
 	inbox *inbox
 	subs  map[*Topic][]*client
 
-	touched []*wsconn.Conn // connections with frames queued in this pass
-	scratch []byte         // for replies
+	batch   wsconn.Batch // this pass's frames, written at its end
+	scratch []byte       // for replies
 
 	// lost holds, under the Drop policy, the messages each client missed
 	// because its queue was full and has not yet been told of. Until it is
@@ -101,14 +100,14 @@ func (s *shard) run() {
 		ops := s.inbox.take()
 		for i := range ops {
 			if s.handle(ops[i]) {
-				s.flush()
+				s.batch.Flush()
 				return
 			}
 			if (i+1)%maxOpsPerPass == 0 {
-				s.flush()
+				s.batch.Flush()
 			}
 		}
-		s.flush()
+		s.batch.Flush()
 	}
 }
 
@@ -228,13 +227,8 @@ func (s *shard) handle(o op) (stop bool) {
 
 // queue queues frame to cl and applies the slow-consumer policy.
 func (s *shard) queue(cl *client, frame []byte) error {
-	first, err := cl.conn.Queue(frame)
-	switch err {
-	case nil:
-		if first {
-			s.touched = append(s.touched, cl.conn)
-		}
-	case wsconn.ErrQueueFull:
+	err := s.batch.Send(cl.conn, frame, 0)
+	if err == wsconn.ErrQueueFull {
 		s.slowConsumer(cl)
 	}
 	return err
@@ -244,29 +238,23 @@ func (s *shard) queue(cl *client, frame []byte) error {
 // cl may keep (owned) is written with the pass's deliveries; one in
 // scratch is written now, and copied only if it must wait. A skipped reply, unlike a skipped message, leaves no dropped
 // notice to tell the client, so under Drop a reply goes out past the queue limit
-// (see wsconn.Conn.SendOverLimit). Under Disconnect a full queue evicts cl,
-// as for a message.
+// (see wsconn.Reply). Under Disconnect a full queue evicts cl, as for a
+// message.
 func (s *shard) reply(cl *client, frame []byte, owned bool) {
+	var opts wsconn.SendOption
+	if s.hub.cfg.SlowConsumer != Disconnect {
+		opts |= wsconn.Reply
+	}
 	var err error
 	if owned {
 		// With the pass's deliveries, as many to a write as the pass
 		// holds, or with the client's turn if one is gathering output.
-		var first bool
-		if first, err = cl.conn.Queue(frame); err == nil && first {
-			s.touched = append(s.touched, cl.conn)
-		}
+		err = s.batch.Send(cl.conn, frame, opts)
 	} else {
-		err = cl.conn.SendCopy(frame)
+		err = cl.conn.Send(frame, opts|wsconn.Copy)
 	}
-	switch {
-	case err != wsconn.ErrQueueFull:
-	case s.hub.cfg.SlowConsumer == Disconnect:
+	if err == wsconn.ErrQueueFull {
 		s.slowConsumer(cl)
-	default:
-		if !owned {
-			frame = bytes.Clone(frame)
-		}
-		_ = cl.conn.SendOverLimit(frame)
 	}
 }
 
@@ -356,7 +344,7 @@ func (s *shard) tell(cl *client, t *Topic) error {
 	// once: a notice refused for want of room, again and again while a
 	// flood lasts, costs no allocation.
 	s.scratch = appendDropped(s.scratch[:0], runs[i])
-	if err := cl.conn.SendCopy(s.scratch); err != nil {
+	if err := cl.conn.Send(s.scratch, wsconn.Copy); err != nil {
 		return err
 	}
 	s.forgetAt(cl, runs, i)
@@ -370,14 +358,6 @@ func (s *shard) slowConsumer(cl *client) {
 		s.slowDisconnects.Add(1)
 		cl.conn.Evict(CloseSlowConsumer, "slow consumer")
 	}
-}
-
-func (s *shard) flush() {
-	for i, c := range s.touched {
-		c.Flush()
-		s.touched[i] = nil
-	}
-	s.touched = s.touched[:0]
 }
 
 func (s *shard) remove(t *Topic, cl *client) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -38,6 +37,18 @@ const (
 	stateClosed                     // fd released
 )
 
+// writeState is the write side of a connection. Exactly one holds at a
+// time, so that no combination of flags can say two things at once (a
+// broken socket still waiting for writability, a shut one still written).
+type writeState uint8
+
+const (
+	writeReady   writeState = iota // the socket takes writes now
+	writeBlocked                   // the last write hit EAGAIN: the fd waits for writability
+	writeShut                      // the final bytes are written and the write side is shut down
+	writeBroken                    // a write failed: released on the next turn
+)
+
 // Turn scheduling states (Conn.sched).
 const (
 	turnIdle    = 0 // no turn queued or running; the fd is armed
@@ -49,7 +60,7 @@ const (
 // queue. Connections are created by a Server; there is no goroutine per
 // connection.
 //
-// Send, WriteMessage, Close and the accessors are safe for concurrent use.
+// Send, Batch.Send, Close and the accessors are safe for concurrent use.
 // Handler callbacks for one connection never run concurrently.
 type Conn struct {
 	srv      *Server
@@ -60,16 +71,16 @@ type Conn struct {
 	// sched serializes turns: a connection is served by one worker at a time.
 	sched atomic.Uint32
 
-	mu        sync.Mutex // guards everything below except rd and hs, which only turns touch
-	state     connState
-	wantWrite bool         // the last write hit EAGAIN: waiting for writability
-	shutWrite bool         // write side shut down after the final frame
-	expired   bool         // the sweep found the deadline passed: release on the next turn
-	broken    bool         // a write failed: release on the next turn
-	pinged    bool         // the sweep pinged; cleared by any input
-	armed     poller.Event // what the fd was last armed for
-	batching  bool         // a turn is reading: writes wait for its end
-	lastSeen  uint32       // Server.ticks at the last input
+	mu    sync.Mutex // guards everything below except rd and hs, which only turns touch
+	state connState
+	out   writeState
+	// expired: the sweep (or a Close before the upgrade) found the
+	// connection done; the next turn releases it, whatever out says.
+	expired  bool
+	pinged   bool         // the sweep pinged; cleared by any input
+	armed    poller.Event // what the fd was last armed for
+	batching bool         // a turn is reading: writes wait for its end
+	lastSeen uint32       // Server.ticks at the last input
 	// deadline is the tick (see Server.deadlineAfter) by which the
 	// handshake must be read, the close finished, or, while open, the
 	// frame or fragmented message in progress be complete; 0 means none.
@@ -128,88 +139,6 @@ func (c *Conn) RemoteAddr() netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
-// Send queues frame, a complete server frame (see AppendFrame), to be written
-// to the peer. The frame is not copied: the caller must not modify it
-// afterwards, and may pass the same frame to any number of connections.
-//
-// Send never blocks. It returns ErrQueueFull, and queues nothing, when the
-// queue would pass the configured MaxQueueBytes even after writing what the
-// socket takes now; it returns ErrClosed when the connection is closing.
-func (c *Conn) Send(frame []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.admitLocked(len(frame)); err != nil {
-		return err
-	}
-	c.enqueueLocked(frame)
-	return nil
-}
-
-// Hold stops c from handling more of the peer's messages until a matching
-// SendReplay: a handler that hands a replay to another goroutine to send
-// calls it first, so that a peer cannot ask for more replays before the
-// first is queued. Every Hold must be matched by one SendReplay.
-func (c *Conn) Hold() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state == stateClosed {
-		return
-	}
-	c.queueLocked().holds++
-}
-
-// SendReplay queues frames, a burst the peer asked for (a history replay),
-// in order, and releases one Hold. The frames are shared, not copied: the
-// caller must not modify them, nor the slice, afterwards.
-//
-// A replay is never refused, and it is charged against the queue limit: it
-// moves into the queue a chunk at a time as the socket drains, within half
-// the limit, and the frames sent after it wait behind it. Until its last
-// frame is in the queue the connection handles no more of the peer's
-// messages, so that a peer holds at most one request's replays at a time.
-// It returns ErrClosed, and queues nothing, if the connection is closing.
-func (c *Conn) SendReplay(frames [][]byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.q != nil && c.q.holds > 0 {
-		c.q.holds--
-	}
-	if c.state != stateOpen || c.broken {
-		return ErrClosed
-	}
-	q := c.queueLocked()
-	q.backlog = slices.Grow(q.backlog, len(frames))
-	for _, f := range frames {
-		if len(f) > 0 {
-			q.pushBehind(f, true)
-		}
-	}
-	c.feedLocked()
-	c.offerLocked()
-	c.resumeLocked()
-	return nil
-}
-
-// NotifyDrain asks for a call to the Handler's OnDrain (see Drainer) once
-// everything queued so far has been written: a fan-out that had to skip
-// frames for c, because its queue was full, learns when c can take a
-// notice of what it missed. Nothing happens if c closes first, or if its
-// Handler is not a Drainer.
-func (c *Conn) NotifyDrain() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != stateOpen {
-		return
-	}
-	c.queueLocked()
-	if c.queued > 0 || c.wantWrite {
-		c.q.notify = true
-		return
-	}
-	c.q.emptied = true
-	c.schedule()
-}
-
 // feedLocked moves what it can of the backlog into the queue (see
 // writeQueue.feed); half the limit is a replay's budget, so that frames sent
 // behind it find room.
@@ -219,26 +148,28 @@ func (c *Conn) feedLocked() {
 	}
 }
 
-// admitLocked returns the error of Send for a frame of n bytes: ErrClosed
-// unless the connection is open, ErrQueueFull if queueing it would pass the
-// queue limit. An empty queue always takes a frame, however large.
+// admitLocked is the one admission rule of every write: it returns the
+// error of Send for a frame of n bytes. ErrClosed unless the connection is
+// open and its socket sound; a Reply is then always taken; any other frame
+// gets ErrQueueFull if queueing it would pass the queue limit. An empty
+// queue always takes a frame, however large.
 //
-// Before it refuses a frame it tries the socket: frames queued by Queue
+// Before it refuses a frame it tries the socket: frames a Batch queued
 // have not been offered to it yet, and a peer that reads as fast as the
 // socket goes must not be called slow because a fan-out queued a burst
 // faster than any flush.
-func (c *Conn) admitLocked(n int) error {
+func (c *Conn) admitLocked(n int, opts SendOption) error {
 	switch {
-	case c.state != stateOpen || c.broken:
+	case c.state != stateOpen || c.out == writeBroken:
 		return ErrClosed
-	case c.roomLocked(n):
+	case opts&Reply != 0 || c.roomLocked(n):
 		return nil
-	case c.wantWrite:
+	case c.out == writeBlocked:
 		return ErrQueueFull // the socket is full already
 	}
 	c.flushLocked()
 	switch {
-	case c.broken:
+	case c.out == writeBroken:
 		return ErrClosed
 	case c.roomLocked(n):
 		return nil
@@ -250,47 +181,6 @@ func (c *Conn) admitLocked(n int) error {
 // limit. An empty queue takes any frame (it has no backlog: see feedLocked).
 func (c *Conn) roomLocked(n int) bool {
 	return c.queued == 0 || c.q.charge(c.queued)+n+frameOverhead <= c.srv.cfg.MaxQueueBytes
-}
-
-// SendCopy is Send for a frame the caller will reuse: what the socket does
-// not take at once is copied into the queue.
-func (c *Conn) SendCopy(frame []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.admitLocked(len(frame)); err != nil {
-		return err
-	}
-	c.enqueueCopyLocked(frame)
-	return nil
-}
-
-// Queue is Send without the write: it appends frame to the queue and leaves
-// the writing to Flush. A fan-out queues many frames to many connections and
-// then flushes each connection once, so that one writev carries many frames.
-// It returns the same errors as Send. first reports whether the caller must
-// call Flush once it has queued what it has: the queue was empty, and no
-// turn of c is gathering its output, which it writes at its end with what
-// the caller queued. (A non-empty queue is already being written, or waits
-// for the caller's Flush.)
-func (c *Conn) Queue(frame []byte) (first bool, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.admitLocked(len(frame)); err != nil {
-		return false, err
-	}
-	first = c.queued == 0 && !c.batching
-	c.appendLocked(frame)
-	return first, nil
-}
-
-// Flush writes what Queue queued, as far as the socket takes it without
-// blocking; the rest is written when the socket becomes writable.
-func (c *Conn) Flush() {
-	c.mu.Lock()
-	if c.queued > 0 && !c.wantWrite && c.state != stateClosed {
-		c.flushLocked()
-	}
-	c.mu.Unlock()
 }
 
 // QueuedBytes returns the number of bytes queued and not yet written, those
@@ -318,30 +208,6 @@ func (c *Conn) Evict(code ws.StatusCode, reason string) {
 	}
 	c.srv.countClose(code)
 	c.closeLocked(NewCloseFrame(code, reason))
-}
-
-// WriteMessage sends payload as one message with opcode op (ws.OpText or
-// ws.OpBinary). It copies payload, so the caller may reuse it. Unlike Send it
-// does not refuse a message when the queue is full; instead the connection
-// stops reading until the queue drains below MaxQueueBytes, so a peer that
-// sends faster than it reads is slowed down by TCP flow control.
-func (c *Conn) WriteMessage(op ws.OpCode, payload []byte) error {
-	return c.SendOverLimit(NewFrame(op, payload))
-}
-
-// SendOverLimit is Send for a frame that must not be refused, such as a
-// reply the peer asked for: it is queued even past the queue limit, and
-// counts against it, so the connection then stops reading until the queue
-// drains below MaxQueueBytes. Replies to a peer's requests cannot pile up
-// that way. Like Send, it keeps frame.
-func (c *Conn) SendOverLimit(frame []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != stateOpen {
-		return ErrClosed
-	}
-	c.enqueueLocked(frame)
-	return nil
 }
 
 // Close starts the closing handshake: it queues a close frame with code and
@@ -410,8 +276,8 @@ func (c *Conn) closeLockedBy(final []byte, deadline uint32) {
 // written. From then on the peer has at most Config.CloseTimeout to close
 // its side, however long the drain was allowed to take.
 func (c *Conn) shutdownWriteLocked() {
-	if !c.shutWrite {
-		c.shutWrite = true
+	if c.out == writeReady {
+		c.out = writeShut
 		// The half-close tells the peer we are done; we keep reading until
 		// its FIN so that unread input does not turn our close into an RST.
 		_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
@@ -427,7 +293,7 @@ func (c *Conn) shutdownWriteLocked() {
 // rewritten in its own buffer: a peer that pings without reading costs one
 // queued pong. A peer that reads gets a pong for every ping.
 func (c *Conn) pongLocked(payload []byte) {
-	if old := c.q.pendingPong(); old != nil && c.wantWrite {
+	if old := c.q.pendingPong(); old != nil && c.out == writeBlocked {
 		c.queued += c.q.replacePong(AppendFrame(old[:0], ws.OpPong, payload))
 		return
 	}
@@ -445,7 +311,7 @@ func (c *Conn) enqueueLocked(frame []byte) {
 		return
 	}
 	if n, direct := c.writeNowLocked(frame); direct {
-		if n < len(frame) && !c.broken {
+		if n < len(frame) && c.out != writeBroken {
 			c.queueStartedLocked(frame, n)
 			c.flushLocked()
 		}
@@ -459,7 +325,7 @@ func (c *Conn) enqueueLocked(frame []byte) {
 // a turn gathers its output, which then goes out at the turn's end, or as
 // soon as the queue is full.
 func (c *Conn) offerLocked() {
-	if !c.wantWrite && (!c.batching || c.fullLocked()) {
+	if c.out == writeReady && (!c.batching || c.fullLocked()) {
 		c.flushLocked()
 	}
 }
@@ -471,7 +337,7 @@ func (c *Conn) enqueueCopyLocked(p []byte) {
 		return
 	}
 	if n, direct := c.writeFirstLocked(p); direct {
-		if n < len(p) && !c.broken {
+		if n < len(p) && c.out != writeBroken {
 			c.queueStartedLocked(bytes.Clone(p), n)
 			c.flushLocked()
 		}
@@ -494,7 +360,7 @@ func (c *Conn) writeNowLocked(p []byte) (n int, direct bool) {
 // writeFirstLocked is writeNowLocked even while a turn gathers its output:
 // for bytes the caller keeps, a write now saves their copy.
 func (c *Conn) writeFirstLocked(p []byte) (n int, direct bool) {
-	if c.queued > 0 || c.wantWrite {
+	if c.queued > 0 || c.out != writeReady {
 		return 0, false
 	}
 	c.srv.writeCalls.Add(1)
@@ -577,7 +443,6 @@ func (c *Conn) flushLocked() {
 		c.srv.bytesOut.Add(uint64(n))
 		c.advanceLocked(n)
 	}
-	c.wantWrite = false
 	// The empty queue stays for the next fan-out, so that deliveries
 	// allocate nothing; the sweep frees it once the connection goes quiet.
 
@@ -620,7 +485,7 @@ func (c *Conn) resumeLocked() {
 // waitWritableLocked arms the fd for writability. When a turn is running
 // or pending, the turn arms it as it ends.
 func (c *Conn) waitWritableLocked() {
-	c.wantWrite = true
+	c.out = writeBlocked
 	if c.sched.Load() == turnIdle {
 		c.armLocked()
 	}
@@ -628,9 +493,8 @@ func (c *Conn) waitWritableLocked() {
 
 // breakLocked marks the connection for release after a failed write.
 func (c *Conn) breakLocked() {
-	c.broken = true
+	c.out = writeBroken
 	c.q, c.queued = nil, 0
-	c.wantWrite = false
 	if c.sched.Load() == turnIdle {
 		// Have a worker release it: only turns close fds.
 		c.schedule()
@@ -655,7 +519,7 @@ func (c *Conn) pausedLocked() bool {
 // half-close, which would fire again at every re-arm and spin a worker.
 func (c *Conn) interestLocked() poller.Event {
 	var ev poller.Event
-	if c.wantWrite {
+	if c.out == writeBlocked {
 		ev |= poller.Writable
 	}
 	if c.readingLocked() {
@@ -682,7 +546,7 @@ func (c *Conn) readingLocked() bool {
 // drainedLocked reports whether a closing connection whose peer has
 // half-closed has written all it owed: it can be released.
 func (c *Conn) drainedLocked() bool {
-	return c.state == stateDraining && c.queued == 0 && !c.wantWrite
+	return c.state == stateDraining && c.queued == 0 && c.out != writeBlocked
 }
 
 // armLocked arms the fd for what the connection waits for. While an HTTP

@@ -39,7 +39,7 @@ func TestNotifyDrain(t *testing.T) {
 	frame := NewFrame(ws.OpBinary, make([]byte, 4000))
 	n := 0
 	for ; n < 1000; n++ {
-		if err := c.Send(frame); err != nil {
+		if err := c.Send(frame, 0); err != nil {
 			require.ErrorIs(t, err, ErrQueueFull)
 			break
 		}

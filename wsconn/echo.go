@@ -12,7 +12,7 @@ func (Echo) OnOpen(*Conn) {}
 
 // OnMessage sends payload back to c.
 func (Echo) OnMessage(c *Conn, op ws.OpCode, payload []byte) {
-	_ = c.WriteMessage(op, payload) // ErrClosed: the connection is going anyway
+	_ = c.Send(NewFrame(op, payload), Reply) // ErrClosed: the connection is going anyway
 }
 
 // OnClose does nothing.

@@ -26,7 +26,7 @@ func (b backlog) OnOpen(c *wsconn.Conn) {
 	for i := range b.n {
 		p := make([]byte, b.size)
 		binary.BigEndian.PutUint32(p, uint32(i))
-		if err := c.Send(wsconn.NewFrame(ws.OpBinary, p)); err != nil {
+		if err := c.Send(wsconn.NewFrame(ws.OpBinary, p), 0); err != nil {
 			panic(fmt.Sprint(i, err)) // the test sizes the queue to take all of it
 		}
 	}

@@ -19,7 +19,7 @@ func (c *Conn) serve(buf []byte) {
 		c.srv.turns.Add(1)
 		c.turn(buf)
 		c.mu.Lock()
-		again := (c.expired || c.broken) && c.state != stateClosed
+		again := (c.expired || c.out == writeBroken) && c.state != stateClosed
 		c.mu.Unlock()
 		if again {
 			continue // a write failed or a deadline passed during the turn
@@ -48,11 +48,11 @@ func (c *Conn) turn(buf []byte) {
 		c.mu.Unlock()
 		return
 	}
-	if c.wantWrite {
-		c.wantWrite = false
+	if c.out == writeBlocked {
+		c.out = writeReady
 		c.flushLocked()
 	}
-	if c.expired || c.broken || c.drainedLocked() {
+	if c.expired || c.out == writeBroken || c.drainedLocked() {
 		c.mu.Unlock()
 		c.release()
 		return
@@ -74,7 +74,7 @@ func (c *Conn) turn(buf []byte) {
 	c.read(buf)
 	c.mu.Lock()
 	c.batching = false
-	if c.queued > 0 && !c.wantWrite && c.state != stateClosed {
+	if c.queued > 0 && c.out == writeReady && c.state != stateClosed {
 		c.flushLocked()
 	}
 	done := c.drainedLocked()
@@ -90,7 +90,7 @@ func (c *Conn) read(buf []byte) {
 		c.mu.Lock()
 		state := c.state
 		paused := state == stateOpen && c.pausedLocked()
-		if paused && !c.wantWrite && c.fullLocked() {
+		if paused && c.out == writeReady && c.fullLocked() {
 			c.flushLocked() // the turn's gathered output first
 			paused = c.pausedLocked()
 		}
@@ -105,7 +105,7 @@ func (c *Conn) read(buf []byte) {
 		// error (a reset) still fires, and is noticed only here, since
 		// nothing is read or written: released, or it would fire again at
 		// every re-arm.
-		failed := paused && state == stateOpen && !c.wantWrite && socketFailed(int(c.fd))
+		failed := paused && state == stateOpen && c.out != writeBlocked && socketFailed(int(c.fd))
 		c.mu.Unlock()
 		if failed {
 			c.release()
@@ -133,7 +133,7 @@ func (c *Conn) read(buf []byte) {
 		}
 		if err != nil || n == 0 {
 			c.mu.Lock()
-			owed := err == nil && c.state == stateClosing && (c.queued > 0 || c.wantWrite)
+			owed := err == nil && c.state == stateClosing && (c.queued > 0 || c.out == writeBlocked)
 			if owed {
 				// The peer half-closed, and our final bytes (a large
 				// response, a close frame behind a backlog) are still

@@ -66,8 +66,8 @@ func TestPausedHalfCloseCostsNothing(t *testing.T) {
 	assert.LessOrEqual(t, turns, uint64(5), "turns in 500 ms for one paused, half-closed connection")
 }
 
-// TestFlushResumesReading: a queue filled to the limit by Queue (which does
-// not write) paused the next turn, which then armed nothing; a Flush outside
+// TestFlushResumesReading: a queue filled to the limit by a Batch (which
+// does not write) paused the next turn, which then armed nothing; a Flush outside
 // any turn drained it and nobody resumed reading: the client's messages were
 // never read again. Whoever drains the queue, the message is read.
 func TestFlushResumesReading(t *testing.T) {
@@ -75,18 +75,18 @@ func TestFlushResumesReading(t *testing.T) {
 	addr, opened := serveRecording(t, Config{MaxQueueBytes: limit})
 	nc, br, c := dialRecorded(t, addr, opened, false)
 
-	// Fill the queue to exactly its limit as a shard's pass does: Queue,
-	// no write yet. With no turn running (the upgrade's may still be
-	// gathering its output: then Queue leaves the flush to it).
+	// Fill the queue to exactly its limit as a shard's pass does: a
+	// Batch, no write yet. With no turn running (the upgrade's may still
+	// be gathering its output: then the Batch leaves the flush to it).
 	require.Eventually(t, func() bool { return c.sched.Load() == turnIdle }, 5*time.Second, time.Millisecond)
 	frame := NewFrame(ws.OpBinary, make([]byte, limit/64-frameOverhead-4))
 	require.Equal(t, limit/64, len(frame)+frameOverhead)
 	const n = 64
-	for i := range n {
-		first, err := c.Queue(frame)
-		require.NoError(t, err)
-		require.Equal(t, i == 0, first)
+	var b Batch
+	for range n {
+		require.NoError(t, b.Send(c, frame, 0))
 	}
+	require.Equal(t, []*Conn{c}, b.conns, "the connection, once, to flush")
 	c.mu.Lock()
 	require.True(t, c.fullLocked(), "the queue at its limit")
 	c.mu.Unlock()
@@ -112,7 +112,7 @@ func TestFlushResumesReading(t *testing.T) {
 		}
 		done <- nil
 	}()
-	c.Flush()
+	b.Flush()
 	require.NoError(t, <-done, "the queued frames")
 
 	// The message sent while paused is read and echoed.
