@@ -13,8 +13,8 @@ import (
 // JetStream; a hub without one is a single node and never leaves the
 // process.
 //
-// Its methods are called without any of the hub's locks held, except Watch,
-// which is called with the topic's lock held (see Hub.watchLocked).
+// Its methods are called without any of the hub's locks held; Watch on a
+// goroutine of its own (see Hub.startWatch).
 type Broker interface {
 	// Publish stores data, a valid JSON value, as topic's next message and
 	// returns its seq once it is stored; ctx bounds the wait. An error

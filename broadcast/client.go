@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -119,6 +120,11 @@ func (cl *client) OnClose(c *wsconn.Conn) {
 		return
 	}
 	for _, t := range cl.topics {
+		if h.cfg.Broker != nil {
+			// Before the opLeave below: a watch that starts later
+			// must not subscribe cl after it.
+			t.dropWaiter(cl)
+		}
 		t.leave(cl.shard)
 	}
 	h.subscriptions.Add(-int64(len(cl.topics)))
@@ -168,10 +174,13 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	}
 	// A recovery may replay: the connection handles no more messages
 	// until the shard has queued what it replays, so that a client cannot
-	// pile up replays faster than they drain (see wsconn.Conn.Hold). Held
+	// pile up replays faster than they drain (see wsconn.Conn.Hold). In a
+	// cluster, the subscribe may wait for its topic's watch to start, and
+	// the connection handles no more messages until it is answered. Held
 	// before the topic's lock, which is never held while taking a
 	// connection's.
-	held := since != nil
+	cluster := h.cfg.Broker != nil
+	held := since != nil || cluster
 	if held {
 		cl.conn.Hold()
 	}
@@ -184,17 +193,42 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 		cl.sendError(req, CodeTooManyTopics, "topic limit of "+strconv.Itoa(h.cfg.MaxTopics)+" reached; not subscribed to "+h.quote(name))
 		return
 	}
-	if err := h.watchLocked(t); err != nil {
+	var room <-chan struct{}
+	switch {
+	case cluster && t.watch == nil && !h.cfg.Broker.Connected():
 		t.mu.Unlock()
-		if held {
-			_ = cl.conn.SendReplay(nil)
-		}
+		_ = cl.conn.SendReplay(nil)
 		h.exit()
 		cl.sendError(req, CodeUnavailable, "cluster unavailable; not subscribed to "+h.quote(name)+": try again")
 		return
+	case cluster && t.watch == nil:
+		// Answered once the watch has started, by startWatch, which
+		// runs on a goroutine of its own: NATS's round trips hold no
+		// worker, no lock and not the hub's gate.
+		t.waiters = append(t.waiters, waiter{cl: cl, id: bytes.Clone(req.id), since: since, epoch: epoch})
+		if t.starting == nil {
+			t.starting = make(chan struct{})
+			go h.startWatch(t)
+		}
+		t.join(cl.shard)
+	default:
+		t.join(cl.shard)
+		room = cl.joinLocked(t, req.id, since, epoch, held)
 	}
-	// The reply's seq is the one after which messages follow: since, if
-	// what came after it is replayed; otherwise the topic's latest.
+	t.mu.Unlock()
+	h.exit()
+	cl.topics = append(cl.topics, t)
+	h.subscriptions.Add(1)
+	h.budget.trim() // past MaxHistoryBytes after a cluster watch took in history
+	waitRoom(room)
+}
+
+// joinLocked posts to cl's shard the op that answers cl's subscribe to t,
+// replays what it missed and puts it on t's list there; t.mu is held and
+// cl counted in t (Topic.join). The reply's seq is the one after which
+// messages follow: since, if what came after it is replayed; otherwise the
+// topic's latest. It returns the shard's room to wait for (see post).
+func (cl *client) joinLocked(t *Topic, id []byte, since *uint64, epoch string, held bool) <-chan struct{} {
 	seq := t.seq
 	var replay [][]byte
 	recovered := false
@@ -204,14 +238,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 			seq = *since
 		}
 	}
-	t.join(cl.shard)
-	room := cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, seq: seq, recovered: recovered, id: req.id})
-	t.mu.Unlock()
-	h.exit()
-	cl.topics = append(cl.topics, t)
-	h.subscriptions.Add(1)
-	h.budget.trim() // past MaxHistoryBytes after a cluster watch took in history
-	waitRoom(room)
+	return cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, seq: seq, recovered: recovered, id: id})
 }
 
 func (cl *client) unsubscribe(req request) {
@@ -250,6 +277,28 @@ func (cl *client) publish(req request, data json.RawMessage) {
 	if h.validTopic(name) && !cl.may(req, auth.Identity.CanPublish) {
 		return
 	}
+	if h.cfg.Broker != nil {
+		// In a cluster the publish waits for NATS (up to brokerTimeout):
+		// on a goroutine of its own, not on the worker that serves this
+		// turn and others. The connection handles no more messages until
+		// the publish is answered, so its replies keep their order.
+		// data and id are in the read buffer, which the next read reuses.
+		cl.conn.Hold()
+		req.id = bytes.Clone(req.id)
+		data = bytes.Clone(data)
+		go func() {
+			cl.publishNow(req, data)
+			_ = cl.conn.SendReplay(nil) // releases the hold
+		}()
+		return
+	}
+	cl.publishNow(req, data)
+}
+
+// publishNow is publish once the checks have passed.
+func (cl *client) publishNow(req request, data json.RawMessage) {
+	h := cl.hub()
+	name := req.topic
 	seq, err := h.Publish(name, data)
 	if err != nil {
 		code, message := h.publishError(err, name)

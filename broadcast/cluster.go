@@ -11,9 +11,10 @@ import (
 // here but stored through the broker, which assigns its seq; every node,
 // this one included, appends it when the broker delivers it to the topic's
 // watch. A node watches a topic while it has subscribers there: the first
-// subscribe starts the watch, under the topic's lock, from the topic's last
-// stored message, so that the subscriber's seq and the messages after it
-// have no gap; the sweep (expireLoop) stops it once the topic has none.
+// subscribe starts the watch (startWatch, off every lock) from the topic's
+// last stored message, and the subscribes that come meanwhile wait for it,
+// so that their seqs and the messages after them have no gap; the sweep
+// (expireLoop) stops it once the topic has none.
 
 // publishThrough is Publish in a cluster, after the checks.
 func (h *Hub) publishThrough(topic string, data []byte) (uint64, error) {
@@ -34,23 +35,65 @@ func (h *Hub) publishThrough(topic string, data []byte) (uint64, error) {
 	return seq, nil
 }
 
-// watchLocked starts the broker's watch of t if it has none, and takes
-// t's history, seq and epoch from what the broker holds, so that a
-// subscriber recovers on this node what any node published. t.mu is held,
-// so the broker's first delivery, which takes it, waits until the
-// subscriber that asked is counted.
-func (h *Hub) watchLocked(t *Topic) error {
-	if h.cfg.Broker == nil || t.watch != nil {
-		return nil
-	}
+// startWatch starts the broker's watch of t for the subscribes waiting in
+// t.waiters, and answers them. It runs on a goroutine of its own, since
+// the broker's round trips may take up to brokerTimeout: no worker, no
+// topic lock and not the hub's gate is held meanwhile, so other clients,
+// publishes and Close go on. The broker's deliveries wait until the
+// backlog is in (see deliver). If the watch cannot start, the waiting
+// clients are closed with CloseClusterUnavailable, to come back with since:
+// they were counted as subscribed, and only their own turns may undo that.
+func (h *Hub) startWatch(t *Topic) {
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-h.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	w, backlog, err := h.cfg.Broker.Watch(ctx, t.name, func(m BrokerMessage) { h.deliver(t, m) })
 	if err != nil {
 		h.log.Warn("cluster watch failed", "topic", t.name, "err", err)
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	t.watch = w
+	entered := h.enter()
+	var rooms []<-chan struct{}
+	t.mu.Lock()
+	waiters, ready := t.waiters, t.starting
+	t.waiters, t.starting = nil, nil
+	started := err == nil && entered && !t.dead
+	if started {
+		t.watch = w
+		h.takeBacklogLocked(t, backlog)
+		for _, wt := range waiters {
+			if room := wt.cl.joinLocked(t, wt.id, wt.since, wt.epoch, true); room != nil {
+				rooms = append(rooms, room)
+			}
+		}
+	}
+	t.mu.Unlock()
+	close(ready)
+	if entered {
+		h.exit()
+	}
+	if started {
+		h.budget.trim() // past MaxHistoryBytes after the backlog came in
+		waitRoom(rooms...)
+		return
+	}
+	if w != nil {
+		w.Stop()
+	}
+	for _, wt := range waiters {
+		wt.cl.conn.Close(CloseClusterUnavailable, "cluster unavailable: reconnect with since")
+	}
+}
+
+// takeBacklogLocked takes t's history, seq and epoch from backlog, what the
+// broker holds of t, so that a subscriber recovers on this node what any
+// node published. t.mu is held.
+func (h *Hub) takeBacklogLocked(t *Topic, backlog []BrokerMessage) {
 	t.seq, t.epoch = 0, ""
 	for _, m := range backlog {
 		marker := len(m.Data) == 0
@@ -67,7 +110,6 @@ func (h *Hub) watchLocked(t *Topic) error {
 		h.budget.charge(t, m.Seq, len(frame), freed)
 	}
 	t.floor.Store(t.history.floor(t.seq))
-	return nil
 }
 
 // deliver appends m, a message the broker stored, to t and fans it out.
@@ -75,6 +117,12 @@ func (h *Hub) watchLocked(t *Topic) error {
 // shards slow the broker's delivery down, as they do a publisher, once the
 // gate and every lock are let go.
 func (h *Hub) deliver(t *Topic, m BrokerMessage) {
+	t.mu.Lock()
+	ready := t.starting
+	t.mu.Unlock()
+	if ready != nil {
+		<-ready // the backlog first: see startWatch
+	}
 	if !h.enter() {
 		return
 	}

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/wsconn"
 )
 
 // stuckBroker is a broker whose publishes wait until released: NATS that
@@ -56,4 +60,192 @@ func TestCloseDoesNotWaitForBroker(t *testing.T) {
 	}
 	b.release <- struct{}{}
 	assert.ErrorIs(t, <-published, broadcast.ErrUnavailable)
+}
+
+// gatedBroker is a broker whose watch of a topic named in gates waits for
+// that gate: NATS that has not answered yet. It answers with backlog, or
+// with fail's error if fail holds the topic.
+type gatedBroker struct {
+	mu       sync.Mutex
+	gates    map[string]chan struct{}
+	entered  chan string
+	fail     map[string]error
+	backlog  []broadcast.BrokerMessage
+	delivers map[string]func(broadcast.BrokerMessage)
+}
+
+// Publish waits for the gate named "publish " and the topic, if there is
+// one, and stores nothing: it answers seq 7.
+func (b *gatedBroker) Publish(ctx context.Context, topic string, _ []byte) (uint64, error) {
+	b.mu.Lock()
+	gate := b.gates["publish "+topic]
+	b.mu.Unlock()
+	if gate != nil {
+		b.entered <- "publish " + topic
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return 7, nil
+}
+
+func (b *gatedBroker) Watch(ctx context.Context, topic string, deliver func(broadcast.BrokerMessage)) (broadcast.Watch, []broadcast.BrokerMessage, error) {
+	b.mu.Lock()
+	gate := b.gates[topic]
+	b.mu.Unlock()
+	if gate != nil {
+		b.entered <- topic
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.fail[topic]; err != nil {
+		return nil, nil, err
+	}
+	b.delivers[topic] = deliver
+	return nopWatch{}, slices.Clone(b.backlog), nil
+}
+
+func (b *gatedBroker) Connected() bool { return true }
+
+func (b *gatedBroker) deliver(topic string, m broadcast.BrokerMessage) {
+	b.mu.Lock()
+	d := b.delivers[topic]
+	b.mu.Unlock()
+	d(m)
+}
+
+type nopWatch struct{}
+
+func (nopWatch) Stop() {}
+
+// TestSubscribeDoesNotWaitForBroker: a first subscribe to a topic starts
+// its watch without holding a worker, the topic's lock or the hub's gate
+// while the broker answers. With two workers, two subscribes waiting for
+// NATS used to hold both, and a third client was not even upgraded. The
+// waiting subscribers are answered, with the broker's history, once the
+// watch starts; one whose watch fails is closed 1013 to come back with
+// since; one that left meanwhile is not subscribed.
+func TestSubscribeDoesNotWaitForBroker(t *testing.T) {
+	b := &gatedBroker{
+		gates:    map[string]chan struct{}{"slow": make(chan struct{}), "bad": make(chan struct{}), "gone": make(chan struct{})},
+		entered:  make(chan string, 8),
+		fail:     map[string]error{"bad": errors.New("no answer")},
+		backlog:  []broadcast.BrokerMessage{{Seq: 3, Epoch: "e1", Data: []byte(`3`)}, {Seq: 4, Epoch: "e1", Data: []byte(`4`)}},
+		delivers: map[string]func(broadcast.BrokerMessage){},
+	}
+	ts := startHub(t, broadcast.Config{Broker: b}, wsconn.Config{Workers: 2})
+	entered := func(topic string) {
+		t.Helper()
+		select {
+		case got := <-b.entered:
+			require.Equal(t, topic, got)
+		case <-time.After(waitTimeout):
+			t.Fatalf("no watch of %s", topic)
+		}
+	}
+
+	a := mustDial(t, "gorilla", ts.addr, "")
+	mustWrite(t, a, subscribeMsg("slow"))
+	entered("slow")
+	c := mustDial(t, "gorilla", ts.addr, "")
+	mustWrite(t, c, subscribeMsg("slow"))
+	d := mustDial(t, "gorilla", ts.addr, "")
+	mustWrite(t, d, subscribeMsg("bad"))
+	entered("bad")
+	e := mustDial(t, "gorilla", ts.addr, "")
+	mustWrite(t, e, subscribeMsg("gone"))
+	entered("gone")
+
+	// Meanwhile another client is served.
+	servedWhileWaiting(t, ts)
+
+	e.Close()
+	require.Eventually(t, func() bool { return ts.hub.Stats().Clients == 4 }, waitTimeout, time.Millisecond, "e gone")
+	close(b.gates["gone"])
+	close(b.gates["bad"])
+	_, err := d.ReadText(waitTimeout)
+	assert.Equal(t, int(broadcast.CloseClusterUnavailable), closeCode(err), "the subscribe to bad: %v", err)
+
+	close(b.gates["slow"])
+	for _, cl := range []wsClient{a, c} {
+		f := mustReadSubscribed(t, cl, "slow")
+		assert.Equal(t, uint64(4), f.Seq)
+		assert.Equal(t, "e1", f.Epoch)
+	}
+	b.deliver("slow", broadcast.BrokerMessage{Seq: 5, Epoch: "e1", Data: []byte(`5`)})
+	for _, cl := range []wsClient{a, c} {
+		mustReadMessage(t, cl, "slow", 5)
+	}
+	// a and c on slow, the fast client gone, d closed, e gone: gone has
+	// no subscriber, though its watch started after e left.
+	require.Eventually(t, func() bool { return ts.hub.Stats().Subscriptions == 2 }, waitTimeout, time.Millisecond,
+		"subscriptions: %+v", ts.hub.Stats())
+}
+
+// servedWhileWaiting fails t unless a new client is upgraded, and its
+// subscribe to a topic whose watch starts at once answered, within 3 s.
+func servedWhileWaiting(t *testing.T, ts *testServer) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		f, _, err := dial("gorilla", ts.addr, "")
+		if err == nil {
+			defer f.Close()
+			if err = f.WriteText([]byte(subscribeMsg("fast"))); err == nil {
+				_, err = f.ReadText(waitTimeout)
+			}
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(3 * time.Second):
+		t.Fatal("a client is not served while others wait for the broker")
+	}
+}
+
+// TestPublishDoesNotHoldWorker: a publish over a WebSocket waits for the
+// broker on a goroutine of its own, not on a worker: two publishes waiting
+// for NATS used to hold both workers, and no other client was served. The
+// publishing connection handles its next message only once the publish is
+// answered, so its replies come in order.
+func TestPublishDoesNotHoldWorker(t *testing.T) {
+	b := &gatedBroker{
+		gates:    map[string]chan struct{}{"publish p": make(chan struct{})},
+		entered:  make(chan string, 8),
+		delivers: map[string]func(broadcast.BrokerMessage){},
+	}
+	ts := startHub(t, broadcast.Config{Broker: b}, wsconn.Config{Workers: 2})
+	var pubs []wsClient
+	for range 2 {
+		c := mustDial(t, "gorilla", ts.addr, "")
+		mustWrite(t, c, publishMsg("p", "1"))
+		select {
+		case got := <-b.entered:
+			require.Equal(t, "publish p", got)
+		case <-time.After(waitTimeout):
+			t.Fatal("no publish reached the broker")
+		}
+		pubs = append(pubs, c)
+	}
+	// Behind the waiting publish: answered after it.
+	mustWrite(t, pubs[0], `{"type":"unsubscribe","topic":"x"}`)
+
+	servedWhileWaiting(t, ts)
+
+	close(b.gates["publish p"])
+	for _, c := range pubs {
+		f := mustRead(t, c)
+		assert.Equal(t, "published", f.Type, "%s", f)
+		assert.Equal(t, uint64(7), f.Seq)
+	}
+	mustReadError(t, pubs[0], broadcast.CodeNotSubscribed)
 }

@@ -61,6 +61,12 @@ const CloseSlowConsumer ws.StatusCode = 4008
 // epoch, and reconnecting with since tells them what they lost.
 const CloseTopicRestarted ws.StatusCode = 1012
 
+// CloseClusterUnavailable (1013, Try Again Later) closes, in a cluster, a
+// client whose subscribe waited for its topic's watch to start and the
+// broker did not start it (NATS did not answer in time): reconnecting with
+// since subscribes it afresh, and tells it what it missed.
+const CloseClusterUnavailable ws.StatusCode = 1013
+
 // Config configures a Hub. Zero fields take the defaults below.
 type Config struct {
 	// Shards is the number of shards (goroutines) that fan messages out.
@@ -458,8 +464,7 @@ func (h *Hub) forget(batch []*Topic) {
 	h.mu.Lock()
 	for _, tp := range batch {
 		if !tp.mu.TryLock() {
-			// In use (a cluster watch may be starting, for seconds):
-			// not unused, and the map is not held waiting for it.
+			// In use: not unused, and the map is not held waiting.
 			continue
 		}
 		if !tp.dead && h.unusedLocked(tp) {

@@ -25,11 +25,38 @@ type Topic struct {
 	dead    bool       // dropped from the hub; look the name up again
 	history history
 	watch   Watch // in a cluster, the broker's delivery of t while it has subscribers
+	// starting, in a cluster, is open while the broker's watch of t is
+	// being started (Hub.startWatch), and closed once it has started or
+	// failed: subscribes meanwhile wait in waiters, deliveries behind it.
+	starting chan struct{}
+	waiters  []waiter
 
 	// floor is the seq of the oldest entry history holds (seq+1 when it
 	// holds none; the maximum once dead): the history budget's records
 	// below it are stale. Written under mu, read without it.
 	floor atomic.Uint64
+}
+
+// waiter is a subscribe waiting for its topic's watch to start (see
+// Hub.startWatch): what the reply and the replay are made of once it has.
+type waiter struct {
+	cl    *client
+	id    []byte  // the request's id, owned
+	since *uint64 // as client.subscribe takes them
+	epoch string
+}
+
+// dropWaiter removes cl's waiting subscribe, if it has one, so that a
+// watch that starts after cl has gone does not subscribe it.
+func (t *Topic) dropWaiter(cl *client) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, w := range t.waiters {
+		if w.cl == cl {
+			t.waiters = append(t.waiters[:i], t.waiters[i+1:]...)
+			return
+		}
+	}
 }
 
 // join counts a subscription of a client of s. t.mu is held, so that a
