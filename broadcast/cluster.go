@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 // The hub's side of a cluster (Config.Broker). A publish is not appended
@@ -85,8 +87,12 @@ func (h *Hub) startWatch(t *Topic) {
 	if w != nil {
 		w.Stop()
 	}
+	code, reason := CloseClusterUnavailable, "cluster unavailable: reconnect with since"
+	if !entered {
+		code, reason = ws.StatusGoingAway, "server shutting down"
+	}
 	for _, wt := range waiters {
-		wt.cl.conn.Close(CloseClusterUnavailable, "cluster unavailable: reconnect with since")
+		wt.cl.conn.Close(code, reason)
 	}
 }
 
