@@ -63,7 +63,8 @@ Scenarios:
               slow to answer publishes is still offered the rate (a run that was not says
               MISSED). Deliveries per second, server CPU-seconds per million deliveries
               (needs the server's pid: --server-pid, or found on loopback), drops (seq
-              gaps and messages that never came) and slow-consumer disconnects (by close
+              gaps and messages that never came: a server still behind --catch-up after
+              publishing ends is not waited for) and slow-consumer disconnects (by close
               code).
   echo        -c connections to /echo, each with one --size-byte message in flight, for
               --duration: round trips per second and round-trip latency percentiles.

@@ -27,7 +27,7 @@ func (r *runner) fanout(ctx context.Context) (*FanoutResult, error) {
 			return nil, err
 		}
 		published++
-		if _, ok := r.waitDelivered(ctx, subs, published); !ok {
+		if _, ok := r.waitDelivered(ctx, subs, published, time.Time{}); !ok {
 			r.log.Warn("fanout: a message did not reach every subscriber", "seq_index", published)
 		}
 		bar.Set(published)

@@ -55,6 +55,7 @@ type Options struct {
 
 	Settle    time.Duration // pause before an "after" sample
 	Timeout   time.Duration // longest wait with no progress
+	CatchUp   time.Duration // throughput: longest wait for receipts once publishing has ended
 	ServerPID int           // 0: look for the listener on loopback; -1: none
 
 	JSON     string // write the report here
@@ -106,6 +107,7 @@ func (o *Options) register(fs *flag.FlagSet) {
 
 	fs.DurationVar(&o.Settle, "settle", 2*time.Second, "wait this long before an \"after\" sample (idle, churn)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Second, "give up waiting for receipts or for the server after this long without progress")
+	fs.DurationVar(&o.CatchUp, "catch-up", time.Minute, "throughput: wait at most this long, once publishing has ended, for the receipts still on their way, even while they come; those that have not come by then count as not delivered")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "server process `pid`, for its CPU time (0: find the process listening on a loopback --url; -1: none)")
 
 	fs.StringVar(&o.JSON, "json", "", "also write the report as JSON to `FILE`")
@@ -147,6 +149,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("--dial-concurrency must be at least 1")
 	case o.Timeout <= 0:
 		return fmt.Errorf("--timeout must be positive")
+	case o.CatchUp <= 0:
+		return fmt.Errorf("--catch-up must be positive")
 	}
 	if _, err := newCredentials(o.Token, o.JWTSecret, o.Topic); err != nil {
 		return err

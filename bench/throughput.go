@@ -40,9 +40,13 @@ func (r *runner) throughput(ctx context.Context, rate float64) (*ThroughputResul
 		return nil, err
 	}
 	published := loop.published
-	last, complete := r.waitDelivered(ctx, subs, published)
+	ended := end
+	if loop.end.After(ended) {
+		ended = loop.end // a publisher behind the rate went on past --duration
+	}
+	last, complete := r.waitDelivered(ctx, subs, published, ended.Add(r.o.CatchUp))
 	if !complete {
-		r.log.Warn("throughput: not every message reached every subscriber", "timeout", r.o.Timeout)
+		r.log.Warn("throughput: not every message reached every subscriber", "timeout", r.o.Timeout, "catch_up", r.o.CatchUp)
 	}
 	s1, err := r.sample(ctx)
 	if err != nil {
