@@ -623,11 +623,15 @@ func TestClientSubscribesOnceNATSIsBack(t *testing.T) {
 	require.Eventually(t, func() bool { return !a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
 
 	refused := make(chan string, 16)
+	subscribed := make(chan uint64, 16)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	c, err := client.Dial(ctx, "ws://"+a.addr, &client.Options{OnEvent: func(e client.Event) {
-		if e.Kind == client.Refused {
+		switch e.Kind {
+		case client.Refused:
 			refused <- e.ErrorCode
+		case client.Subscribed:
+			subscribed <- e.Seq
 		}
 	}})
 	require.NoError(t, err)
@@ -642,8 +646,13 @@ func TestClientSubscribesOnceNATSIsBack(t *testing.T) {
 	}
 
 	ns.start()
-	require.Eventually(t, func() bool { return a.hub.Stats().Subscriptions == 1 }, waitTimeout, 20*time.Millisecond,
-		"the client did not subscribe again")
+	// The subscribe counts as soon as it waits for the node's watch to
+	// start; messages follow the seq its reply gives.
+	select {
+	case <-subscribed:
+	case <-time.After(waitTimeout):
+		t.Fatal("the client did not subscribe again")
+	}
 	status, seq := a.post(t, "later", `"hello"`)
 	require.Equal(t, http.StatusAccepted, status)
 	select {
