@@ -201,15 +201,15 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 		h.exit()
 		cl.sendError(req, CodeUnavailable, "cluster unavailable; not subscribed to "+h.quote(name)+": try again")
 		return
-	case cluster && t.watch == nil:
+	case cluster && (t.watch == nil || t.watch.starting()):
 		// Answered once the watch has started, by startWatch, which
 		// runs on a goroutine of its own: NATS's round trips hold no
 		// worker, no lock and not the hub's gate.
-		t.waiters = append(t.waiters, waiter{cl: cl, id: bytes.Clone(req.id), since: since, epoch: epoch})
-		if t.starting == nil {
-			t.starting = make(chan struct{})
-			go h.startWatch(t)
+		if t.watch == nil {
+			t.watch = &topicWatch{ready: make(chan struct{})}
+			go h.startWatch(t, t.watch)
 		}
+		t.watch.waiters = append(t.watch.waiters, waiter{cl: cl, id: bytes.Clone(req.id), since: since, epoch: epoch})
 		t.join(cl.shard)
 	default:
 		t.join(cl.shard)

@@ -37,15 +37,15 @@ func (h *Hub) publishThrough(topic string, data []byte) (uint64, error) {
 	return seq, nil
 }
 
-// startWatch starts the broker's watch of t for the subscribes waiting in
-// t.waiters, and answers them. It runs on a goroutine of its own, since
+// startWatch starts tw, the broker's watch of t, for the subscribes waiting
+// in it, and answers them. It runs on a goroutine of its own, since
 // the broker's round trips may take up to brokerTimeout: no worker, no
 // topic lock and not the hub's gate is held meanwhile, so other clients,
 // publishes and Close go on. The broker's deliveries wait until the
 // backlog is in (see deliver). If the watch cannot start, the waiting
 // clients are closed with CloseClusterUnavailable, to come back with since:
 // they were counted as subscribed, and only their own turns may undo that.
-func (h *Hub) startWatch(t *Topic) {
+func (h *Hub) startWatch(t *Topic, tw *topicWatch) {
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
 	defer cancel()
 	go func() {
@@ -55,18 +55,20 @@ func (h *Hub) startWatch(t *Topic) {
 		case <-ctx.Done():
 		}
 	}()
-	w, backlog, err := h.cfg.Broker.Watch(ctx, t.name, func(m BrokerMessage) { h.deliver(t, m) })
+	w, backlog, err := h.cfg.Broker.Watch(ctx, t.name, func(m BrokerMessage) { h.deliver(t, tw, m) })
 	if err != nil {
 		h.log.Warn("cluster watch failed", "topic", t.name, "err", err)
 	}
 	entered := h.enter()
 	var rooms []<-chan struct{}
 	t.mu.Lock()
-	waiters, ready := t.waiters, t.starting
-	t.waiters, t.starting = nil, nil
-	started := err == nil && entered && !t.dead
+	waiters := tw.waiters
+	tw.waiters = nil
+	// Forgotten meanwhile (every waiter left): the topic is dead, and its
+	// watch gone.
+	started := err == nil && entered && !t.dead && t.watch == tw
 	if started {
-		t.watch = w
+		tw.w = w
 		h.takeBacklogLocked(t, backlog)
 		for _, wt := range waiters {
 			if room := wt.cl.joinLocked(t, wt.id, wt.since, wt.epoch, true); room != nil {
@@ -74,8 +76,11 @@ func (h *Hub) startWatch(t *Topic) {
 			}
 		}
 	}
+	if !started && t.watch == tw {
+		t.watch = nil // the next subscribe tries again
+	}
 	t.mu.Unlock()
-	close(ready)
+	close(tw.ready)
 	if entered {
 		h.exit()
 	}
@@ -118,33 +123,28 @@ func (h *Hub) takeBacklogLocked(t *Topic, backlog []BrokerMessage) {
 	t.floor.Store(t.history.floor(t.seq))
 }
 
-// deliver appends m, a message the broker stored, to t and fans it out.
-// Messages come in seq order; one already appended is skipped. Behind
-// shards slow the broker's delivery down, as they do a publisher, once the
-// gate and every lock are let go.
-func (h *Hub) deliver(t *Topic, m BrokerMessage) {
-	t.mu.Lock()
-	ready := t.starting
-	t.mu.Unlock()
-	if ready != nil {
-		<-ready // the backlog first: see startWatch
-	}
+// deliver appends m, a message the broker stored, to t and fans it out; tw
+// is the watch that delivers it. Messages come in seq order; one already
+// appended is skipped. Behind shards slow the broker's delivery down, as
+// they do a publisher, once the gate and every lock are let go.
+func (h *Hub) deliver(t *Topic, tw *topicWatch, m BrokerMessage) {
+	<-tw.ready // the backlog first: see startWatch
 	if !h.enter() {
 		return
 	}
-	rooms := h.deliverEntered(t, m)
+	rooms := h.deliverEntered(t, tw, m)
 	h.exit()
 	waitRoom(rooms...)
 }
 
 // deliverEntered is deliver inside the gate; it returns the rooms to wait
 // for.
-func (h *Hub) deliverEntered(t *Topic, m BrokerMessage) (rooms []<-chan struct{}) {
+func (h *Hub) deliverEntered(t *Topic, tw *topicWatch, m BrokerMessage) (rooms []<-chan struct{}) {
 	now := time.Now()
 	var gap uint64
 	t.mu.Lock()
 	switch {
-	case t.dead || t.watch == nil:
+	case t.dead || t.watch != tw:
 		// Forgotten (the watch is being stopped): a new topic and
 		// watch take over if subscribers come back.
 		t.mu.Unlock()
@@ -199,7 +199,7 @@ func (h *Hub) restartLocked(t *Topic) (rooms []<-chan struct{}, w Watch) {
 	t.dead = true
 	t.floor.Store(math.MaxUint64)
 	h.budget.release(t.history.dropOldest(t.seq))
-	w, t.watch = t.watch, nil
+	w, t.watch = t.watch.w, nil
 	for i, s := range h.shards {
 		if t.inShard[i].Load() > 0 {
 			if room := s.post(op{kind: opRestart, topic: t}); room != nil {

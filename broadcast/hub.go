@@ -473,10 +473,10 @@ func (h *Hub) forget(batch []*Topic) {
 			tp.floor.Store(math.MaxUint64)
 			delete(h.topics, tp.name)
 			h.budget.release(tp.history.dropOldest(tp.seq))
-			if tp.watch != nil {
-				stop = append(stop, tp.watch)
-				tp.watch = nil
+			if tp.watch != nil && tp.watch.w != nil {
+				stop = append(stop, tp.watch.w)
 			}
+			tp.watch = nil
 		}
 		tp.mu.Unlock()
 	}

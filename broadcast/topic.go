@@ -24,18 +24,30 @@ type Topic struct {
 	seq     uint64     // of the last message published
 	dead    bool       // dropped from the hub; look the name up again
 	history history
-	watch   Watch // in a cluster, the broker's delivery of t while it has subscribers
-	// starting, in a cluster, is open while the broker's watch of t is
-	// being started (Hub.startWatch), and closed once it has started or
-	// failed: subscribes meanwhile wait in waiters, deliveries behind it.
-	starting chan struct{}
-	waiters  []waiter
+	// watch, in a cluster, is the broker's delivery of t while it has
+	// subscribers, from the start of it (Hub.startWatch). A pointer: one
+	// word in every topic, and a topic per user connection with
+	// authentication.
+	watch *topicWatch
 
 	// floor is the seq of the oldest entry history holds (seq+1 when it
 	// holds none; the maximum once dead): the history budget's records
 	// below it are stale. Written under mu, read without it.
 	floor atomic.Uint64
 }
+
+// topicWatch is the broker's delivery of a topic to this node. Its fields
+// are guarded by the topic's lock.
+type topicWatch struct {
+	w Watch // nil while it starts (Hub.startWatch)
+	// ready is closed once the watch has started, or failed: deliveries
+	// wait for it, subscribes meanwhile in waiters.
+	ready   chan struct{}
+	waiters []waiter
+}
+
+// starting reports whether tw is being started. tw may be nil.
+func (tw *topicWatch) starting() bool { return tw != nil && tw.w == nil }
 
 // waiter is a subscribe waiting for its topic's watch to start (see
 // Hub.startWatch): what the reply and the replay are made of once it has.
@@ -51,9 +63,13 @@ type waiter struct {
 func (t *Topic) dropWaiter(cl *client) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i, w := range t.waiters {
+	if !t.watch.starting() {
+		return
+	}
+	ws := t.watch.waiters
+	for i, w := range ws {
 		if w.cl == cl {
-			t.waiters = append(t.waiters[:i], t.waiters[i+1:]...)
+			t.watch.waiters = append(ws[:i], ws[i+1:]...)
 			return
 		}
 	}
