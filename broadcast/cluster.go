@@ -66,7 +66,7 @@ func (h *Hub) startWatch(t *Topic, tw *topicWatch) {
 	tw.waiters = nil
 	// Forgotten meanwhile (every waiter left): the topic is dead, and its
 	// watch gone.
-	started := err == nil && entered && !t.dead && t.watch == tw
+	started := err == nil && w != nil && entered && !t.dead && t.watch == tw
 	if started {
 		tw.w = w
 		h.takeBacklogLocked(t, backlog)
