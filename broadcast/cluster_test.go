@@ -254,3 +254,25 @@ func TestPublishDoesNotHoldWorker(t *testing.T) {
 	}
 	mustReadError(t, pubs[0], broadcast.CodeNotSubscribed)
 }
+
+// TestWatchStartCutByClose: a hub closed while a topic's watch starts ends
+// the wait at once (the broker's round trip is cancelled), and the client
+// that waited is closed 1001, going away, not told to retry the cluster.
+func TestWatchStartCutByClose(t *testing.T) {
+	b := &gatedBroker{
+		gates:    map[string]chan struct{}{"slow": make(chan struct{})},
+		entered:  make(chan string, 1),
+		delivers: map[string]func(broadcast.BrokerMessage){},
+	}
+	ts := startHub(t, broadcast.Config{Broker: b}, wsconn.Config{})
+	c := mustDial(t, "gorilla", ts.addr, "")
+	mustWrite(t, c, subscribeMsg("slow"))
+	select {
+	case <-b.entered:
+	case <-time.After(waitTimeout):
+		t.Fatal("no watch of slow")
+	}
+	ts.hub.Close()
+	_, err := c.ReadText(3 * time.Second)
+	assert.Equal(t, 1001, closeCode(err), "%v", err)
+}
