@@ -40,14 +40,14 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 			if q.hasSince {
 				since = &q.since
 			}
-			cl.subscribe(request{topic: q.topic}, since, q.epoch)
+			cl.subscribe(request{topic: q.topic}, since, q.epoch, true)
 		})
 		cl.initial = nil
 	}
 	if !cl.id.IsZero() {
 		// Every connection of a user hears the user's own topic.
 		if own := cl.id.UserTopic(); cl.subscribed(own) < 0 {
-			cl.subscribe(request{topic: own}, nil, "")
+			cl.subscribe(request{topic: own}, nil, "", true)
 		}
 	}
 }
@@ -79,7 +79,7 @@ func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 	}
 	switch m.Type {
 	case "subscribe":
-		cl.subscribe(req, m.Since, m.Epoch)
+		cl.subscribe(req, m.Since, m.Epoch, false)
 	case "unsubscribe":
 		cl.unsubscribe(req)
 	case "publish":
@@ -152,7 +152,12 @@ func (cl *client) subscribed(name string) int {
 // duplicate, because the seq snapshot and the op to the shard are taken
 // under the topic's lock, which publishes also take. Otherwise the reply
 // says recovered:false with the topic's latest seq, and nothing is replayed.
-func (cl *client) subscribe(req request, since *uint64, epoch string) {
+//
+// From OnOpen (opening), the reply goes out with the upgrade response (see
+// wsconn.Conn.SendOnOpen), in the same write, and so ahead of the replay
+// and of every message the shard queues; in a cluster it comes once the
+// topic's watch has started, as any subscribe's does.
+func (cl *client) subscribe(req request, since *uint64, epoch string, opening bool) {
 	h := cl.hub()
 	name := req.topic
 	switch {
@@ -194,6 +199,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 		return
 	}
 	var room <-chan struct{}
+	var reply []byte
 	switch {
 	case cluster && t.watch == nil && !h.cfg.Broker.Connected():
 		t.mu.Unlock()
@@ -213,10 +219,19 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 		t.join(cl.shard)
 	default:
 		t.join(cl.shard)
-		room = cl.joinLocked(t, req.id, since, epoch, held)
+		var answer []byte
+		if opening {
+			var buf [512]byte
+			answer = buf[:0]
+		}
+		room, reply = cl.joinLocked(t, req.id, since, epoch, held, answer)
 	}
 	t.mu.Unlock()
 	h.exit()
+	if reply != nil {
+		// Ahead of what the shard queues; dropped if OnOpen closed it.
+		_ = cl.conn.SendOnOpen(reply)
+	}
 	cl.topics = append(cl.topics, t)
 	h.subscriptions.Add(1)
 	h.budget.trim() // past MaxHistoryBytes after a cluster watch took in history
@@ -228,7 +243,11 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 // cl counted in t (Topic.join). The reply's seq is the one after which
 // messages follow: since, if what came after it is replayed; otherwise the
 // topic's latest. It returns the shard's room to wait for (see post).
-func (cl *client) joinLocked(t *Topic, id []byte, since *uint64, epoch string, held bool) <-chan struct{} {
+//
+// With answer not nil, the caller sends the reply, which joinLocked appends
+// to answer and returns, and the shard does not; it must reach cl ahead of
+// anything the shard queues to it (see wsconn.Conn.SendOnOpen).
+func (cl *client) joinLocked(t *Topic, id []byte, since *uint64, epoch string, held bool, answer []byte) (<-chan struct{}, []byte) {
 	seq := t.seq
 	var replay [][]byte
 	recovered := false
@@ -238,7 +257,12 @@ func (cl *client) joinLocked(t *Topic, id []byte, since *uint64, epoch string, h
 			seq = *since
 		}
 	}
-	return cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, seq: seq, recovered: recovered, id: id})
+	var reply []byte
+	if answer != nil {
+		reply = appendSubscribed(answer, t.name, seq, t.epoch, recovered, id)
+		id = nil
+	}
+	return cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, answered: reply != nil, seq: seq, recovered: recovered, id: id}), reply
 }
 
 func (cl *client) unsubscribe(req request) {
@@ -343,8 +367,13 @@ func (cl *client) sendError(req request, code, message string) {
 
 // send queues frame, a reply or an error, through the client's shard: behind
 // every reply and message the shard has queued to it so far, so that the
-// client gets the answers to its messages in the order it sent them.
+// client gets the answers to its messages in the order it sent them. From
+// OnOpen it goes with the upgrade response instead, as the replies to the
+// URL's subscribes do.
 func (cl *client) send(frame []byte) {
+	if cl.conn.SendOnOpen(frame) != wsconn.ErrNotOpening {
+		return
+	}
 	h := cl.hub()
 	if !h.enter() {
 		// Shutting down: no shard queues anything more.

@@ -71,7 +71,7 @@ func (h *Hub) startWatch(t *Topic, tw *topicWatch) {
 		tw.w = w
 		h.takeBacklogLocked(t, backlog)
 		for _, wt := range waiters {
-			if room := wt.cl.joinLocked(t, wt.id, wt.since, wt.epoch, true); room != nil {
+			if room, _ := wt.cl.joinLocked(t, wt.id, wt.since, wt.epoch, true, nil); room != nil {
 				rooms = append(rooms, room)
 			}
 		}

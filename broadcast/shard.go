@@ -32,6 +32,7 @@ type op struct {
 	deflated *deflatedFrame
 	replay   [][]byte // opSubscribe
 	held     bool     // opSubscribe: the connection is held until the replay is sent (wsconn.Conn.Hold)
+	answered bool     // opSubscribe: the subscriber sent the reply itself, from OnOpen (wsconn.Conn.SendOnOpen)
 	cl       *client
 	topics   []*Topic // opLeave
 
@@ -173,8 +174,10 @@ func (s *shard) handle(o op) (stop bool) {
 		// whether what follows is a replay, before any message. It is
 		// built here, in the shard's scratch buffer, and copied only if
 		// the socket does not take it at once.
-		s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered, o.id)
-		s.reply(o.cl, s.scratch, false)
+		if !o.answered {
+			s.scratch = appendSubscribed(s.scratch[:0], o.topic.name, o.seq, o.topic.epoch, o.recovered, o.id)
+			s.reply(o.cl, s.scratch, false)
+		}
 		if o.held {
 			// History frames are shared, and go out as the socket drains,
 			// charged against the queue limit: a client reading as fast

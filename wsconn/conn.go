@@ -21,6 +21,8 @@ var (
 	// ErrQueueFull is returned by Send when the connection's write queue
 	// already holds its limit of bytes: the peer is not reading fast enough.
 	ErrQueueFull = errors.New("wsconn: write queue full")
+	// ErrNotOpening is returned by SendOnOpen outside the Handler's OnOpen.
+	ErrNotOpening = errors.New("wsconn: not in OnOpen")
 )
 
 // maxIovecs caps the frames passed to one writev.
@@ -47,6 +49,10 @@ const (
 	writeBlocked                   // the last write hit EAGAIN: the fd waits for writability
 	writeShut                      // the final bytes are written and the write side is shut down
 	writeBroken                    // a write failed: released on the next turn
+	// writeOpening: the upgrade response is held back while OnOpen runs,
+	// so that the frames OnOpen sends with SendOnOpen go out in its
+	// write; nothing is written until then (see Conn.openedLocked).
+	writeOpening
 )
 
 // Turn scheduling states (Conn.sched).
@@ -112,6 +118,10 @@ func (c *Conn) Compressed() bool { return c.deflate }
 
 // handshake holds a request that did not arrive in one read.
 type handshake struct {
+	// resp, while OnOpen runs (and hs is then the upgrader's, not the
+	// connection's own): the upgrade response, held back, which
+	// SendOnOpen extends.
+	resp *bytes.Buffer
 	buf  []byte
 	need int           // total request bytes (head and body), once the head is parsed
 	req  *http.Request // the plain HTTP request parsed from the head, waiting for its body
@@ -418,6 +428,9 @@ func writeAll(fd int, p []byte) (int, error) {
 // queue is empty or the socket is full. On a full socket it waits for
 // writability instead of blocking.
 func (c *Conn) flushLocked() {
+	if c.out == writeOpening {
+		return // the upgrade response goes first: see openedLocked
+	}
 	var iov [maxIovecs][]byte
 	for {
 		c.feedLocked()

@@ -66,6 +66,52 @@ func (c *Conn) sendLocked(frame []byte, opts SendOption, deferred bool) (first b
 	return first, nil
 }
 
+// SendOnOpen sends frame from the Handler's OnOpen, with the upgrade
+// response: the response is held back while OnOpen runs, and the frames
+// OnOpen sends this way are written in the same write, right behind it and
+// ahead of every frame sent otherwise (with Send or a Batch, from OnOpen or
+// from elsewhere), in the order OnOpen sent them. A handler that answers
+// what the request asked for (the subscriptions of its URL) saves a write
+// per connection this way, and a write on a new connection is most of what
+// an upgrade costs.
+//
+// frame is copied; the queue limit does not apply, as for a Reply. Outside
+// OnOpen SendOnOpen returns ErrNotOpening, and ErrClosed once OnOpen has
+// closed the connection.
+func (c *Conn) SendOnOpen(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.hs == nil || c.hs.resp == nil:
+		return ErrNotOpening
+	case c.state != stateOpen:
+		return ErrClosed
+	}
+	c.hs.resp.Write(frame)
+	return nil
+}
+
+// openedLocked ends OnOpen's hold on the writes: it writes resp, the
+// upgrade response and what SendOnOpen added to it, ahead of whatever was
+// queued meanwhile. resp belongs to the pooled upgrader: what the socket
+// does not take is copied.
+func (c *Conn) openedLocked(resp []byte) {
+	c.hs = nil
+	if c.out != writeOpening {
+		return // broken: nothing was written, so nothing failed; see breakLocked
+	}
+	c.out = writeReady
+	if c.queued == 0 {
+		c.enqueueCopyLocked(resp)
+		return
+	}
+	// Frames were queued while OnOpen ran (a Close, a Batch): none is
+	// written yet, since flushLocked waits for the response. The turn's
+	// end writes them all.
+	c.queueLocked().pushFront(bytes.Clone(resp))
+	c.queued += len(resp)
+}
+
 // Batch gathers frames for many connections and writes each one's share at
 // Flush, with as few writevs as it takes: a fan-out that queues a burst to
 // thousands of connections writes to each once per burst, not once per

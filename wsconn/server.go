@@ -25,7 +25,9 @@ import (
 // Its methods for one connection are called by one worker at a time, never
 // concurrently, and must not block: they run on the server's worker pool.
 type Handler interface {
-	// OnOpen is called once the upgrade response is queued.
+	// OnOpen is called once the connection is open, before the upgrade
+	// response is written: what OnOpen sends with Conn.SendOnOpen goes out
+	// with the response, in its write, ahead of everything else.
 	OnOpen(c *Conn)
 	// OnMessage is called for each complete data message, op being
 	// ws.OpText (payload is valid UTF-8) or ws.OpBinary. payload is valid only

@@ -103,8 +103,8 @@ func (c *Conn) readHandshake(p []byte) {
 		c.mu.Unlock()
 		return
 	}
-	c.hs = nil
 	c.mu.Lock()
+	c.hs = nil
 	if c.state != stateHandshake {
 		c.mu.Unlock()
 		return
@@ -128,9 +128,16 @@ func (c *Conn) readHandshake(p []byte) {
 		c.deflate = up.deflateBits == 0 || up.deflateBits == 15
 		c.srv.compressedUpgrades.Add(1)
 	}
-	c.enqueueCopyLocked(resp) // resp belongs to the pooled upgrader
+	// The response waits for what OnOpen sends with SendOnOpen: one
+	// write for both.
+	c.out = writeOpening
+	up.opening = handshake{resp: &up.out}
+	c.hs = &up.opening
 	c.mu.Unlock()
 	handler.OnOpen(c)
+	c.mu.Lock()
+	c.openedLocked(up.out.Bytes())
+	c.mu.Unlock()
 	if len(rest) > 0 {
 		// The client did not wait for the response: frames follow.
 		c.readFrames(rest, false)
@@ -237,6 +244,9 @@ type upgrader struct {
 	in          bytes.Reader
 	out         bytes.Buffer
 	io          handshakeIO
+	// opening is the connection's handshake while OnOpen runs: it lets
+	// SendOnOpen add to out, the response.
+	opening handshake
 }
 
 func (s *Server) newUpgrader() *upgrader {

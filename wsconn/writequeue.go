@@ -1,5 +1,7 @@
 package wsconn
 
+import "slices"
+
 // writeQueue holds, in order, the frames the socket did not take at once. A
 // connection whose writes keep up never allocates one. The frames are
 // references: to frame bytes shared by every subscriber of a broadcast, or
@@ -84,6 +86,23 @@ func (q *writeQueue) pushStarted(frame []byte, n int) {
 	q.frames, q.head, q.pong = q.frames[:0], 0, 0
 	q.push(frame)
 	q.off = n
+}
+
+// pushFront puts frame, which must not be empty, ahead of every queued
+// frame; none of them may have begun to be written (off is 0). It serves
+// the handshake response, held back while OnOpen runs (see
+// Conn.SendOnOpen), when something was queued meanwhile.
+func (q *writeQueue) pushFront(frame []byte) {
+	if q.head > 0 {
+		q.head--
+		q.frames[q.head] = frame
+	} else {
+		q.frames = slices.Insert(q.frames, 0, frame)
+		if q.pong > 0 {
+			q.pong++ // an index into frames, which moved up
+		}
+	}
+	q.quiet = false
 }
 
 // iovecs fills iov with the unwritten bytes of the first len(iov) frames,

@@ -1,0 +1,146 @@
+package wsconn
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// openingHandler is an Echo whose OnOpen is open.
+type openingHandler struct {
+	Echo
+	open func(c *Conn)
+}
+
+func (h openingHandler) OnOpen(c *Conn) { h.open(c) }
+
+// serveOpening serves a Handler whose OnOpen is open, and returns the
+// server and its address.
+func serveOpening(t *testing.T, open func(c *Conn)) (*Server, string) {
+	t.Helper()
+	s, err := NewServer(Config{Upgrade: func(*Request) (Handler, error) {
+		return openingHandler{open: open}, nil
+	}})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	return s, ln.Addr().String()
+}
+
+// dialOpening upgrades a connection to addr and returns what follows the
+// 101 to read.
+func dialOpening(t *testing.T, addr string) *bufio.Reader {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nc.Close() })
+	_, err = io.WriteString(nc, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	return br
+}
+
+// readTexts reads n frames and returns their opcodes and payloads as
+// strings, a close frame as "close".
+func readTexts(t *testing.T, br *bufio.Reader, n int) []string {
+	t.Helper()
+	var got []string
+	for range n {
+		h, p, err := readServerFrame(br)
+		require.NoError(t, err)
+		if h.OpCode == ws.OpClose {
+			got = append(got, "close")
+			continue
+		}
+		got = append(got, string(p))
+	}
+	return got
+}
+
+// TestSendOnOpen: what OnOpen sends with SendOnOpen goes out in the upgrade
+// response's write, in order, ahead of what it (or anyone) sent otherwise
+// meanwhile; outside OnOpen SendOnOpen refuses.
+func TestSendOnOpen(t *testing.T) {
+	opened := make(chan *Conn, 1)
+	srv, addr := serveOpening(t, func(c *Conn) {
+		assert.NoError(t, c.Send(NewFrame(ws.OpText, []byte("sent")), 0))
+		for _, p := range []string{"one", "two", "three"} {
+			frame := NewFrame(ws.OpText, []byte(p))
+			assert.NoError(t, c.SendOnOpen(frame))
+			copy(frame[2:], "XXX") // copied: the caller's to reuse
+		}
+		opened <- c
+	})
+	before := srv.Stats().Writes
+	br := dialOpening(t, addr)
+	assert.Equal(t, []string{"one", "two", "three", "sent"}, readTexts(t, br, 4))
+	c := <-opened
+	// The 101 and its three frames go ahead of the queued frame, and the
+	// turn's end writes them all in one writev.
+	assert.Equal(t, uint64(1), srv.Stats().Writes-before, "writes")
+	assert.ErrorIs(t, c.SendOnOpen(NewFrame(ws.OpText, []byte("late"))), ErrNotOpening)
+}
+
+// TestSendOnOpenAlone: a handler that sends only with SendOnOpen costs a
+// connection one write for its response and its frames.
+func TestSendOnOpenAlone(t *testing.T) {
+	srv, addr := serveOpening(t, func(c *Conn) {
+		assert.NoError(t, c.SendOnOpen(NewFrame(ws.OpText, []byte("hello"))))
+		assert.NoError(t, c.SendOnOpen(NewFrame(ws.OpText, []byte("again"))))
+	})
+	before := srv.Stats().Writes
+	br := dialOpening(t, addr)
+	assert.Equal(t, []string{"hello", "again"}, readTexts(t, br, 2))
+	assert.Equal(t, uint64(1), srv.Stats().Writes-before, "writes")
+}
+
+// TestSendOnOpenThenClose: a close from OnOpen follows the response and
+// the frames sent before it; after it SendOnOpen refuses.
+func TestSendOnOpenThenClose(t *testing.T) {
+	_, addr := serveOpening(t, func(c *Conn) {
+		assert.NoError(t, c.SendOnOpen(NewFrame(ws.OpText, []byte("reason"))))
+		c.Close(ws.StatusPolicyViolation, "go away")
+		assert.ErrorIs(t, c.SendOnOpen(NewFrame(ws.OpText, []byte("after"))), ErrClosed)
+	})
+	br := dialOpening(t, addr)
+	assert.Equal(t, []string{"reason", "close"}, readTexts(t, br, 2))
+}
+
+// TestWriteQueuePushFront: the response goes ahead of frames queued
+// while OnOpen ran, whether the queue's head moved or not, and a pending
+// pong keeps its place.
+func TestWriteQueuePushFront(t *testing.T) {
+	q := newWriteQueue()
+	q.push([]byte("a"))
+	q.pushPong([]byte("p"))
+	q.pushFront([]byte("0"))
+	require.Equal(t, []byte("p"), q.pendingPong())
+	var iov [8][]byte
+	assert.Equal(t, [][]byte{[]byte("0"), []byte("a"), []byte("p")}, q.iovecs(iov[:]))
+
+	q = newWriteQueue()
+	q.push([]byte("x"))
+	q.push([]byte("b"))
+	q.consume(1) // head moves past x
+	q.pushFront([]byte("0"))
+	assert.Equal(t, [][]byte{[]byte("0"), []byte("b")}, q.iovecs(iov[:]))
+}
