@@ -77,7 +77,10 @@ type Conn struct {
 	// sched serializes turns: a connection is served by one worker at a time.
 	sched atomic.Uint32
 
-	mu    sync.Mutex // guards everything below except rd and hs, which only turns touch
+	// mu guards everything below except rd, which only turns touch, and
+	// hs, which only turns touch before the Conn is handed to OnOpen, and
+	// then write under mu, since SendOnOpen reads it.
+	mu    sync.Mutex
 	state connState
 	out   writeState
 	// expired: the sweep (or a Close before the upgrade) found the
@@ -656,9 +659,9 @@ func (c *Conn) release() {
 	}
 	_ = unix.Close(int(c.fd))
 	c.q, c.queued = nil, 0
+	c.hs = nil // under mu: SendOnOpen reads it from any goroutine
 	c.mu.Unlock()
 	c.rd = Reader{}
-	c.hs = nil
 	c.srv.forget(c)
 	if opened {
 		c.srv.websockets.Add(-1)

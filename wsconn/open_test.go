@@ -144,3 +144,73 @@ func TestWriteQueuePushFront(t *testing.T) {
 	q.pushFront([]byte("0"))
 	assert.Equal(t, [][]byte{[]byte("0"), []byte("b")}, q.iovecs(iov[:]))
 }
+
+// lingeringSender sends with SendOnOpen from a goroutine of its own, as a
+// handler's late publish does, until its connection's OnClose is done.
+type lingeringSender struct {
+	Echo
+	closed chan struct{}
+	errs   chan error
+}
+
+func (h lingeringSender) OnOpen(*Conn) {}
+
+func (h lingeringSender) OnMessage(c *Conn, _ ws.OpCode, _ []byte) {
+	go func() {
+		var last error
+		for {
+			select {
+			case <-h.closed:
+				h.errs <- last
+				return
+			default:
+			}
+			last = c.SendOnOpen(NewFrame(ws.OpText, []byte("late")))
+			if last != ErrNotOpening && last != ErrClosed {
+				h.errs <- last
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+}
+
+func (h lingeringSender) OnClose(*Conn) {
+	time.Sleep(50 * time.Millisecond) // a handler's OnClose takes its time
+	close(h.closed)
+}
+
+// TestSendOnOpenAfterRelease: SendOnOpen from another goroutine while the
+// connection is released refuses, and (under -race) reads nothing the
+// release writes without the lock.
+func TestSendOnOpenAfterRelease(t *testing.T) {
+	h := lingeringSender{closed: make(chan struct{}), errs: make(chan error, 1)}
+	s, err := NewServer(Config{Upgrade: func(*Request) (Handler, error) { return h, nil }})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	nc, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	require.NoError(t, err)
+	_, err = io.WriteString(nc, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	_, err = nc.Write(clientFrame(true, ws.OpText, []byte("go")))
+	require.NoError(t, err)
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, nc.Close())
+	select {
+	case err := <-h.errs:
+		assert.ErrorIs(t, err, ErrClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnClose never ran")
+	}
+}

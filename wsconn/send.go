@@ -75,17 +75,20 @@ func (c *Conn) sendLocked(frame []byte, opts SendOption, deferred bool) (first b
 // per connection this way, and a write on a new connection is most of what
 // an upgrade costs.
 //
-// frame is copied; the queue limit does not apply, as for a Reply. Outside
-// OnOpen SendOnOpen returns ErrNotOpening, and ErrClosed once OnOpen has
-// closed the connection.
+// frame is copied; the queue limit does not apply, as for a Reply.
+// SendOnOpen returns ErrClosed once the connection is closing, and
+// ErrNotOpening once the response is written (OnOpen has returned).
+// It is meant for OnOpen's own goroutine: a frame another goroutine sends
+// this way while OnOpen runs goes ahead of what that goroutine queued
+// before.
 func (c *Conn) SendOnOpen(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.hs == nil || c.hs.resp == nil:
-		return ErrNotOpening
 	case c.state != stateOpen:
 		return ErrClosed
+	case c.hs == nil || c.hs.resp == nil:
+		return ErrNotOpening
 	}
 	c.hs.resp.Write(frame)
 	return nil

@@ -91,7 +91,7 @@ func (c *Conn) readHandshake(p []byte) {
 		return
 	}
 	up := c.srv.runUpgrade(c, head)
-	defer c.srv.upgraders.Put(up)
+	defer c.srv.putUpgrader(up)
 	handler, resp, err := up.result()
 	if err != nil {
 		resp = bytes.Clone(resp)
@@ -175,7 +175,7 @@ func wantsWebSocket(head []byte) bool {
 // err is not nil.
 func (s *Server) upgrade(c *Conn, head []byte) (h Handler, resp []byte, err error) {
 	up := s.runUpgrade(c, head)
-	defer s.upgraders.Put(up)
+	defer s.putUpgrader(up)
 	h, resp, err = up.result()
 	return h, bytes.Clone(resp), err
 }
@@ -190,6 +190,20 @@ func (s *Server) runUpgrade(c *Conn, head []byte) *upgrader {
 	}
 	up.run(c, head)
 	return up
+}
+
+// maxPooledResponse caps the response buffer an upgrader keeps in the pool:
+// SendOnOpen may have grown it with many replies (up to the handler's own
+// limits), and a pooled upgrader would hold that for good.
+const maxPooledResponse = 16 << 10
+
+// putUpgrader puts up back in s.upgraders, without a response buffer grown
+// past maxPooledResponse.
+func (s *Server) putUpgrader(up *upgrader) {
+	if up.out.Cap() > maxPooledResponse {
+		up.out = bytes.Buffer{}
+	}
+	s.upgraders.Put(up)
 }
 
 // run does one handshake of c with the request head, leaving the result
