@@ -26,9 +26,21 @@ func (h openingHandler) OnOpen(c *Conn) { h.open(c) }
 // server and its address.
 func serveOpening(t *testing.T, open func(c *Conn)) (*Server, string) {
 	t.Helper()
-	s, err := NewServer(Config{Upgrade: func(*Request) (Handler, error) {
-		return openingHandler{open: open}, nil
-	}})
+	return serveHandler(t, openingHandler{open: open})
+}
+
+// serveHandler serves h on every path, and returns the server and its
+// address.
+func serveHandler(t *testing.T, h Handler) (*Server, string) {
+	t.Helper()
+	return serveConfig(t, Config{Upgrade: func(*Request) (Handler, error) { return h, nil }})
+}
+
+// serveConfig serves cfg on 127.0.0.1, and shuts the server down when the
+// test ends.
+func serveConfig(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	s, err := NewServer(cfg)
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -43,7 +55,7 @@ func serveOpening(t *testing.T, open func(c *Conn)) (*Server, string) {
 
 // dialOpening upgrades a connection to addr and returns what follows the
 // 101 to read.
-func dialOpening(t *testing.T, addr string) *bufio.Reader {
+func dialOpening(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
@@ -56,7 +68,7 @@ func dialOpening(t *testing.T, addr string) *bufio.Reader {
 	resp, err := http.ReadResponse(br, nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	return br
+	return nc, br
 }
 
 // readTexts reads n frames and returns their opcodes and payloads as
@@ -91,7 +103,7 @@ func TestSendOnOpen(t *testing.T) {
 		opened <- c
 	})
 	before := srv.Stats().Writes
-	br := dialOpening(t, addr)
+	_, br := dialOpening(t, addr)
 	assert.Equal(t, []string{"one", "two", "three", "sent"}, readTexts(t, br, 4))
 	c := <-opened
 	// The 101 and its three frames go ahead of the queued frame, and the
@@ -108,7 +120,7 @@ func TestSendOnOpenAlone(t *testing.T) {
 		assert.NoError(t, c.SendOnOpen(NewFrame(ws.OpText, []byte("again"))))
 	})
 	before := srv.Stats().Writes
-	br := dialOpening(t, addr)
+	_, br := dialOpening(t, addr)
 	assert.Equal(t, []string{"hello", "again"}, readTexts(t, br, 2))
 	assert.Equal(t, uint64(1), srv.Stats().Writes-before, "writes")
 }
@@ -121,7 +133,7 @@ func TestSendOnOpenThenClose(t *testing.T) {
 		c.Close(ws.StatusPolicyViolation, "go away")
 		assert.ErrorIs(t, c.SendOnOpen(NewFrame(ws.OpText, []byte("after"))), ErrClosed)
 	})
-	br := dialOpening(t, addr)
+	_, br := dialOpening(t, addr)
 	assert.Equal(t, []string{"reason", "close"}, readTexts(t, br, 2))
 }
 
@@ -185,25 +197,9 @@ func (h lingeringSender) OnClose(*Conn) {
 // release writes without the lock.
 func TestSendOnOpenAfterRelease(t *testing.T) {
 	h := lingeringSender{closed: make(chan struct{}), errs: make(chan error, 1)}
-	s, err := NewServer(Config{Upgrade: func(*Request) (Handler, error) { return h, nil }})
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-	})
-	nc, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-	require.NoError(t, err)
-	_, err = io.WriteString(nc, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	require.NoError(t, err)
-	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	_, err = nc.Write(clientFrame(true, ws.OpText, []byte("go")))
+	_, addr := serveHandler(t, h)
+	nc, _ := dialOpening(t, addr)
+	_, err := nc.Write(clientFrame(true, ws.OpText, []byte("go")))
 	require.NoError(t, err)
 	time.Sleep(20 * time.Millisecond)
 	require.NoError(t, nc.Close())

@@ -3,7 +3,6 @@ package wsconn
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -40,17 +39,8 @@ func serveRecordingWith(t *testing.T, cfg Config, wrap func(recordingEcho) Handl
 	t.Helper()
 	opened := make(chan *Conn, 16)
 	cfg.Upgrade = func(*Request) (Handler, error) { return wrap(recordingEcho{opened: opened}), nil }
-	s, err := NewServer(cfg)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-	})
-	return ln.Addr().String(), opened
+	_, addr := serveConfig(t, cfg)
+	return addr, opened
 }
 
 // dialRecorded opens a WebSocket to addr and returns it with its Conn.

@@ -101,7 +101,9 @@ func (c *Conn) SendOnOpen(frame []byte) error {
 func (c *Conn) openedLocked(resp []byte) {
 	c.hs = nil
 	if c.out != writeOpening {
-		return // broken: nothing was written, so nothing failed; see breakLocked
+		// Not reached: only a write changes out, and none is made
+		// while OnOpen runs.
+		return
 	}
 	c.out = writeReady
 	if c.queued == 0 {
