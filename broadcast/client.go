@@ -40,14 +40,14 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 			if q.hasSince {
 				since = &q.since
 			}
-			cl.subscribe(request{topic: q.topic}, since, q.epoch, true)
+			cl.subscribe(request{topic: q.topic, opening: true}, since, q.epoch)
 		})
 		cl.initial = nil
 	}
 	if !cl.id.IsZero() {
 		// Every connection of a user hears the user's own topic.
 		if own := cl.id.UserTopic(); cl.subscribed(own) < 0 {
-			cl.subscribe(request{topic: own}, nil, "", true)
+			cl.subscribe(request{topic: own, opening: true}, nil, "")
 		}
 	}
 }
@@ -79,7 +79,7 @@ func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 	}
 	switch m.Type {
 	case "subscribe":
-		cl.subscribe(req, m.Since, m.Epoch, false)
+		cl.subscribe(req, m.Since, m.Epoch)
 	case "unsubscribe":
 		cl.unsubscribe(req)
 	case "publish":
@@ -153,11 +153,11 @@ func (cl *client) subscribed(name string) int {
 // under the topic's lock, which publishes also take. Otherwise the reply
 // says recovered:false with the topic's latest seq, and nothing is replayed.
 //
-// From OnOpen (opening), the reply goes out with the upgrade response (see
-// wsconn.Conn.SendOnOpen), in the same write, and so ahead of the replay
-// and of every message the shard queues; in a cluster it comes once the
-// topic's watch has started, as any subscribe's does.
-func (cl *client) subscribe(req request, since *uint64, epoch string, opening bool) {
+// From OnOpen (req.opening), the reply, or the error, goes out with the
+// upgrade response (see wsconn.Conn.SendOnOpen), in the same write, and so
+// ahead of the replay and of every message the shard queues; in a cluster
+// it comes once the topic's watch has started, as any subscribe's does.
+func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	h := cl.hub()
 	name := req.topic
 	switch {
@@ -220,7 +220,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string, opening bo
 	default:
 		t.join(cl.shard)
 		var answer []byte
-		if opening {
+		if req.opening {
 			var buf [512]byte
 			answer = buf[:0]
 		}
@@ -362,18 +362,20 @@ func (cl *client) MaxMessageBytes() int64 {
 
 // sendError sends an error frame that answers req.
 func (cl *client) sendError(req request, code, message string) {
-	cl.send(controlFrame(errorReply{Type: "error", Code: code, Topic: cl.hub().cut(req.topic), Message: message, ID: req.id}))
+	frame := controlFrame(errorReply{Type: "error", Code: code, Topic: cl.hub().cut(req.topic), Message: message, ID: req.id})
+	if req.opening {
+		// With the replies to the URL's other subscribes, in its order;
+		// dropped if OnOpen closed the connection.
+		_ = cl.conn.SendOnOpen(frame)
+		return
+	}
+	cl.send(frame)
 }
 
 // send queues frame, a reply or an error, through the client's shard: behind
 // every reply and message the shard has queued to it so far, so that the
-// client gets the answers to its messages in the order it sent them. From
-// OnOpen it goes with the upgrade response instead, as the replies to the
-// URL's subscribes do.
+// client gets the answers to its messages in the order it sent them.
 func (cl *client) send(frame []byte) {
-	if cl.conn.SendOnOpen(frame) != wsconn.ErrNotOpening {
-		return
-	}
 	h := cl.hub()
 	if !h.enter() {
 		// Shutting down: no shard queues anything more.

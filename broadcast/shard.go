@@ -269,26 +269,23 @@ func runOf(runs []lostRange, t *Topic) int {
 // lose records that cl missed seq of t. A new run asks cl's connection to
 // say when its queue empties, so that a lost last message is told too.
 func (s *shard) lose(cl *client, t *Topic, seq uint64) {
-	runs := s.lost[cl]
-	if i := runOf(runs, t); i >= 0 {
-		runs[i].to = seq
-		return
+	if s.loseRun(cl, t, seq, seq) {
+		cl.conn.NotifyDrain()
 	}
-	s.lost[cl] = append(runs, lostRange{topic: t, from: seq, to: seq})
-	s.lostIn[t]++
-	cl.conn.NotifyDrain()
 }
 
-// loseRun records that cl lost the seqs from to to of t, which a run it
-// has not been told of yet continues.
-func (s *shard) loseRun(cl *client, t *Topic, from, to uint64) {
+// loseRun records that cl lost the seqs from to to of t: a run it has not
+// been told of yet continues to to, or a new run begins, and loseRun then
+// reports true.
+func (s *shard) loseRun(cl *client, t *Topic, from, to uint64) (started bool) {
 	runs := s.lost[cl]
 	if i := runOf(runs, t); i >= 0 {
 		runs[i].to = to
-		return
+		return false
 	}
 	s.lost[cl] = append(runs, lostRange{topic: t, from: from, to: to})
 	s.lostIn[t]++
+	return true
 }
 
 // forgetAll removes and returns all of cl's lost runs.

@@ -54,6 +54,9 @@ const maxIDBytes = 64
 type request struct {
 	topic string
 	id    json.RawMessage
+	// opening: made by OnOpen (the URL's subscribes), whose answers go
+	// out with the upgrade response (wsconn.Conn.SendOnOpen).
+	opening bool
 }
 
 // validID reports whether id, raw JSON, is a string or a number of at most
