@@ -72,8 +72,9 @@ func (c *Conn) sendLocked(frame []byte, opts SendOption, deferred bool) (first b
 // ahead of every frame sent otherwise (with Send or a Batch, from OnOpen or
 // from elsewhere), in the order OnOpen sent them. A handler that answers
 // what the request asked for (the subscriptions of its URL) saves a write
-// per connection this way, and a write on a new connection is most of what
-// an upgrade costs.
+// per connection this way; a write on loopback carries the peer's TCP work
+// too, and writes were 43% of the server's CPU in a profile of 15,000
+// connections opened and closed.
 //
 // frame is copied; the queue limit does not apply, as for a Reply.
 // SendOnOpen returns ErrClosed once the connection is closing, and
