@@ -16,13 +16,12 @@ import (
 // connection. Its methods run on the connection's worker, one at a time.
 // It is kept to 64 bytes: there is one per connection.
 type client struct {
-	shard   *shard
-	conn    *wsconn.Conn
-	topics  []*Topic      // subscribed
-	initial *string       // the URL's query, until OnOpen
-	id      auth.Identity // zero without authentication
-	tokens  float32       // rate bucket: messages the client may send now; negative: over
-	filled  uint32        // rate bucket: Hub.started-relative ms of the last refill
+	shard  *shard
+	conn   *wsconn.Conn
+	topics []*Topic      // subscribed
+	id     auth.Identity // zero without authentication
+	tokens float32       // rate bucket: messages the client may send now; negative: over
+	filled uint32        // rate bucket: Hub.started-relative ms of the last refill
 }
 
 func (cl *client) hub() *Hub { return cl.shard.hub }
@@ -34,15 +33,19 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 	if c.Compressed() {
 		cl.hub().deflateClients.Add(1)
 	}
-	if cl.initial != nil {
-		_ = cl.hub().walkQuery(*cl.initial, func(q querySub) {
+	if r := c.UpgradeRequest(); r != nil && r.RawQuery != "" {
+		// Upgrade checked the query; nothing of it is kept on the
+		// client meanwhile.
+		_ = cl.hub().walkQuery(r.RawQuery, func(q querySub) {
 			var since *uint64
 			if q.hasSince {
-				since = &q.since
+				// Only a since escapes (a cluster's waiter keeps it),
+				// and not the whole querySub.
+				s := q.since
+				since = &s
 			}
 			cl.subscribe(request{topic: q.topic, opening: true}, since, q.epoch)
 		})
-		cl.initial = nil
 	}
 	if !cl.id.IsZero() {
 		// Every connection of a user hears the user's own topic.

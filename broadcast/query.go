@@ -23,8 +23,13 @@ type querySub struct {
 // topics=, once, in order, with what since= says of it. It works in time
 // linear in the query's length, and stops at the first error, or once the
 // topics exceed MaxSubscriptions (errQueryTooLong).
+//
+// It allocates nothing for a query of up to four topics, as a connect's
+// usually is: it runs twice for each, in Upgrade and in OnOpen, and a
+// connect storm's garbage is heap that idle connections keep.
 func (h *Hub) walkQuery(raw string, f func(querySub)) error {
-	var subs []querySub
+	var buf [4]querySub
+	subs := buf[:0]
 	var index map[string]int // once there are too many topics to scan
 	find := func(topic string) int {
 		if index != nil {
@@ -40,7 +45,8 @@ func (h *Hub) walkQuery(raw string, f func(querySub)) error {
 		}
 		return -1
 	}
-	var sinces []string
+	var sinceBuf [2]string
+	sinces := sinceBuf[:0]
 	for rest := raw; rest != ""; {
 		var pair string
 		pair, rest, _ = strings.Cut(rest, "&")

@@ -101,3 +101,18 @@ func bigQuery(n int) (names []string, query string) {
 	}
 	return names, "topics=" + strings.Join(names, ",") + "&since=" + strings.Join(sinces, ",")
 }
+
+// TestWalkQueryDoesNotAllocate: a connect's query (a few topics, a since)
+// is walked twice per connect, in Upgrade and in OnOpen; the garbage of
+// thousands of connects is heap their idle connections keep.
+func TestWalkQueryDoesNotAllocate(t *testing.T) {
+	h := &Hub{cfg: Config{MaxSubscriptions: 100, MaxTopicBytes: 128}}
+	n := 0
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := h.walkQuery("topics=a,b,c,d&since=a:41@e1", func(querySub) { n++ }); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Zero(t, allocs)
+	assert.Equal(t, 4*101, n)
+}

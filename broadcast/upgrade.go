@@ -22,10 +22,8 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := 0
 	var forbidden string
 	err = h.walkQuery(r.RawQuery, func(q querySub) {
-		n++
 		if h.cfg.Auth != nil && forbidden == "" && !id.CanSubscribe(q.topic) {
 			forbidden = q.topic
 		}
@@ -42,13 +40,6 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 	}
 	h.exit()
 	cl := &client{shard: h.nextShard(), id: id, tokens: float32(h.cfg.MessageBurst), filled: h.clock()}
-	if n > 0 {
-		// Only the query is kept, and parsed again in OnOpen: the
-		// garbage of every handshake adds to the heap that thousands of
-		// idle connections keep.
-		q := r.RawQuery
-		cl.initial = &q
-	}
 	return cl, nil
 }
 

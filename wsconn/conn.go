@@ -125,9 +125,12 @@ type handshake struct {
 	// connection's own): the upgrade response, held back, which
 	// SendOnOpen extends.
 	resp *bytes.Buffer
-	buf  []byte
-	need int           // total request bytes (head and body), once the head is parsed
-	req  *http.Request // the plain HTTP request parsed from the head, waiting for its body
+	// upgrade, while OnOpen runs: the request of the upgrade (the
+	// upgrader's, reused once OnOpen returns).
+	upgrade *Request
+	buf     []byte
+	need    int           // total request bytes (head and body), once the head is parsed
+	req     *http.Request // the plain HTTP request parsed from the head, waiting for its body
 	// served counts the plain HTTP requests answered on the connection
 	// (keep-alive); with no buf, it is between two requests.
 	served int

@@ -210,3 +210,29 @@ func TestSendOnOpenAfterRelease(t *testing.T) {
 		t.Fatal("OnClose never ran")
 	}
 }
+
+// TestUpgradeRequest: OnOpen sees the request of the upgrade, and no one
+// does once OnOpen has returned (the upgrader's Request is reused).
+func TestUpgradeRequest(t *testing.T) {
+	type seen struct {
+		c   *Conn
+		req Request
+		ok  bool
+	}
+	opened := make(chan seen, 1)
+	_, addr := serveOpening(t, func(c *Conn) {
+		r := c.UpgradeRequest()
+		s := seen{c: c, ok: r != nil}
+		if r != nil {
+			s.req = *r
+		}
+		opened <- s
+	})
+	dialOpening(t, addr) // the 101 is written once OnOpen returns
+	s := <-opened
+	require.True(t, s.ok, "UpgradeRequest in OnOpen")
+	assert.Equal(t, "/ws", s.req.Path)
+	assert.Equal(t, "x", s.req.Host)
+	assert.True(t, s.req.RemoteAddr.IsValid())
+	assert.Nil(t, s.c.UpgradeRequest(), "after OnOpen")
+}

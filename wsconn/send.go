@@ -95,6 +95,22 @@ func (c *Conn) SendOnOpen(frame []byte) error {
 	return nil
 }
 
+// UpgradeRequest returns, while the Handler's OnOpen runs, the request
+// the connection was upgraded with, as Config.Upgrade saw it; otherwise,
+// and once the connection is closing, nil. A handler can so act on the
+// request in OnOpen (subscribe what its URL names) without keeping
+// anything of it on the connection. It is meant for OnOpen's goroutine:
+// the Request is reused once OnOpen returns, though its strings may be
+// kept.
+func (c *Conn) UpgradeRequest() *Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen || c.hs == nil {
+		return nil
+	}
+	return c.hs.upgrade
+}
+
 // openedLocked ends OnOpen's hold on the writes: it writes resp, the
 // upgrade response and what SendOnOpen added to it, ahead of whatever was
 // queued meanwhile. resp belongs to the pooled upgrader: what the socket

@@ -131,7 +131,7 @@ func (c *Conn) readHandshake(p []byte) {
 	// The response waits for what OnOpen sends with SendOnOpen: one
 	// write for both.
 	c.out = writeOpening
-	up.opening = handshake{resp: &up.out}
+	up.opening = handshake{resp: &up.out, upgrade: &up.req}
 	c.hs = &up.opening
 	c.mu.Unlock()
 	handler.OnOpen(c)
