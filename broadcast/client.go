@@ -14,11 +14,11 @@ import (
 
 // client is one subscriber connection: the wsconn.Handler of a /ws
 // connection. Its methods run on the connection's worker, one at a time.
-// It is kept to 64 bytes: there is one per connection.
+// It is kept to 48 bytes, a size class: there is one per connection.
 type client struct {
 	shard  *shard
 	conn   *wsconn.Conn
-	topics []*Topic      // subscribed
+	topics topicSet      // subscribed
 	id     auth.Identity // zero without authentication
 	tokens float32       // rate bucket: messages the client may send now; negative: over
 	filled uint32        // rate bucket: Hub.started-relative ms of the last refill
@@ -119,10 +119,10 @@ func (cl *client) OnClose(c *wsconn.Conn) {
 	if c.Compressed() {
 		h.deflateClients.Add(-1)
 	}
-	if len(cl.topics) == 0 {
+	if cl.topics.len() == 0 {
 		return
 	}
-	for _, t := range cl.topics {
+	for t := range cl.topics.all() {
 		if h.cfg.Broker != nil {
 			// Before the opLeave below: a watch that starts later
 			// must not subscribe cl after it.
@@ -130,18 +130,18 @@ func (cl *client) OnClose(c *wsconn.Conn) {
 		}
 		t.leave(cl.shard)
 	}
-	h.subscriptions.Add(-int64(len(cl.topics)))
+	h.subscriptions.Add(-int64(cl.topics.len()))
 	if h.enter() {
 		room := cl.shard.post(op{kind: opLeave, cl: cl, topics: cl.topics})
 		h.exit()
 		waitRoom(room)
 	}
-	cl.topics = nil
+	cl.topics = topicSet{}
 }
 
 func (cl *client) subscribed(name string) int {
-	for i, t := range cl.topics {
-		if t.name == name {
+	for i := range cl.topics.len() {
+		if cl.topics.at(i).name == name {
 			return i
 		}
 	}
@@ -172,7 +172,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	case cl.subscribed(name) >= 0:
 		cl.sendError(req, CodeAlreadySubscribed, "already subscribed to "+strconv.Quote(name))
 		return
-	case len(cl.topics) >= h.cfg.MaxSubscriptions:
+	case cl.topics.len() >= h.cfg.MaxSubscriptions:
 		cl.sendError(req, CodeTooManySubscriptions, "subscription limit of "+strconv.Itoa(h.cfg.MaxSubscriptions)+" reached; not subscribed to "+strconv.Quote(name))
 		return
 	}
@@ -235,7 +235,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 		// Ahead of what the shard queues; dropped if OnOpen closed it.
 		_ = cl.conn.SendOnOpen(reply)
 	}
-	cl.topics = append(cl.topics, t)
+	cl.topics.add(t)
 	h.subscriptions.Add(1)
 	h.budget.trim() // past MaxHistoryBytes after a cluster watch took in history
 	waitRoom(room)
@@ -276,8 +276,7 @@ func (cl *client) unsubscribe(req request) {
 		return
 	}
 	h := cl.hub()
-	t := cl.topics[i]
-	cl.topics = append(cl.topics[:i], cl.topics[i+1:]...)
+	t := cl.topics.removeAt(i)
 	t.leave(cl.shard)
 	h.subscriptions.Add(-1)
 	if !h.enter() {

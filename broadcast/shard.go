@@ -34,7 +34,7 @@ type op struct {
 	held     bool     // opSubscribe: the connection is held until the replay is sent (wsconn.Conn.Hold)
 	answered bool     // opSubscribe: the subscriber sent the reply itself, from OnOpen (wsconn.Conn.SendOnOpen)
 	cl       *client
-	topics   []*Topic // opLeave
+	topics   topicSet // opLeave
 
 	seq       uint64       // opDeliver: the message's; opSubscribe: the seq after which messages follow, for the reply
 	recovered bool         // opSubscribe
@@ -198,7 +198,7 @@ func (s *shard) handle(o op) (stop bool) {
 		}
 		s.reply(o.cl, o.frame, true)
 	case opLeave:
-		for _, t := range o.topics {
+		for t := range o.topics.all() {
 			s.remove(t, o.cl)
 		}
 		s.forgetAll(o.cl)
