@@ -28,3 +28,16 @@ const (
 	Writable                   // room in the send buffer
 	Hangup                     // peer hung up (EPOLLHUP/EPOLLRDHUP, EV_EOF) or error (EPOLLERR, EV_ERROR)
 )
+
+// Handler is what a registered fd's events are reported to (see
+// Poller.AddHandler). OnEvent runs on the poller's own goroutine: it must
+// not block (hand work to a Pool), and it must not call Poller.Close.
+type Handler interface {
+	OnEvent(Event)
+}
+
+// HandlerFunc is a function as a Handler.
+type HandlerFunc func(Event)
+
+// OnEvent calls f(ev).
+func (f HandlerFunc) OnEvent(ev Event) { f(ev) }

@@ -23,8 +23,8 @@ const epollClosed netpoll.EpollEvent = 0x20
 // are safe for concurrent use, including from callbacks and from workers.
 // Once the poller is closed they return an error that wraps ErrClosed.
 //
-// The poller keeps, per fd, only the callback (in easygo's fd-to-callback
-// map) and a 16-byte adapter around it; the fd itself is used as is, never
+// The poller keeps, per fd, only the handler (in easygo's fd-to-callback
+// map) and a 24-byte adapter around it; the fd itself is used as is, never
 // duplicated and never switched to blocking mode.
 type Poller struct {
 	ep *netpoll.Epoll
@@ -55,14 +55,28 @@ func (p *Poller) onWaitError(err error) {
 }
 
 // Add registers fd and arms it for ev (Readable and/or Writable; Hangup is
-// always reported).
-//
-// cb runs on the poller's own goroutine: it must not block (hand work to a
-// Pool), and it must not call Close. cb may still be called once after Del
-// returns (a late event); callers guard with their own closed flag.
+// always reported), with cb as its Handler (see AddHandler).
 func (p *Poller) Add(fd int, ev Event, cb func(Event)) error {
 	if cb == nil {
 		return fmt.Errorf("poller: add fd %d: nil callback", fd)
+	}
+	return p.AddHandler(fd, ev, HandlerFunc(cb))
+}
+
+// AddHandler registers fd and arms it for ev (Readable and/or Writable;
+// Hangup is always reported).
+//
+// h.OnEvent runs on the poller's own goroutine: it must not block (hand
+// work to a Pool), and it must not call Close. It may still be called once
+// after Del returns (a late event); callers guard with their own closed
+// flag.
+//
+// Per fd, the poller allocates one 24-byte adapter around h, which easygo's
+// map holds; a caller that passes a pointer as h (a connection) allocates
+// nothing more, where a method value as a callback would cost 16 bytes.
+func (p *Poller) AddHandler(fd int, ev Event, h Handler) error {
+	if h == nil {
+		return fmt.Errorf("poller: add fd %d: nil handler", fd)
 	}
 	err := p.ep.Add(fd, epollEvents(ev), func(e netpoll.EpollEvent) {
 		if e&epollClosed != 0 {
@@ -70,7 +84,7 @@ func (p *Poller) Add(fd int, ev Event, cb func(Event)) error {
 			// not readiness, and Close promises no callback after it.
 			return
 		}
-		cb(fromEpoll(e))
+		h.OnEvent(fromEpoll(e))
 	})
 	if err != nil {
 		if err != netpoll.ErrRegistered && err != netpoll.ErrClosed {

@@ -146,18 +146,31 @@ func (p *Poller) wait() {
 }
 
 // Add registers fd and arms it for ev (Readable and/or Writable; Hangup is
-// always reported).
-//
-// cb runs on the poller's own goroutine: it must not block (hand work to a
-// Pool), and it must not call Close. cb may still be called once after Del
-// returns, for an event taken just before (callers guard with their own
-// closed flag), but never for one the poller gets to after Del: those
-// belong to the registration deleted, and are dropped even when fd has been
-// added again.
+// always reported), with cb as its Handler (see AddHandler).
 func (p *Poller) Add(fd int, ev Event, cb func(Event)) error {
 	if cb == nil {
 		return fmt.Errorf("poller: add fd %d: nil callback", fd)
 	}
+	return p.add(fd, ev, cb)
+}
+
+// AddHandler registers fd and arms it for ev (Readable and/or Writable;
+// Hangup is always reported).
+//
+// h.OnEvent runs on the poller's own goroutine: it must not block (hand
+// work to a Pool), and it must not call Close. It may still be called once
+// after Del returns, for an event taken just before (callers guard with
+// their own closed flag), but never for one the poller gets to after Del:
+// those belong to the registration deleted, and are dropped even when fd
+// has been added again.
+func (p *Poller) AddHandler(fd int, ev Event, h Handler) error {
+	if h == nil {
+		return fmt.Errorf("poller: add fd %d: nil handler", fd)
+	}
+	return p.add(fd, ev, h.OnEvent)
+}
+
+func (p *Poller) add(fd int, ev Event, cb func(Event)) error {
 	if fd < 0 {
 		return fmt.Errorf("poller: add fd %d: %w", fd, unix.EBADF)
 	}

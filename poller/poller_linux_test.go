@@ -36,3 +36,20 @@ func TestAddAllocatesOnePerFd(t *testing.T) {
 	})
 	assert.LessOrEqual(t, allocs, 1.0)
 }
+
+// A Handler that is a pointer costs the adapter alone: a connection
+// registers itself, with no method value besides.
+func TestAddHandlerAllocatesOnePerFd(t *testing.T) {
+	p := newPoller(t)
+	a, _, _ := socketPair(t)
+	r := newRecorder(t)
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := p.AddHandler(a, Readable, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Del(a); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.LessOrEqual(t, allocs, 1.0)
+}

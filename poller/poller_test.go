@@ -53,6 +53,9 @@ func newRecorder(t testing.TB) *recorder {
 	return &recorder{t: t, ch: make(chan Event, 64)}
 }
 
+// OnEvent makes a recorder a Handler.
+func (r *recorder) OnEvent(ev Event) { r.cb(ev) }
+
 func (r *recorder) cb(ev Event) {
 	select {
 	case r.ch <- ev:
@@ -118,6 +121,26 @@ func settle(t testing.TB, p *Poller) {
 		require.Equal(t, Readable, r.wait()&Readable)
 		readByte(t, a)
 	}
+	require.NoError(t, p.Del(a))
+}
+
+// TestAddHandler: a Handler hears its fd's events as a callback does, one
+// per arm.
+func TestAddHandler(t *testing.T) {
+	p := newPoller(t)
+	a, b, _ := socketPair(t)
+	r := newRecorder(t)
+	require.NoError(t, p.AddHandler(a, Readable, r))
+	assert.ErrorIs(t, p.AddHandler(a, Readable, r), ErrRegistered)
+	assert.Error(t, p.AddHandler(b, Readable, nil))
+
+	writeByte(t, b)
+	assert.Equal(t, Readable, r.wait())
+	settle(t, p)
+	r.none() // disarmed until Arm
+	require.NoError(t, p.Arm(a, Readable))
+	assert.Equal(t, Readable, r.wait())
+	readByte(t, a)
 	require.NoError(t, p.Del(a))
 }
 

@@ -591,6 +591,13 @@ func (c *Conn) onEvent(poller.Event) {
 	}
 }
 
+// connEvents is a Conn as the poller's Handler: a conversion of the
+// pointer, where the method value c.onEvent would be a 16-byte allocation
+// per connection, and Conn has no exported OnEvent for its users to call.
+type connEvents Conn
+
+func (e *connEvents) OnEvent(ev poller.Event) { (*Conn)(e).onEvent(ev) }
+
 // schedule queues a turn for c, or, if one is running, asks it to run again.
 // It never blocks: shards, the sweep and HTTP handlers call it, some with
 // c.mu held.

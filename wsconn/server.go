@@ -409,28 +409,29 @@ func (s *Server) acceptAll(lfd int) error {
 	return nil
 }
 
-// open registers a socket accepted from addr, or refuses it with 503 when
-// the server is over a limit or closing.
-func (s *Server) open(fd int, addr netip.Addr) {
+// open registers a socket accepted from addr and returns its connection,
+// or refuses it with 503 when the server is over a limit or closing (and
+// returns nil).
+func (s *Server) open(fd int, addr netip.Addr) *Conn {
 	s.accepted.Add(1)
 	var peerSlot uint32
 	switch {
 	case s.closing.Load():
 		s.refused.Add(1)
 		refuse(fd)
-		return
+		return nil
 	case s.handshakes.Load() >= int64(s.cfg.MaxHandshakes):
 		s.refused.Add(1)
 		s.logRefusal(503, "over the handshakes in flight limit")
 		refuse(fd)
-		return
+		return nil
 	case s.connections.Load() >= int64(s.cfg.MaxConnections):
 		// Only Serve adds connections, so with one listener this is exact.
 		s.refused.Add(1)
 		s.refusedConns.Add(1)
 		s.logRefusal(503, "over the connection limit")
 		refuse(fd)
-		return
+		return nil
 	case s.cfg.MaxConnectionsPerIP > 0:
 		var ok bool
 		if peerSlot, ok = s.peers.add(addr, s.cfg.MaxConnectionsPerIP); !ok {
@@ -438,7 +439,7 @@ func (s *Server) open(fd int, addr netip.Addr) {
 			s.refusedPerIP.Add(1)
 			s.logRefusal(503, "over the per-IP connection limit")
 			refuse(fd)
-			return
+			return nil
 		}
 	}
 	// Small frames should leave at once; batching happens in writev.
@@ -449,14 +450,16 @@ func (s *Server) open(fd int, addr netip.Addr) {
 	s.handshakes.Add(1)
 	s.remember(c)
 	c.mu.Lock()
-	err := s.poller.Add(fd, poller.Readable, c.onEvent)
+	err := s.poller.AddHandler(fd, poller.Readable, (*connEvents)(c))
 	c.mu.Unlock()
 	if err != nil {
 		s.log.Error("wsconn: register connection", "err", err)
 		s.handshakes.Add(-1)
 		s.forget(c)
 		_ = unix.Close(fd)
+		return nil
 	}
+	return c
 }
 
 // registryShard is a slice of the server's connections. A slice with an
