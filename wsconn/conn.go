@@ -35,7 +35,7 @@ const (
 	stateHTTP                       // a plain HTTP request's handler runs off the workers; the fd is not armed
 	stateOpen                       // WebSocket open
 	stateClosing                    // close frame or final HTTP response queued; input is discarded
-	stateDraining                   // closing, and the peer half-closed first: write what is owed, then release
+	stateDraining                   // closing, with nothing more to read (the peer half-closed, or its close frame is answered): write what is owed, then release
 	stateClosed                     // fd released
 )
 
@@ -89,7 +89,10 @@ type Conn struct {
 	pinged   bool         // the sweep pinged; cleared by any input
 	armed    poller.Event // what the fd was last armed for
 	batching bool         // a turn is reading: writes wait for its end
-	lastSeen uint32       // Server.ticks at the last input
+	// peerClosed: the peer's close frame was read. Once the answer is
+	// written the connection is done: nothing but its FIN is to come.
+	peerClosed bool
+	lastSeen   uint32 // Server.ticks at the last input
 	// deadline is the tick (see Server.deadlineAfter) by which the
 	// handshake must be read, the close finished, or, while open, the
 	// frame or fragmented message in progress be complete; 0 means none.
@@ -292,6 +295,17 @@ func (c *Conn) closeLockedBy(final []byte, deadline uint32) {
 // written. From then on the peer has at most Config.CloseTimeout to close
 // its side, however long the drain was allowed to take.
 func (c *Conn) shutdownWriteLocked() {
+	if c.out == writeReady && c.peerClosed {
+		// Our close frame answers the peer's: the closing handshake is
+		// over, and the peer sends nothing more (RFC 6455 section 5.5.1),
+		// so there is no input to wait out. A turn releases the
+		// connection now, and close sends the FIN: no half-close, no
+		// re-arm, no read of the peer's EOF (RFC 6455 section 7.1.1: the
+		// server closes the TCP connection first).
+		c.state = stateDraining
+		c.schedule()
+		return
+	}
 	if c.out == writeReady {
 		c.out = writeShut
 		// The half-close tells the peer we are done; we keep reading until

@@ -103,7 +103,8 @@ type Config struct {
 	// CloseTimeout is how long a closing connection may take to drain its
 	// queue and close its side. Default: 2 s. Shutdown allows the drain up
 	// to its context's deadline instead; once the close frame is written,
-	// the peer has CloseTimeout to close its side.
+	// the peer has CloseTimeout to close its side, unless the close frame
+	// answered the peer's, which ends the connection at once.
 	CloseTimeout time.Duration
 	// PingInterval is the silence after which an open connection is
 	// pinged. Zero: no pings.

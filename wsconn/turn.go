@@ -257,6 +257,9 @@ func (c *Conn) handleMessage(m Message) {
 		if len(m.Payload) >= 2 {
 			code = ws.StatusCode(uint16(m.Payload[0])<<8 | uint16(m.Payload[1]))
 		}
+		c.mu.Lock()
+		c.peerClosed = c.state == stateOpen // an answer to our own close frame changes nothing
+		c.mu.Unlock()
 		c.Close(code, "")
 	}
 }
