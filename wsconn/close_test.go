@@ -1,6 +1,11 @@
 package wsconn_test
 
 import (
+	"bytes"
+	"errors"
+	"net"
+	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +31,36 @@ func TestPeerCloseReleasesAtOnce(t *testing.T) {
 	c.requireEOF(t)
 	requireConnections(t, srv, 0)
 	assert.Equal(t, uint64(0), srv.Stats().Resets, "closed, not reset")
+}
+
+// TestPeerCloseNotReadingIsReset: a client that sends a close frame after
+// asking for more output than its window takes, and reads nothing, is not
+// released at once: closed, its socket would keep the unsent bytes,
+// orphaned, until the kernel's own timeouts. It is held for CloseTimeout
+// and then reset, which frees them.
+func TestPeerCloseNotReadingIsReset(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the kernel's send queue is asked on Linux only")
+	}
+	srv, addr := startServer(t, wsconn.Config{CloseTimeout: 300 * time.Millisecond})
+	d := net.Dialer{Timeout: rawTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	nc, err := d.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nc.Close() })
+	c, err := upgradeConn(nc.(*net.TCPConn))
+	require.NoError(t, err)
+	echoed := bytes.Repeat([]byte("x"), 60<<10)
+	require.NoError(t, c.writeFrames(frames(frame(true, opBinary, echoed), closeFrame(1000, "")), false))
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		assert.Equal(ct, uint64(1), srv.Stats().Resets, "reset at CloseTimeout")
+	}, rawTimeout, 5*time.Millisecond)
+	requireConnections(t, srv, 0)
 }
 
 // TestServerCloseWaitsForPeer: a close the server begins still waits for

@@ -79,7 +79,7 @@ type Conn struct {
 
 	// mu guards everything below except rd, which only turns touch, and
 	// hs, which only turns touch before the Conn is handed to OnOpen, and
-	// then write under mu, since SendOnOpen reads it.
+	// then write under mu, since SendOnOpen and UpgradeRequest read it.
 	mu    sync.Mutex
 	state connState
 	out   writeState
@@ -294,14 +294,21 @@ func (c *Conn) closeLockedBy(final []byte, deadline uint32) {
 // shutdownWriteLocked half-closes the socket once the final bytes are
 // written. From then on the peer has at most Config.CloseTimeout to close
 // its side, however long the drain was allowed to take.
+//
+// When the final bytes answer the peer's close frame and the kernel has
+// sent them all, the connection is released instead (see peerClosed).
 func (c *Conn) shutdownWriteLocked() {
-	if c.out == writeReady && c.peerClosed {
+	if c.out == writeReady && c.peerClosed && allSent(int(c.fd)) {
 		// Our close frame answers the peer's: the closing handshake is
-		// over, and the peer sends nothing more (RFC 6455 section 5.5.1),
-		// so there is no input to wait out. A turn releases the
-		// connection now, and close sends the FIN: no half-close, no
-		// re-arm, no read of the peer's EOF (RFC 6455 section 7.1.1: the
-		// server closes the TCP connection first).
+		// over, and a peer that keeps to RFC 6455 (section 5.5.1) sends
+		// nothing more, so there is no input to wait out (what one that
+		// does not sends meets a reset). A turn releases the connection
+		// now, and close sends the FIN: no half-close, no re-arm, no read
+		// of the peer's EOF (section 7.1.1: the server closes the TCP
+		// connection first). Not while bytes wait for the peer's window:
+		// closed, the socket would keep them, orphaned, until the
+		// kernel's own timeouts; the half-close and CloseTimeout's reset
+		// below free them.
 		c.state = stateDraining
 		c.schedule()
 		return
@@ -683,7 +690,7 @@ func (c *Conn) release() {
 	}
 	_ = unix.Close(int(c.fd))
 	c.q, c.queued = nil, 0
-	c.hs = nil // under mu: SendOnOpen reads it from any goroutine
+	c.hs = nil // under mu: SendOnOpen and UpgradeRequest read it from any goroutine
 	c.mu.Unlock()
 	c.rd = Reader{}
 	c.srv.forget(c)

@@ -11,3 +11,10 @@ func unsentBytes(fd int) int {
 	}
 	return n
 }
+
+// allSent reports whether the kernel has sent every byte written to the
+// socket (acknowledged or not): none waits for the peer's window.
+func allSent(fd int) bool {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQNSD)
+	return err == nil && n == 0
+}
