@@ -92,6 +92,9 @@ type Conn struct {
 	// peerClosed: the peer's close frame was read. Once the answer is
 	// written the connection is done: nothing but its FIN is to come.
 	peerClosed bool
+	// registered: the fd is in the poller. Not before the first turn ends
+	// (see Server.open).
+	registered bool
 	lastSeen   uint32 // Server.ticks at the last input
 	// deadline is the tick (see Server.deadlineAfter) by which the
 	// handshake must be read, the close finished, or, while open, the
@@ -597,6 +600,17 @@ func (c *Conn) armLocked() {
 		return
 	}
 	c.armed = c.interestLocked()
+	if !c.registered {
+		if err := c.srv.poller.AddHandler(int(c.fd), c.armed, (*connEvents)(c)); err != nil {
+			// No event will come: a turn releases it.
+			c.srv.log.Error("wsconn: register connection", "fd", c.fd, "err", err)
+			c.expired = true
+			c.schedule()
+			return
+		}
+		c.registered = true
+		return
+	}
 	if err := c.srv.poller.Arm(int(c.fd), c.armed); err != nil {
 		c.srv.log.Debug("wsconn: arm", "fd", c.fd, "err", err)
 	}
@@ -677,8 +691,10 @@ func (c *Conn) release() {
 	opened := c.handler != nil && c.state != stateHandshake
 	c.state = stateClosed
 	// Del before close: a closed fd number can be reused at once by accept.
-	if err := c.srv.poller.Del(int(c.fd)); err != nil {
-		c.srv.log.Debug("wsconn: poller del", "fd", c.fd, "err", err)
+	if c.registered {
+		if err := c.srv.poller.Del(int(c.fd)); err != nil {
+			c.srv.log.Debug("wsconn: poller del", "fd", c.fd, "err", err)
+		}
 	}
 	if c.expired && (c.queued > 0 || unsentBytes(int(c.fd)) > 0) {
 		// Timed out with output the peer never read: a FIN would wait

@@ -1,12 +1,19 @@
 package wsconn
 
 import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 
+	"github.com/gobwas/ws"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,12 +31,18 @@ func TestConnSize(t *testing.T) {
 
 // TestOpenAllocatesTwo: opening a connection allocates the Conn and the
 // poller's adapter, and nothing else that lives as long (a method value as
-// the poller's callback was a third object per connection).
+// the poller's callback was a third object per connection). The first turn
+// registers the fd with the poller when it ends.
 func TestOpenAllocatesTwo(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the count is the epoll poller's")
 	}
 	s, _ := serveConfig(t, Config{Upgrade: func(*Request) (Handler, error) { return Echo{}, nil }})
+	registered := func(c *Conn) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.registered && c.sched.Load() == turnIdle
+	}
 	allocs := testing.AllocsPerRun(100, func() {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 		if err != nil {
@@ -42,8 +55,33 @@ func TestOpenAllocatesTwo(t *testing.T) {
 		if c == nil {
 			t.Fatal("refused")
 		}
+		for !registered(c) { // the first turn: its read finds nothing
+			runtime.Gosched()
+		}
 		c.release() // closes fds[0]; a turn's to call, but none can run: nothing was written to fds[1]
 		_ = unix.Close(fds[1])
 	})
 	assert.LessOrEqual(t, allocs, 2.0)
+}
+
+// TestFirstTurnBeforeRegistration: a request that is there at the accept
+// is answered by the first turn, before the fd joins the poller; one that
+// comes later is read once the poller reports it.
+func TestFirstTurnBeforeRegistration(t *testing.T) {
+	_, addr := serveHandler(t, Echo{})
+	nc, br := dialOpening(t, addr) // the request is written at once
+	require.NoError(t, ws.WriteFrame(nc, ws.MaskFrame(ws.NewTextFrame([]byte("hi")))))
+	assert.Equal(t, []string{"hi"}, readTexts(t, br, 1))
+
+	slow, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = slow.Close() })
+	time.Sleep(50 * time.Millisecond) // the first turn finds nothing to read
+	_, err = io.WriteString(slow, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, slow.SetReadDeadline(time.Now().Add(10*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(slow), nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 }

@@ -12,7 +12,8 @@ import "sync"
 // the pool if it has room, and otherwise onto a list that a goroutine of
 // its own submits, blocking. That goroutine holds no lock, and the list
 // holds a connection at most once (Conn.sched), so it is bounded by the
-// connections held.
+// connections held. The accept loop hands off each new connection's first
+// turn the same way (see Server.open).
 type handoffs struct {
 	mu   sync.Mutex
 	list []*Conn

@@ -344,6 +344,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if err := rc.Control(func(fd uintptr) { lfd = int(fd) }); err != nil {
 		return fmt.Errorf("wsconn: serve: %w", err)
 	}
+	deferAccept(lfd)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -410,9 +411,9 @@ func (s *Server) acceptAll(lfd int) error {
 	return nil
 }
 
-// open registers a socket accepted from addr and returns its connection,
-// or refuses it with 503 when the server is over a limit or closing (and
-// returns nil).
+// open takes on a socket accepted from addr, queues its first turn and
+// returns its connection, or refuses it with 503 when the server is over a
+// limit or closing (and returns nil).
 func (s *Server) open(fd int, addr netip.Addr) *Conn {
 	s.accepted.Add(1)
 	var peerSlot uint32
@@ -450,16 +451,13 @@ func (s *Server) open(fd int, addr netip.Addr) *Conn {
 	c.deadline = s.deadlineAfter(s.cfg.HandshakeTimeout)
 	s.handshakes.Add(1)
 	s.remember(c)
-	c.mu.Lock()
-	err := s.poller.AddHandler(fd, poller.Readable, (*connEvents)(c))
-	c.mu.Unlock()
-	if err != nil {
-		s.log.Error("wsconn: register connection", "err", err)
-		s.handshakes.Add(-1)
-		s.forget(c)
-		_ = unix.Close(fd)
-		return nil
-	}
+	// The first turn reads at once: a client sends its request as soon as
+	// it is connected, and under load the request is there by the time of
+	// the accept. The fd joins the poller when that turn ends (armLocked):
+	// an epoll_ctl and a wakeup of the poller fewer per connection. If
+	// the request is not there yet, the read costs an EAGAIN.
+	c.sched.Store(turnRunning)
+	s.handoff(c)
 	return c
 }
 
