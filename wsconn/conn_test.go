@@ -66,7 +66,8 @@ func TestOpenAllocatesTwo(t *testing.T) {
 
 // TestFirstTurnBeforeRegistration: a request that is there at the accept
 // is answered by the first turn, before the fd joins the poller; one that
-// comes later is read once the poller reports it.
+// the first turn reads only a part of is finished once the poller reports
+// the rest.
 func TestFirstTurnBeforeRegistration(t *testing.T) {
 	_, addr := serveHandler(t, Echo{})
 	nc, br := dialOpening(t, addr) // the request is written at once
@@ -76,8 +77,10 @@ func TestFirstTurnBeforeRegistration(t *testing.T) {
 	slow, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = slow.Close() })
-	time.Sleep(50 * time.Millisecond) // the first turn finds nothing to read
-	_, err = io.WriteString(slow, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+	_, err = io.WriteString(slow, "GET /ws HTTP/1.1\r\nHost: x\r\n")
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // the first turn reads this much
+	_, err = io.WriteString(slow, "Upgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 	require.NoError(t, err)
 	require.NoError(t, slow.SetReadDeadline(time.Now().Add(10*time.Second)))
