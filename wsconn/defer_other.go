@@ -2,6 +2,7 @@
 
 package wsconn
 
-// deferAccept does nothing: TCP_DEFER_ACCEPT is Linux's. A connection
-// accepted before its request arrives costs its first turn an empty read.
-func deferAccept(int) {}
+// deferAccept reports false: TCP_DEFER_ACCEPT is Linux's. A connection is
+// then registered with the poller at the accept, since its request is
+// most often not there yet (see Server.open).
+func deferAccept(int) bool { return false }

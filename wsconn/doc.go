@@ -49,7 +49,7 @@
 //     Server.handoff, which never blocks; its own goroutine, holding no
 //     lock, waits for the pool on their behalf.
 //   - Conn.mu is held only for work that does not block: non-blocking
-//     system calls, Poller.Arm, Server.handoff. No Handler method nor
+//     system calls, Poller.Arm and Poller.AddHandler, Server.handoff. No Handler method nor
 //     Expirer runs under it.
 //   - Pauses are not waits. A turn that finds its connection paused (a
 //     full queue, a Hold) ends; whoever lifts the pause (a flush, a

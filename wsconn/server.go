@@ -329,7 +329,8 @@ var ErrServerClosed = errors.New("wsconn: server closed")
 // ErrServerClosed then; it closes ln before it returns. ln must be a
 // *net.TCPListener (or another listener that implements syscall.Conn over a
 // stream socket): connections are accepted as raw fds from its socket, on the
-// server's own reactor.
+// server's own reactor. On Linux, Serve sets TCP_DEFER_ACCEPT on the
+// socket (see Server.open).
 func (s *Server) Serve(ln net.Listener) error {
 	defer ln.Close()
 	sc, ok := ln.(syscall.Conn)
@@ -344,7 +345,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if err := rc.Control(func(fd uintptr) { lfd = int(fd) }); err != nil {
 		return fmt.Errorf("wsconn: serve: %w", err)
 	}
-	deferAccept(lfd)
+	deferred := deferAccept(lfd)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -368,7 +369,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 	backoff := time.Duration(0)
 	for {
-		err := s.acceptAll(lfd)
+		err := s.acceptAll(lfd, deferred)
 		if err != nil {
 			// EMFILE and the like: the listener stays readable, so back
 			// off instead of spinning, as net/http does.
@@ -393,8 +394,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// acceptAll accepts connections until none is pending.
-func (s *Server) acceptAll(lfd int) error {
+// acceptAll accepts connections until none is pending. deferred: the
+// listener has TCP_DEFER_ACCEPT.
+func (s *Server) acceptAll(lfd int, deferred bool) error {
 	for !s.closing.Load() {
 		// AcceptAddr, not Accept: it allocates nothing. The address serves
 		// MaxConnectionsPerIP and is not kept; RemoteAddr asks the socket
@@ -406,15 +408,19 @@ func (s *Server) acceptAll(lfd int) error {
 		if err != nil {
 			return err
 		}
-		s.open(fd, addr.Addr().Unmap())
+		s.open(fd, addr.Addr().Unmap(), deferred)
 	}
 	return nil
 }
 
-// open takes on a socket accepted from addr, queues its first turn and
-// returns its connection, or refuses it with 503 when the server is over a
-// limit or closing (and returns nil).
-func (s *Server) open(fd int, addr netip.Addr) *Conn {
+// open takes on a socket accepted from addr and returns its connection,
+// or refuses it with 503 when the server is over a limit or closing (and
+// returns nil). With deferred (the listener has TCP_DEFER_ACCEPT, so the
+// request has most likely arrived) the connection's first turn is queued
+// at once, and the fd joins the poller when that turn ends (armLocked): an
+// epoll_ctl and a wakeup of the poller fewer per connection. Otherwise the
+// fd joins the poller now, and the first turn waits for the request.
+func (s *Server) open(fd int, addr netip.Addr, deferred bool) *Conn {
 	s.accepted.Add(1)
 	var peerSlot uint32
 	switch {
@@ -450,14 +456,27 @@ func (s *Server) open(fd int, addr netip.Addr) *Conn {
 	c.rd.Reset(s.cfg.MaxMessageBytes)
 	c.deadline = s.deadlineAfter(s.cfg.HandshakeTimeout)
 	s.handshakes.Add(1)
+	if deferred {
+		// The turn is claimed before the sweep can see the connection,
+		// so that an expire cannot queue a second one.
+		c.sched.Store(turnRunning)
+		s.remember(c)
+		s.handoff(c)
+		return c
+	}
 	s.remember(c)
-	// The first turn reads at once: a client sends its request as soon as
-	// it is connected, and under load the request is there by the time of
-	// the accept. The fd joins the poller when that turn ends (armLocked):
-	// an epoll_ctl and a wakeup of the poller fewer per connection. If
-	// the request is not there yet, the read costs an EAGAIN.
-	c.sched.Store(turnRunning)
-	s.handoff(c)
+	c.mu.Lock()
+	c.armed = poller.Readable
+	err := s.poller.AddHandler(fd, poller.Readable, (*connEvents)(c))
+	c.registered = err == nil
+	c.mu.Unlock()
+	if err != nil {
+		s.log.Error("wsconn: register connection", "err", err)
+		s.handshakes.Add(-1)
+		s.forget(c)
+		_ = unix.Close(fd)
+		return nil
+	}
 	return c
 }
 
