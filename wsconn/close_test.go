@@ -2,10 +2,8 @@ package wsconn_test
 
 import (
 	"bytes"
-	"errors"
 	"net"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,13 +41,7 @@ func TestPeerCloseNotReadingIsReset(t *testing.T) {
 		t.Skip("the kernel's send queue is asked on Linux only")
 	}
 	srv, addr := startServer(t, wsconn.Config{CloseTimeout: 300 * time.Millisecond})
-	d := net.Dialer{Timeout: rawTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
+	d := net.Dialer{Timeout: rawTimeout, Control: wsconn.SmallWindow}
 	nc, err := d.Dial("tcp", addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = nc.Close() })

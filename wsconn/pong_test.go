@@ -43,6 +43,16 @@ func serveRecordingWith(t *testing.T, cfg Config, wrap func(recordingEcho) Handl
 	return addr, opened
 }
 
+// smallWindow is a net.Dialer's Control that gives the socket a 4 KiB
+// receive buffer before it connects, which keeps its TCP window small.
+func smallWindow(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+	})
+	return errors.Join(err, serr)
+}
+
 // dialRecorded opens a WebSocket to addr and returns it with its Conn.
 // With small, a small receive buffer, set before connecting, keeps the TCP
 // window small, and the server's send buffer is made small too: what the
@@ -51,13 +61,7 @@ func dialRecorded(t *testing.T, addr string, opened chan *Conn, small bool) (net
 	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second}
 	if small {
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-			})
-			return errors.Join(err, serr)
-		}
+		d.Control = smallWindow
 	}
 	nc, err := d.Dial("tcp", addr)
 	require.NoError(t, err)

@@ -1,0 +1,4 @@
+package wsconn
+
+// SmallWindow is smallWindow for the external tests.
+var SmallWindow = smallWindow
