@@ -92,8 +92,8 @@ type Conn struct {
 	// peerClosed: the peer's close frame was read. Once the answer is
 	// written the connection is done: nothing but its FIN is to come.
 	peerClosed bool
-	// registered: the fd is in the poller. Not before the first turn ends
-	// (see Server.open).
+	// registered: the fd is in the poller; after a deferred accept, not
+	// before the first turn ends (see Server.open).
 	registered bool
 	lastSeen   uint32 // Server.ticks at the last input
 	// deadline is the tick (see Server.deadlineAfter) by which the
