@@ -90,6 +90,13 @@ type Broker struct {
 	idPrefix string        // this broker's part of every Nats-Msg-Id
 	nextID   atomic.Uint64 // the other part
 
+	// connected follows nats.go's connection handlers, so that Connected
+	// never waits: nc.IsConnected takes nc's lock, which nats.go holds
+	// through a whole reconnect attempt (a dial and the handshake, up to
+	// seconds against a NATS that does not answer), and the hub asks with
+	// a topic's lock held.
+	connected atomic.Bool
+
 	heads heads
 
 	mu      sync.Mutex
@@ -124,15 +131,18 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		// buffer for NATS to come back.
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.connected.Store(false)
 			b.log.Warn("NATS disconnected: publishes are refused until it is back", "err", err)
 			// The NATS that comes back may have lost its store: no
 			// publish may build on a message it no longer holds.
 			b.heads.clearAll()
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.connected.Store(true)
 			b.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
 			go b.checkStream()
 		}),
+		nats.ClosedHandler(func(*nats.Conn) { b.connected.Store(false) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			b.log.Warn("NATS error", "err", err)
 		}),
@@ -140,6 +150,8 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 	if cfg.Creds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.Creds))
 	}
+	// Before Connect: its handlers, which run after, set it from then on.
+	b.connected.Store(true)
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: connect to NATS at %s: %w", strings.Join(cfg.URLs, ","), err)
@@ -242,8 +254,9 @@ func (b *Broker) restartIfLost(created time.Time) {
 	}
 }
 
-// Connected reports whether the broker is connected to NATS.
-func (b *Broker) Connected() bool { return b.nc.IsConnected() }
+// Connected reports whether the broker is connected to NATS, as its last
+// connection event said. It never waits.
+func (b *Broker) Connected() bool { return b.connected.Load() }
 
 // Close stops the watches, deletes their consumers, and closes the
 // connection to NATS.

@@ -510,6 +510,7 @@ type proxy struct {
 
 	mu    sync.Mutex
 	cut   bool
+	hole  bool // accept and hold, say nothing: a NATS that does not answer
 	conns []net.Conn
 }
 
@@ -525,6 +526,11 @@ func startProxy(t *testing.T, addr string) *proxy {
 				return
 			}
 			p.mu.Lock()
+			if p.hole {
+				p.conns = append(p.conns, c)
+				p.mu.Unlock()
+				continue
+			}
 			if p.cut {
 				p.mu.Unlock()
 				_ = c.Close()
@@ -558,10 +564,42 @@ func (p *proxy) partition() {
 	p.conns = nil
 }
 
+// blackhole closes every connection, and takes new ones without a word.
+func (p *proxy) blackhole() {
+	p.partition()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hole = true
+}
+
 func (p *proxy) heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = false
+}
+
+// TestConnectedDoesNotWaitForReconnect: Connected, which the hub asks
+// with a topic's lock held, answers at once while nats.go is in the middle
+// of a reconnect attempt to a NATS that takes the connection and says
+// nothing (nats.go holds its connection's lock through the attempt, up to
+// its timeout).
+func TestConnectedDoesNotWaitForReconnect(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.addr())
+	n := startNode(t, p.url())
+	p.blackhole()
+	require.Eventually(t, func() bool { return !n.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	for range 30 {
+		answered := make(chan bool, 1)
+		go func() { answered <- n.broker.Connected() }()
+		select {
+		case c := <-answered:
+			require.False(t, c)
+		case <-time.After(time.Second):
+			t.Fatal("Connected waited for nats.go's reconnect attempt")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestPartitionedNodeCatchesUp: a node cut off from NATS keeps its
