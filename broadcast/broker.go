@@ -13,8 +13,9 @@ import (
 // JetStream; a hub without one is a single node and never leaves the
 // process.
 //
-// Its methods are called without any of the hub's locks held; Watch on a
-// goroutine of its own (see Hub.startWatch).
+// Publish and Watch are called without any of the hub's locks held, Watch
+// on a goroutine of its own (see Hub.startWatch); Connected with a topic's
+// lock held, and it must not wait.
 type Broker interface {
 	// Publish stores data, a valid JSON value, as topic's next message and
 	// returns its seq once it is stored; ctx bounds the wait. An error
@@ -30,7 +31,10 @@ type Broker interface {
 	// that holds none is given an epoch by a marker of seq 0: the same
 	// epoch on every node.
 	Watch(ctx context.Context, topic string, deliver func(BrokerMessage)) (Watch, []BrokerMessage, error)
-	// Connected reports whether the broker can store publishes now.
+	// Connected reports whether the broker can store publishes now. It
+	// is a hint, and must answer at once: a subscribe asks it with the
+	// topic's lock held, to refuse at once rather than wait for a watch
+	// that cannot start.
 	Connected() bool
 }
 
