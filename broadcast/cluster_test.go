@@ -192,6 +192,11 @@ func TestSubscribeDoesNotWaitForBroker(t *testing.T) {
 	// no subscriber, though its watch started after e left.
 	require.Eventually(t, func() bool { return ts.hub.Stats().Subscriptions == 2 }, waitTimeout, time.Millisecond,
 		"subscriptions: %+v", ts.hub.Stats())
+	// The counts above drop with e's leave either way; what a late
+	// subscribe of e would leave is an entry in its shard's list.
+	ts.hub.Close()
+	assert.Zero(t, broadcast.Listed(ts.hub, "gone"), "the shards list e on gone")
+	assert.Equal(t, 2, broadcast.Listed(ts.hub, "slow"))
 }
 
 // servedWhileWaiting fails t unless a new client is upgraded, and its
