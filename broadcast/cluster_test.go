@@ -73,6 +73,9 @@ type gatedBroker struct {
 	fail     map[string]error
 	backlog  []broadcast.BrokerMessage
 	delivers map[string]func(broadcast.BrokerMessage)
+	// none holds the topics whose next watch starts with no error and no
+	// watch: a broker that says it started one but hands back none.
+	none map[string]bool
 }
 
 // Publish waits for the gate named "publish " and the topic, if there is
@@ -108,6 +111,10 @@ func (b *gatedBroker) Watch(ctx context.Context, topic string, deliver func(broa
 	defer b.mu.Unlock()
 	if err := b.fail[topic]; err != nil {
 		return nil, nil, err
+	}
+	if b.none[topic] {
+		delete(b.none, topic)
+		return nil, nil, nil
 	}
 	b.delivers[topic] = deliver
 	return nopWatch{}, slices.Clone(b.backlog), nil
@@ -197,6 +204,30 @@ func TestSubscribeDoesNotWaitForBroker(t *testing.T) {
 	ts.hub.Close()
 	assert.Zero(t, broadcast.Listed(ts.hub, "gone"), "the shards list e on gone")
 	assert.Equal(t, 2, broadcast.Listed(ts.hub, "slow"))
+}
+
+// TestWatchStartedWithoutWatch: a broker that reports a watch of a topic
+// started but hands back none does not leave the topic starting for good:
+// its subscriber is closed 1013 to come back, and the next subscribe to it
+// tries again and is answered.
+func TestWatchStartedWithoutWatch(t *testing.T) {
+	b := &gatedBroker{
+		gates:    map[string]chan struct{}{},
+		entered:  make(chan string, 8),
+		delivers: map[string]func(broadcast.BrokerMessage){},
+		none:     map[string]bool{"ghost": true},
+		backlog:  []broadcast.BrokerMessage{{Seq: 3, Epoch: "e1", Data: []byte(`3`)}},
+	}
+	ts := startHub(t, broadcast.Config{Broker: b}, wsconn.Config{})
+	first := mustDial(t, "gorilla", ts.addr, "")
+	mustWrite(t, first, subscribeMsg("ghost"))
+	_, err := first.ReadText(waitTimeout)
+	assert.Equal(t, int(broadcast.CloseClusterUnavailable), closeCode(err), "%v", err)
+
+	again := mustDial(t, "gorilla", ts.addr, "")
+	mustWrite(t, again, subscribeMsg("ghost"))
+	f := mustReadSubscribed(t, again, "ghost")
+	assert.Equal(t, uint64(3), f.Seq)
 }
 
 // servedWhileWaiting fails t unless a new client is upgraded, and its
