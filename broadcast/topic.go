@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -66,13 +67,8 @@ func (t *Topic) dropWaiter(cl *client) {
 	if !t.watch.starting() {
 		return
 	}
-	ws := t.watch.waiters
-	for i, w := range ws {
-		if w.cl == cl {
-			t.watch.waiters = append(ws[:i], ws[i+1:]...)
-			return
-		}
-	}
+	// slices.DeleteFunc clears the tail: no gone client stays reachable.
+	t.watch.waiters = slices.DeleteFunc(t.watch.waiters, func(w waiter) bool { return w.cl == cl })
 }
 
 // join counts a subscription of a client of s. t.mu is held, so that a

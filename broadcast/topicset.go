@@ -1,6 +1,9 @@
 package broadcast
 
-import "iter"
+import (
+	"iter"
+	"slices"
+)
 
 // topicSet is a client's subscriptions, in the order they were made. The
 // first is held inline and the rest behind a pointer, so that the set takes
@@ -73,10 +76,7 @@ func (s *topicSet) removeAt(i int) *Topic {
 		s.first = (*s.rest)[0]
 		i = 1
 	}
-	rest := *s.rest
-	copy(rest[i-1:], rest[i:])
-	rest[len(rest)-1] = nil
-	if rest = rest[:len(rest)-1]; len(rest) == 0 {
+	if rest := slices.Delete(*s.rest, i-1, i); len(rest) == 0 {
 		s.rest = nil
 	} else {
 		*s.rest = rest

@@ -628,7 +628,8 @@ func (c *Conn) onEvent(poller.Event) {
 
 // connEvents is a Conn as the poller's Handler: a conversion of the
 // pointer, where the method value c.onEvent would be a 16-byte allocation
-// per connection, and Conn has no exported OnEvent for its users to call.
+// per connection on epoll (kqueue's poller makes one all the same), and
+// Conn has no exported OnEvent for its users to call.
 type connEvents Conn
 
 func (e *connEvents) OnEvent(ev poller.Event) { (*Conn)(e).onEvent(ev) }

@@ -419,7 +419,8 @@ func (s *Server) acceptAll(lfd int, deferred bool) error {
 // request has most likely arrived) the connection's first turn is queued
 // at once, and the fd joins the poller when that turn ends (armLocked): an
 // epoll_ctl and a wakeup of the poller fewer per connection. Otherwise the
-// fd joins the poller now, and the first turn waits for the request.
+// fd joins the poller now, and the first turn waits for the request. If
+// it cannot join, a turn releases the connection (see armLocked).
 func (s *Server) open(fd int, addr netip.Addr, deferred bool) *Conn {
 	s.accepted.Add(1)
 	var peerSlot uint32
@@ -466,17 +467,8 @@ func (s *Server) open(fd int, addr netip.Addr, deferred bool) *Conn {
 	}
 	s.remember(c)
 	c.mu.Lock()
-	c.armed = poller.Readable
-	err := s.poller.AddHandler(fd, poller.Readable, (*connEvents)(c))
-	c.registered = err == nil
+	c.armLocked() // joins the poller, armed for the request
 	c.mu.Unlock()
-	if err != nil {
-		s.log.Error("wsconn: register connection", "err", err)
-		s.handshakes.Add(-1)
-		s.forget(c)
-		_ = unix.Close(fd)
-		return nil
-	}
 	return c
 }
 
