@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"time"
+
+	"github.com/fanout/fanout/wsconn"
 )
 
 // minHeaderBytes is the smallest --max-header-bytes that a WebSocket
@@ -64,6 +66,9 @@ func (o *serveOptions) validate() error {
 		case f.d == 0 && f.positive:
 			return fmt.Errorf("--%s 0: must be positive", f.name)
 		}
+	}
+	if o.maxMessageBytes > wsconn.MaxMessageLimit {
+		return fmt.Errorf("--max-message-bytes %d: must be at most %d (2GiB-1)", o.maxMessageBytes, wsconn.MaxMessageLimit)
 	}
 	if o.messageRate < 0 {
 		return fmt.Errorf("--max-message-rate %g: must not be negative (0: no limit)", o.messageRate)

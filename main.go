@@ -149,7 +149,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.listen, "listen", ":8080", "`HOST:PORT` to listen on for WebSocket and HTTP")
 	fs.IntVar(&o.workers, "workers", 0, "worker goroutines that serve ready connections (0: 2 × GOMAXPROCS, at least 4)")
 	o.maxMessageBytes, o.maxQueueBytes, o.maxHeaderBytes = 1<<20, 1<<20, 8<<10
-	fs.Var(&o.maxMessageBytes, "max-message-bytes", "largest client message in `bytes`, all fragments together; a longer one is closed with 1009 (on /ws, also at most --max-publish-bytes plus 1KiB and --max-topic-bytes)")
+	fs.Var(&o.maxMessageBytes, "max-message-bytes", "largest client message in `bytes` (at most 2GiB-1), all fragments together; a longer one is closed with 1009 (on /ws, also at most --max-publish-bytes plus 1KiB and --max-topic-bytes)")
 	fs.Var(&o.maxQueueBytes, "max-queue-bytes", "per-connection write queue limit in `bytes`, each queued frame counting 48 beyond its own; past it the connection stops reading (echo) or is a slow consumer")
 	fs.Var(&o.maxHeaderBytes, "max-header-bytes", "largest HTTP request head in `bytes`; a larger one gets 431")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "connections held, upgraded or not; past it new ones get 503 (0: the open-file limit minus 64)")

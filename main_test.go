@@ -1055,6 +1055,7 @@ func TestServeFlagsSayNo(t *testing.T) {
 		{[]string{"--max-topics", "-5"}, "--max-topics"},
 		{[]string{"--max-connections", "-1"}, "--max-connections"},
 		{[]string{"--max-queue-bytes", "0"}, "--max-queue-bytes"},
+		{[]string{"--max-message-bytes", "2GiB"}, "--max-message-bytes"},
 		{[]string{"--max-header-bytes", "100"}, "--max-header-bytes"},
 		{[]string{"--handshake-timeout", "0s"}, "--handshake-timeout"},
 		{[]string{"--http-keepalive-requests", "0"}, "--http-keepalive-requests"},

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/gobwas/ws"
 )
@@ -67,14 +68,17 @@ type Message struct {
 // safe for concurrent use; a connection is served by one worker at a time.
 type Reader struct {
 	// Fields are ordered to pack: the Reader lives in every connection.
-	maxMessageBytes int64
+	// Lengths are 32-bit (48 bytes in all, not 64): every frame and message
+	// length is checked against maxMessageBytes, which Reset caps at
+	// MaxMessageLimit.
+	maxMessageBytes int32
 
 	// The current frame, while inFrame.
-	frameRemain int64 // payload bytes still to come
-	frameLen    int64
+	frameRemain int32 // payload bytes still to come
+	frameLen    int32
 
 	// The current data message. msgOp is 0 when none is in progress.
-	msgLen int64
+	msgLen int32
 	asm    *assembly // nil unless a message or control frame arrives in pieces
 
 	mask    [4]byte
@@ -112,10 +116,26 @@ type assembly struct {
 // in pieces.
 const assemblyInitialBytes = 64 << 10
 
+// MaxMessageLimit is the highest message limit a Reader keeps: a larger
+// one given to Reset is taken as this (2 GiB - 1). A message is held whole
+// in memory, so no sane limit is near it.
+const MaxMessageLimit = math.MaxInt32
+
 // Reset readies r for a new connection whose messages may be at most
-// maxMessageBytes long.
+// maxMessageBytes long (at most MaxMessageLimit).
 func (r *Reader) Reset(maxMessageBytes int64) {
-	*r = Reader{maxMessageBytes: maxMessageBytes}
+	*r = Reader{maxMessageBytes: int32(min(maxMessageBytes, MaxMessageLimit))}
+}
+
+// limit is the longest message r accepts.
+func (r *Reader) limit() int64 { return int64(r.maxMessageBytes) }
+
+// lowerLimit lowers the longest message r accepts to n, if n is positive
+// and lower.
+func (r *Reader) lowerLimit(n int64) {
+	if n > 0 && n < r.limit() {
+		r.maxMessageBytes = int32(n)
+	}
 }
 
 // SetCompression allows (or forbids) compressed messages: RSV1 on the
@@ -179,13 +199,13 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 			n += hn
 		}
 
-		avail := min(int64(len(p)-n), r.frameRemain)
+		avail := min(int64(len(p)-n), int64(r.frameRemain))
 		chunk := p[n : n+int(avail)]
 		n += int(avail)
 		if avail > 0 {
 			ws.Cipher(chunk, r.mask, int(r.maskPos))
 			r.maskPos = uint8((int64(r.maskPos) + avail) & 3)
-			r.frameRemain -= avail
+			r.frameRemain -= int32(avail)
 		}
 
 		if r.frameOp.IsControl() {
@@ -209,7 +229,7 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 		}
 		// Zero copy when the whole unfragmented message is in p.
 		fin := r.flags&flagFin != 0
-		whole := fin && r.msgLen == 0 && avail == r.frameLen
+		whole := fin && r.msgLen == 0 && avail == int64(r.frameLen)
 		if !whole && avail > 0 {
 			if r.asm == nil {
 				r.asm = new(assembly)
@@ -217,11 +237,11 @@ func (r *Reader) Next(p []byte) (m Message, n int, ok bool, err error) {
 			if r.asm.msg == nil {
 				// Size for the frame, but only up to what a read brings:
 				// a declared length is not a reason to allocate.
-				r.asm.msg = make([]byte, 0, min(r.frameLen, assemblyInitialBytes))
+				r.asm.msg = make([]byte, 0, min(int(r.frameLen), assemblyInitialBytes))
 			}
 			r.asm.msg = append(r.asm.msg, chunk...)
 		}
-		r.msgLen += avail
+		r.msgLen += int32(avail)
 		if r.frameRemain > 0 {
 			return m, n, false, nil
 		}
@@ -306,7 +326,7 @@ func (r *Reader) readHeader(p []byte) (int, error) {
 	}
 	if !op.IsControl() {
 		// The declared length is checked before anything is allocated.
-		if length > r.maxMessageBytes-r.msgLen {
+		if length > int64(r.maxMessageBytes-r.msgLen) {
 			return 0, errMessageTooBigHdr
 		}
 		if op != ws.OpContinuation {
@@ -317,7 +337,9 @@ func (r *Reader) readHeader(p []byte) (int, error) {
 		}
 	}
 	copy(r.mask[:], p[size-4:size])
-	r.frameOp, r.frameLen, r.frameRemain = op, length, length
+	// length fits: a control frame's is at most 125, a data frame's at most
+	// maxMessageBytes-msgLen.
+	r.frameOp, r.frameLen, r.frameRemain = op, int32(length), int32(length)
 	if fin {
 		r.flags |= flagFin
 	} else {

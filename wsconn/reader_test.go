@@ -196,7 +196,7 @@ func feed(t testing.TB, r *Reader, stream []byte, next func() int) feedResult {
 			}
 			switch m.OpCode {
 			case ws.OpText, ws.OpBinary:
-				if int64(len(m.Payload)) > r.maxMessageBytes {
+				if int64(len(m.Payload)) > r.limit() {
 					t.Fatalf("%d-byte message over the %d-byte limit", len(m.Payload), r.maxMessageBytes)
 				}
 				if m.OpCode == ws.OpText && !m.Compressed && !utf8.Valid(m.Payload) {
@@ -843,6 +843,39 @@ func TestReaderLimit(t *testing.T) {
 	require.False(t, ok)
 	require.Equal(t, errMessageTooBigHdr, err)
 	assert.Nil(t, r.asm, "nothing allocated for an oversized message")
+}
+
+// TestReaderLimitCap: the Reader counts lengths in 32 bits, so a limit
+// above MaxMessageLimit is taken as MaxMessageLimit. A frame may declare up
+// to the limit, the fragments of a message add up to it, and one byte more
+// is refused at the header (with 64-bit counts the limit below was 1 TiB).
+func TestReaderLimitCap(t *testing.T) {
+	assert.LessOrEqual(t, unsafe.Sizeof(Reader{}), uintptr(48), "size of Reader")
+
+	var r Reader
+	r.Reset(1 << 40)
+	assert.Equal(t, int64(MaxMessageLimit), r.limit())
+	_, _, _, err := r.Next(testFrame{fin: true, op: ws.OpBinary, declared: lenPtr(MaxMessageLimit + 1)}.encode())
+	require.Equal(t, errMessageTooBigHdr, err)
+
+	r.Reset(1 << 40)
+	hdr := testFrame{fin: true, op: ws.OpBinary, declared: lenPtr(MaxMessageLimit)}.encode()
+	_, n, ok, err := r.Next(hdr)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Equal(t, len(hdr), n)
+	assert.Equal(t, int32(MaxMessageLimit), r.frameRemain, "the whole frame is still to come")
+
+	for _, tc := range []struct {
+		rest uint64
+		want error
+	}{{MaxMessageLimit - 100, nil}, {MaxMessageLimit - 99, errMessageTooBigHdr}} {
+		r.Reset(MaxMessageLimit)
+		_, _, _, err := r.Next(clientFrame(false, ws.OpBinary, make([]byte, 100)))
+		require.NoError(t, err)
+		_, _, _, err = r.Next(testFrame{fin: true, op: ws.OpContinuation, declared: lenPtr(tc.rest)}.encode())
+		assert.Equal(t, tc.want, err, "a continuation of %d bytes after 100", tc.rest)
+	}
 }
 
 func TestReaderErrors(t *testing.T) {

@@ -73,7 +73,8 @@ type Config struct {
 	// sweep or an HTTP handler. Default: 4096.
 	TurnQueue int
 	// MaxMessageBytes limits a data message (all its fragments). A longer
-	// one fails the connection with close code 1009. Default: 1 MiB.
+	// one fails the connection with close code 1009. Default: 1 MiB; at
+	// most MaxMessageLimit (2 GiB - 1), which a larger value is taken as.
 	MaxMessageBytes int64
 	// MaxQueueBytes bounds a connection's write queue: its unwritten bytes
 	// plus 48 bytes for each queued frame, what a frame costs beyond its

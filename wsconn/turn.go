@@ -193,7 +193,7 @@ func (c *Conn) readFrames(p []byte, owned bool) {
 			break
 		}
 		if m.Compressed {
-			if m.Payload, err = c.srv.inflaters.inflate(m.Payload, c.rd.maxMessageBytes, m.OpCode == ws.OpText); err != nil {
+			if m.Payload, err = c.srv.inflaters.inflate(m.Payload, c.rd.limit(), m.OpCode == ws.OpText); err != nil {
 				c.fail(err)
 				return
 			}

@@ -117,9 +117,7 @@ func (c *Conn) readHandshake(p []byte) {
 	c.lastSeen = c.srv.ticks()
 	c.handler = handler
 	if l, ok := handler.(MessageLimiter); ok {
-		if n := l.MaxMessageBytes(); n > 0 && n < c.rd.maxMessageBytes {
-			c.rd.maxMessageBytes = n
-		}
+		c.rd.lowerLimit(l.MaxMessageBytes())
 	}
 	if up.deflate {
 		c.rd.SetCompression(true)
