@@ -90,20 +90,29 @@ type Broker struct {
 	idPrefix string        // this broker's part of every Nats-Msg-Id
 	nextID   atomic.Uint64 // the other part
 
-	// connected follows nats.go's connection handlers, so that Connected
+	// connected follows nats.go's connection handlers, so that asking
 	// never waits: nc.IsConnected takes nc's lock, which nats.go holds
 	// through a whole reconnect attempt (a dial and the handshake, up to
-	// seconds against a NATS that does not answer), and the hub asks with
-	// a topic's lock held.
+	// seconds against a NATS that does not answer). The hub asks with a
+	// topic's lock held (Connected), and a publish or a watch refused for
+	// want of NATS is refused at once.
 	connected atomic.Bool
 
 	heads heads
 
 	mu      sync.Mutex
 	watches map[*watch]struct{} // running, for keepLoop and checkStream
-	created time.Time           // of the stream, as last seen
-	stop    chan struct{}       // closed by Close
-	done    chan struct{}       // closed when keepLoop returns
+	// mark is the latest message the watches had received when NATS was
+	// lost, kept until checkStream has found it, or found it gone.
+	mark streamMark
+	stop chan struct{} // closed by Close
+	done chan struct{} // closed when keepLoop returns
+}
+
+// streamMark names a message of the stream: its subject and head.
+type streamMark struct {
+	subj string
+	last head // last.stream 0: none
 }
 
 var _ broadcast.Broker = (*Broker)(nil)
@@ -132,6 +141,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			b.connected.Store(false)
+			b.markLatest()
 			b.log.Warn("NATS disconnected: publishes are refused until it is back", "err", err)
 			// The NATS that comes back may have lost its store: no
 			// publish may build on a message it no longer holds.
@@ -165,9 +175,6 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nc.Close()
 		return nil, err
 	}
-	b.mu.Lock()
-	b.created = b.stream.CachedInfo().Created
-	b.mu.Unlock()
 	go b.keepLoop()
 	b.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "stream", cfg.Stream, "subjects", cfg.SubjectPrefix+".>")
 	return b, nil
@@ -204,54 +211,112 @@ func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 }
 
 // checkStream makes the stream anew after a reconnect to a NATS that lost
-// it (its store), trying until it can or the broker closes, and then tells
-// every watch's topic that its history is gone. The ordered consumers
-// would otherwise go on from their old stream sequences, past the new
-// stream's first messages, and the heads cached would name messages of the
-// old stream.
+// it (its store), trying until it can or the broker closes, and, if NATS no
+// longer holds what the watches had received (see lost), tells every
+// watch's topic that its history is gone. The ordered consumers would
+// otherwise go on from their old stream sequences, past the new stream's
+// first messages, and the heads cached would name messages of the old
+// stream.
 func (b *Broker) checkStream() {
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		stream, err := b.ensureStream(ctx)
+		err := b.recheck(ctx)
 		cancel()
 		if err == nil {
-			b.restartIfLost(stream.CachedInfo().Created)
 			return
 		}
-		b.log.Warn("NATS reconnected, but the stream could not be made; trying again", "err", err, "in", wait)
+		b.log.Warn("NATS reconnected, but the stream could not be made or read; trying again", "err", err, "in", wait)
 		select {
 		case <-b.stop:
 			return
 		case <-time.After(wait):
 		}
-		if !b.nc.IsConnected() {
+		if !b.connected.Load() {
 			return // the next reconnect checks again
 		}
 	}
 }
 
-// restartIfLost restarts every watched topic if the stream was created
-// anew (at created) since the broker last saw it.
-func (b *Broker) restartIfLost(created time.Time) {
-	b.mu.Lock()
-	if created.Equal(b.created) {
-		b.mu.Unlock()
-		return
+// recheck is one try of checkStream.
+func (b *Broker) recheck(ctx context.Context) error {
+	stream, err := b.ensureStream(ctx)
+	if err != nil {
+		return err
 	}
-	b.created = created
+	b.mu.Lock()
+	mark := b.mark
+	b.mu.Unlock()
+	lost, err := b.lost(ctx, stream, mark)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.mark = streamMark{}
 	var watches []*watch
-	for w := range b.watches {
-		watches = append(watches, w)
+	if lost {
+		for w := range b.watches {
+			watches = append(watches, w)
+		}
 	}
 	b.mu.Unlock()
+	if !lost {
+		if !b.connected.Load() {
+			b.markLatest() // lost again meanwhile: the next reconnect checks
+		}
+		return nil
+	}
 	b.heads.clearAll()
-	b.log.Warn("NATS lost the stream (its store?): made it anew; every watched topic starts afresh", "stream", b.cfg.Stream, "topics", len(watches))
+	b.log.Warn("NATS lost the stream (its store?): every watched topic starts afresh", "stream", b.cfg.Stream, "topics", len(watches))
 	for _, w := range watches {
 		// No NATS round trip: the hub forgets the topic and closes its
 		// subscribers, and the next subscribe starts a watch of the
 		// new stream.
 		w.deliver(broadcast.BrokerMessage{Restart: true})
 	}
+	return nil
+}
+
+// markLatest notes, when NATS is lost, the latest message the watches have
+// received, unless a mark not yet checked is kept: messages received after
+// a reconnect may come from a stream made anew.
+func (b *Broker) markLatest() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mark.last.stream != 0 {
+		return
+	}
+	for w := range b.watches {
+		w.mu.Lock()
+		if w.last.stream > b.mark.last.stream {
+			b.mark = streamMark{w.subj, w.last}
+		}
+		w.mu.Unlock()
+	}
+}
+
+// lost reports whether stream no longer holds mark: it ends before it, or
+// holds another message there. That is the evidence of a store lost, not
+// the stream's creation time, which nats-server 2.9 reports anew after a
+// restart on an intact store. A message the stream's limits dropped since
+// (a newer one on its subject, or its age) is not missed; if a lost store
+// has grown past mark and dropped its own message there too, the loss goes
+// unseen.
+func (b *Broker) lost(ctx context.Context, stream jetstream.Stream, mark streamMark) (bool, error) {
+	if mark.last.stream == 0 {
+		return false, nil // nothing was received: nothing to lose
+	}
+	if stream.CachedInfo().State.LastSeq < mark.last.stream {
+		return true, nil
+	}
+	m, err := stream.GetMsg(ctx, mark.last.stream)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("cluster: read message %d of the stream: %w", mark.last.stream, err)
+	}
+	h, err := headOf(m.Sequence, m.Header)
+	return m.Subject != mark.subj || err != nil || h != mark.last, nil
 }
 
 // Connected reports whether the broker is connected to NATS, as its last

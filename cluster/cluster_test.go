@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -579,26 +580,80 @@ func (p *proxy) heal() {
 }
 
 // TestConnectedDoesNotWaitForReconnect: Connected, which the hub asks
-// with a topic's lock held, answers at once while nats.go is in the middle
-// of a reconnect attempt to a NATS that takes the connection and says
-// nothing (nats.go holds its connection's lock through the attempt, up to
-// its timeout).
+// with a topic's lock held, and a publish or a watch, which are refused
+// without NATS, answer at once while nats.go is in the middle of a
+// reconnect attempt to a NATS that takes the connection and says nothing
+// (nats.go holds its connection's lock through the attempt, up to its
+// timeout).
 func TestConnectedDoesNotWaitForReconnect(t *testing.T) {
 	ns := startNATS(t)
 	p := startProxy(t, ns.addr())
 	n := startNode(t, p.url())
 	p.blackhole()
 	require.Eventually(t, func() bool { return !n.broker.Connected() }, waitTimeout, 10*time.Millisecond)
-	for range 30 {
-		answered := make(chan bool, 1)
-		go func() { answered <- n.broker.Connected() }()
-		select {
-		case c := <-answered:
-			require.False(t, c)
-		case <-time.After(time.Second):
-			t.Fatal("Connected waited for nats.go's reconnect attempt")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for _, call := range []struct {
+		name string
+		f    func() error
+	}{
+		{"Connected", func() error {
+			if n.broker.Connected() {
+				return errors.New("connected")
+			}
+			return nil
+		}},
+		{"Publish", func() error {
+			_, err := n.broker.Publish(ctx, "t", []byte(`"x"`))
+			if !errors.Is(err, broadcast.ErrNotStored) {
+				return fmt.Errorf("want a refusal, not %v", err)
+			}
+			return nil
+		}},
+		{"Watch", func() error {
+			w, _, err := n.broker.Watch(ctx, "t", func(broadcast.BrokerMessage) {})
+			if err == nil {
+				w.Stop()
+				return errors.New("watch started")
+			}
+			return nil
+		}},
+	} {
+		for range 10 {
+			answered := make(chan error, 1)
+			go func() { answered <- call.f() }()
+			select {
+			case err := <-answered:
+				require.NoError(t, err, call.name)
+			case <-time.After(time.Second):
+				t.Fatalf("%s waited for nats.go's reconnect attempt", call.name)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestNATSRestartsKeepTheirTopics: NATS restarted on its store loses
+// nothing, so a node keeps its subscribers through restart after restart,
+// and they go on with the next seqs. (Debian's nats-server 2.9 reports a
+// new creation time for the stream after its second restart, which the
+// node took for a lost store: it closed every subscriber with 1012.)
+func TestNATSRestartsKeepTheirTopics(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.url())
+	const topic = "kept"
+	s, _ := a.subscribe(t, topic, "topics="+topic)
+	s.next = 1
+	acked := map[uint64]string{}
+	var mu sync.Mutex
+	publishUntil(t, a, topic, 1, 3, &mu, acked)
+	s.readThrough(3, acked)
+	for k := 4; k <= 6; k++ {
+		ns.stop()
+		require.Eventually(t, func() bool { return !a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+		ns.start()
+		publishUntil(t, a, topic, k, 1, &mu, acked)
+		s.readThrough(uint64(k), acked)
 	}
 }
 

@@ -23,7 +23,7 @@ import (
 // was stored the second is a duplicate, not a second message. An error
 // wraps broadcast.ErrNotStored when the message surely was not stored.
 func (b *Broker) Publish(ctx context.Context, topic string, data []byte) (uint64, error) {
-	if !b.nc.IsConnected() {
+	if !b.connected.Load() {
 		// Refused at once, not held until NATS comes back.
 		return 0, fmt.Errorf("cluster: publish to %s: %w: %w", topic, broadcast.ErrNotStored, nats.ErrDisconnected)
 	}
@@ -95,7 +95,7 @@ func (b *Broker) send(ctx context.Context, msg *nats.Msg, unanswered *bool) (*je
 			return ack, err
 		}
 		*unanswered = true
-		if ctx.Err() != nil || !b.nc.IsConnected() {
+		if ctx.Err() != nil || !b.connected.Load() {
 			return nil, err
 		}
 	}

@@ -22,7 +22,7 @@ import (
 // disconnect from where it was, so messages come in stream order, which is
 // seq order within a topic.
 func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast.BrokerMessage)) (broadcast.Watch, []broadcast.BrokerMessage, error) {
-	if !b.nc.IsConnected() {
+	if !b.connected.Load() {
 		// At once: a subscriber waits for this, on a worker of the node.
 		return nil, nil, fmt.Errorf("cluster: watch %s: %w", topic, nats.ErrDisconnected)
 	}
@@ -168,7 +168,7 @@ func (w *watch) Stop() {
 
 func (w *watch) deleteConsumer(ctx context.Context) {
 	info := w.cons.CachedInfo()
-	if info == nil || !w.b.nc.IsConnected() {
+	if info == nil || !w.b.connected.Load() {
 		return // the server deletes it after consumerIdle
 	}
 	if err := w.b.js.DeleteConsumer(ctx, w.b.cfg.Stream, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -227,7 +227,7 @@ func (b *Broker) keepLoop() {
 			w.mu.Lock()
 			last, quiet := w.last, time.Since(w.at) > age/2
 			w.mu.Unlock()
-			if quiet && last.stream != 0 && b.nc.IsConnected() {
+			if quiet && last.stream != 0 && b.connected.Load() {
 				b.keep(w.subj, last)
 			}
 		}
