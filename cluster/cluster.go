@@ -102,17 +102,18 @@ type Broker struct {
 
 	mu      sync.Mutex
 	watches map[*watch]struct{} // running, for keepLoop and checkStream
-	// mark is the latest message the watches had received when NATS was
-	// lost, kept until checkStream has found it, or found it gone.
-	mark streamMark
-	stop chan struct{} // closed by Close
-	done chan struct{} // closed when keepLoop returns
+	// marks are the last messages the watches had received when NATS was
+	// lost, kept (unchecked true) until checkStream has checked them.
+	marks     []streamMark
+	unchecked bool
+	stop      chan struct{} // closed by Close
+	done      chan struct{} // closed when keepLoop returns
 }
 
-// streamMark names a message of the stream: its subject and head.
+// streamMark is the last message a watch had received: its head.
 type streamMark struct {
-	subj string
-	last head // last.stream 0: none
+	w    *watch
+	last head
 }
 
 var _ broadcast.Broker = (*Broker)(nil)
@@ -141,7 +142,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			b.connected.Store(false)
-			b.markLatest()
+			b.markWatches()
 			b.log.Warn("NATS disconnected: publishes are refused until it is back", "err", err)
 			// The NATS that comes back may have lost its store: no
 			// publish may build on a message it no longer holds.
@@ -211,12 +212,10 @@ func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 }
 
 // checkStream makes the stream anew after a reconnect to a NATS that lost
-// it (its store), trying until it can or the broker closes, and, if NATS no
-// longer holds what the watches had received (see lost), tells every
-// watch's topic that its history is gone. The ordered consumers would
-// otherwise go on from their old stream sequences, past the new stream's
-// first messages, and the heads cached would name messages of the old
-// stream.
+// it (its store), trying until it can or the broker closes, and tells each
+// watch's topic whose messages NATS no longer holds (see gone) that its
+// history is gone. The ordered consumers would otherwise go on from their
+// old stream sequences, past the new stream's first messages.
 func (b *Broker) checkStream() {
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -244,79 +243,95 @@ func (b *Broker) recheck(ctx context.Context) error {
 		return err
 	}
 	b.mu.Lock()
-	mark := b.mark
+	marks := b.marks
 	b.mu.Unlock()
-	lost, err := b.lost(ctx, stream, mark)
-	if err != nil {
-		return err
+	var latest uint64
+	for _, m := range marks {
+		latest = max(latest, m.last.stream)
+	}
+	var gone []*watch
+	for _, m := range marks {
+		// A stream that went back lost its store: every topic is gone.
+		g := stream.CachedInfo().State.LastSeq < latest
+		if !g {
+			if g, err = b.gone(ctx, stream, m); err != nil {
+				return err
+			}
+		}
+		if g {
+			gone = append(gone, m.w)
+		}
 	}
 	b.mu.Lock()
-	b.mark = streamMark{}
-	var watches []*watch
-	if lost {
-		for w := range b.watches {
-			watches = append(watches, w)
-		}
-	}
+	b.marks, b.unchecked = nil, false
 	b.mu.Unlock()
-	if !lost {
-		if !b.connected.Load() {
-			b.markLatest() // lost again meanwhile: the next reconnect checks
-		}
+	if !b.connected.Load() {
+		b.markWatches() // lost again meanwhile: the next reconnect checks
+	}
+	if len(gone) == 0 {
 		return nil
 	}
 	b.heads.clearAll()
-	b.log.Warn("NATS lost the stream (its store?): every watched topic starts afresh", "stream", b.cfg.Stream, "topics", len(watches))
-	for _, w := range watches {
+	b.log.Warn("NATS no longer holds what watched topics had received (its store lost?): they start afresh", "stream", b.cfg.Stream, "topics", len(gone))
+	for _, w := range gone {
 		// No NATS round trip: the hub forgets the topic and closes its
-		// subscribers, and the next subscribe starts a watch of the
-		// new stream.
+		// subscribers, and the next subscribe starts a watch of the new
+		// stream. (The hub drops what a watch it stopped meanwhile
+		// delivers.)
 		w.deliver(broadcast.BrokerMessage{Restart: true})
 	}
 	return nil
 }
 
-// markLatest notes, when NATS is lost, the latest message the watches have
-// received, unless a mark not yet checked is kept: messages received after
+// markWatches notes, when NATS is lost, the last message each watch has
+// received, unless marks not yet checked are kept: messages received after
 // a reconnect may come from a stream made anew.
-func (b *Broker) markLatest() {
+func (b *Broker) markWatches() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.mark.last.stream != 0 {
+	if b.unchecked {
 		return
 	}
+	b.unchecked = true
+	b.marks = nil
 	for w := range b.watches {
 		w.mu.Lock()
-		if w.last.stream > b.mark.last.stream {
-			b.mark = streamMark{w.subj, w.last}
+		if w.last.stream != 0 {
+			b.marks = append(b.marks, streamMark{w, w.last})
 		}
 		w.mu.Unlock()
 	}
 }
 
-// lost reports whether stream no longer holds mark: it ends before it, or
-// holds another message there. That is the evidence of a store lost, not
-// the stream's creation time, which nats-server 2.9 reports anew after a
-// restart on an intact store. A message the stream's limits dropped since
-// (a newer one on its subject, or its age) is not missed; if a lost store
-// has grown past mark and dropped its own message there too, the loss goes
-// unseen.
-func (b *Broker) lost(ctx context.Context, stream jetstream.Stream, mark streamMark) (bool, error) {
-	if mark.last.stream == 0 {
-		return false, nil // nothing was received: nothing to lose
-	}
-	if stream.CachedInfo().State.LastSeq < mark.last.stream {
-		return true, nil
-	}
-	m, err := stream.GetMsg(ctx, mark.last.stream)
+// gone reports whether stream no longer holds what m's watch had received:
+// its subject now ends before m, or in another epoch, or holds nothing.
+// That is the evidence of a store lost (or of a topic that aged out while
+// the node was away), not the stream's creation time, which nats-server
+// 2.9 reports anew after a restart on an intact store. One read per topic
+// watched.
+func (b *Broker) gone(ctx context.Context, stream jetstream.Stream, m streamMark) (bool, error) {
+	msg, err := stream.GetLastMsgForSubject(ctx, m.w.subj)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return false, nil
+		return true, nil
 	case err != nil:
-		return false, fmt.Errorf("cluster: read message %d of the stream: %w", mark.last.stream, err)
+		return false, fmt.Errorf("cluster: read the last message of %s: %w", m.w.subj, err)
 	}
-	h, err := headOf(m.Sequence, m.Header)
-	return m.Subject != mark.subj || err != nil || h != mark.last, nil
+	if msg.Sequence < m.last.stream {
+		return true, nil
+	}
+	h, err := headOf(msg.Sequence, msg.Header)
+	// A message fanout did not store tells no epoch; its place does.
+	return err == nil && h.epoch != m.last.epoch, nil
+}
+
+// checking reports whether a reconnect's check of the stream is due or
+// running: keepLoop must not store, in what may be a stream made anew, a
+// marker of a head the lost one held.
+func (b *Broker) checking() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.unchecked
 }
 
 // Connected reports whether the broker is connected to NATS, as its last

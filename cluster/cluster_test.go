@@ -846,6 +846,45 @@ func TestNATSLosesItsStore(t *testing.T) {
 	assert.Equal(t, reply.Seq+1, f.Seq)
 }
 
+// TestStoreLostWhileAway: NATS loses its store while a node is cut off
+// from it, and by the time the node is back the new stream has grown past
+// the last message the node had received, whose place a busy topic's
+// per-subject limit has emptied. The node still finds its topic gone and
+// closes its subscribers with 1012, rather than keep the old epoch and
+// wait, past the new stream's messages of the topic, for ones that never
+// come.
+func TestStoreLostWhileAway(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.addr())
+	a, b := startNode(t, ns.url()), startNode(t, p.url())
+	const topic = "r"
+	s, _ := b.subscribe(t, topic, "topics="+topic)
+	s.next = 1
+	acked := map[uint64]string{}
+	var mu sync.Mutex
+	publishUntil(t, a, topic, 1, 3, &mu, acked)
+	s.readThrough(3, acked) // stream seqs 1 (the epoch's marker) to 4
+
+	p.partition()
+	require.Eventually(t, func() bool { return !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	ns.stop()
+	ns.dir = t.TempDir() // its store is lost
+	ns.start()
+	require.Eventually(t, func() bool { return a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	status, seq := a.post(t, topic, `"new"`) // stream seq 1
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, uint64(1), seq, "the topic starts afresh")
+	// Stream seqs 2 to 111; the cluster keeps 102 of them, so 2 to 9 go.
+	publishUntil(t, a, "busy", 1, 110, &mu, map[uint64]string{})
+	p.heal()
+
+	require.NoError(t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
+	_, msg, err := s.conn.ReadMessage()
+	var ce *gorilla.CloseError
+	require.ErrorAs(t, err, &ce, "got %s", msg)
+	assert.Equal(t, 1012, ce.Code)
+}
+
 // TestCloseDeletesConsumers: a node that stops takes its JetStream
 // consumers with it.
 func TestCloseDeletesConsumers(t *testing.T) {

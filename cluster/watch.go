@@ -227,7 +227,7 @@ func (b *Broker) keepLoop() {
 			w.mu.Lock()
 			last, quiet := w.last, time.Since(w.at) > age/2
 			w.mu.Unlock()
-			if quiet && last.stream != 0 && b.connected.Load() {
+			if quiet && last.stream != 0 && b.connected.Load() && !b.checking() {
 				b.keep(w.subj, last)
 			}
 		}
