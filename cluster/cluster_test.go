@@ -448,6 +448,21 @@ func publishUntil(t *testing.T, n *node, topic string, from, count int, mu *sync
 	}
 }
 
+// openTopic subscribes to topic on sub, publishes count messages through
+// pub and reads them there: the opening of many tests. It returns the
+// subscriber and its reply, and the messages acknowledged with their lock,
+// for publishUntil and readThrough to go on with.
+func openTopic(t *testing.T, sub, pub *node, topic string, count int) (*subscriber, frame, map[uint64]string, *sync.Mutex) {
+	t.Helper()
+	s, reply := sub.subscribe(t, topic, "topics="+topic)
+	s.next = 1
+	acked := map[uint64]string{}
+	mu := new(sync.Mutex)
+	publishUntil(t, pub, topic, 1, count, mu, acked)
+	s.readThrough(uint64(count), acked)
+	return s, reply, acked, mu
+}
+
 // readThrough reads messages until seq last and checks that they come
 // gapless from s.next, with the data of those acknowledged.
 func (s *subscriber) readThrough(last uint64, acked map[uint64]string) {
@@ -642,17 +657,12 @@ func TestNATSRestartsKeepTheirTopics(t *testing.T) {
 	ns := startNATS(t)
 	a := startNode(t, ns.url())
 	const topic = "kept"
-	s, _ := a.subscribe(t, topic, "topics="+topic)
-	s.next = 1
-	acked := map[uint64]string{}
-	var mu sync.Mutex
-	publishUntil(t, a, topic, 1, 3, &mu, acked)
-	s.readThrough(3, acked)
+	s, _, acked, mu := openTopic(t, a, a, topic, 3)
 	for k := 4; k <= 6; k++ {
 		ns.stop()
 		require.Eventually(t, func() bool { return !a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
 		ns.start()
-		publishUntil(t, a, topic, k, 1, &mu, acked)
+		publishUntil(t, a, topic, k, 1, mu, acked)
 		s.readThrough(uint64(k), acked)
 	}
 }
@@ -667,18 +677,13 @@ func TestPartitionedNodeCatchesUp(t *testing.T) {
 	p := startProxy(t, ns.addr())
 	a, b := startNode(t, ns.url()), startNode(t, p.url())
 	const topic = "p"
-	s, _ := b.subscribe(t, topic, "topics="+topic)
-	s.next = 1
-	acked := map[uint64]string{}
-	var mu sync.Mutex
-	publishUntil(t, a, topic, 1, 10, &mu, acked)
-	s.readThrough(10, acked)
+	s, _, acked, mu := openTopic(t, b, a, topic, 10)
 
 	p.partition()
 	require.Eventually(t, func() bool { return !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
 	status, _ := b.post(t, topic, `"refused"`)
 	assert.Equal(t, http.StatusServiceUnavailable, status)
-	publishUntil(t, a, topic, 11, 10, &mu, acked)
+	publishUntil(t, a, topic, 11, 10, mu, acked)
 	p.heal()
 	s.readThrough(20, acked)
 
@@ -686,7 +691,7 @@ func TestPartitionedNodeCatchesUp(t *testing.T) {
 	// markers: 21 to 68 are gone when the node is back.
 	p.partition()
 	require.Eventually(t, func() bool { return !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
-	publishUntil(t, a, topic, 21, 150, &mu, acked)
+	publishUntil(t, a, topic, 21, 150, mu, acked)
 	p.heal()
 	f := s.read()
 	assert.Equal(t, "dropped", f.Type, "%+v", f)
@@ -766,22 +771,17 @@ func TestQuietTopicKeepsItsSeq(t *testing.T) {
 	const age = time.Second
 	a, b := startNode(t, ns.url(), age), startNode(t, ns.url(), age)
 	const topic = "quiet"
-	s, reply := a.subscribe(t, topic, "topics="+topic)
+	s, reply, acked, mu := openTopic(t, a, a, topic, 3)
 	epoch := reply.Epoch
-	s.next = 1
-	acked := map[uint64]string{}
-	var mu sync.Mutex
-	publishUntil(t, a, topic, 1, 3, &mu, acked)
-	s.readThrough(3, acked)
 
 	time.Sleep(3 * age) // every message stored ages out meanwhile
-	publishUntil(t, b, topic, 4, 1, &mu, acked)
+	publishUntil(t, b, topic, 4, 1, mu, acked)
 	require.Contains(t, acked, uint64(4), "the seq after a quiet spell")
 	s.readThrough(4, acked)
 	later, reply := b.subscribe(t, topic, "topics="+topic)
 	assert.Equal(t, uint64(4), reply.Seq)
 	assert.Equal(t, epoch, reply.Epoch)
-	publishUntil(t, a, topic, 5, 1, &mu, acked)
+	publishUntil(t, a, topic, 5, 1, mu, acked)
 	later.next = 5
 	later.readThrough(5, acked)
 	s.readThrough(5, acked)
@@ -819,13 +819,8 @@ func TestNATSLosesItsStore(t *testing.T) {
 	ns := startNATS(t)
 	a := startNode(t, ns.url())
 	const topic = "kept"
-	s, reply := a.subscribe(t, topic, "topics="+topic)
+	s, reply, _, _ := openTopic(t, a, a, topic, 3)
 	epoch := reply.Epoch
-	s.next = 1
-	acked := map[uint64]string{}
-	var mu sync.Mutex
-	publishUntil(t, a, topic, 1, 3, &mu, acked)
-	s.readThrough(3, acked)
 
 	ns.stop()
 	ns.dir = t.TempDir() // its store is lost
@@ -858,12 +853,7 @@ func TestStoreLostWhileAway(t *testing.T) {
 	p := startProxy(t, ns.addr())
 	a, b := startNode(t, ns.url()), startNode(t, p.url())
 	const topic = "r"
-	s, _ := b.subscribe(t, topic, "topics="+topic)
-	s.next = 1
-	acked := map[uint64]string{}
-	var mu sync.Mutex
-	publishUntil(t, a, topic, 1, 3, &mu, acked)
-	s.readThrough(3, acked) // stream seqs 1 (the epoch's marker) to 4
+	s, _, _, mu := openTopic(t, b, a, topic, 3) // stream seqs 1 (the epoch's marker) to 4
 
 	p.partition()
 	require.Eventually(t, func() bool { return !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
@@ -875,7 +865,7 @@ func TestStoreLostWhileAway(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, status)
 	require.Equal(t, uint64(1), seq, "the topic starts afresh")
 	// Stream seqs 2 to 111; the cluster keeps 102 of them, so 2 to 9 go.
-	publishUntil(t, a, "busy", 1, 110, &mu, map[uint64]string{})
+	publishUntil(t, a, "busy", 1, 110, mu, map[uint64]string{})
 	p.heal()
 
 	require.NoError(t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
