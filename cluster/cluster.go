@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,8 @@ type Broker struct {
 	mu      sync.Mutex
 	watches map[*watch]struct{} // running, for keepLoop and checkStream
 	// marks are the last messages the watches had received when NATS was
-	// lost, kept (unchecked true) until checkStream has checked them.
+	// lost, each kept until checkStream has checked it (unchecked: some
+	// are).
 	marks     []streamMark
 	unchecked bool
 	stop      chan struct{} // closed by Close
@@ -215,12 +217,11 @@ func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 // it (its store), trying until it can or the broker closes, and tells each
 // watch's topic whose messages NATS no longer holds (see gone) that its
 // history is gone. The ordered consumers would otherwise go on from their
-// old stream sequences, past the new stream's first messages.
+// old stream sequences, past the new stream's first messages. What a try
+// has checked stays checked: a retry goes on with the rest.
 func (b *Broker) checkStream() {
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := b.recheck(ctx)
-		cancel()
+		err := b.recheck()
 		if err == nil {
 			return
 		}
@@ -236,56 +237,96 @@ func (b *Broker) checkStream() {
 	}
 }
 
+// Bounds of a reconnect's check: each NATS request has its own time, and
+// the topics are read a few at a time, so that a node watching many topics
+// over a slow link still gets through them.
+const (
+	checkRequestTimeout = 5 * time.Second
+	checkReads          = 8
+)
+
 // recheck is one try of checkStream.
-func (b *Broker) recheck(ctx context.Context) error {
+func (b *Broker) recheck() error {
+	ctx, cancel := context.WithTimeout(context.Background(), checkRequestTimeout)
 	stream, err := b.ensureStream(ctx)
+	cancel()
 	if err != nil {
 		return err
 	}
 	b.mu.Lock()
-	marks := b.marks
+	marks := slices.Clone(b.marks)
 	b.mu.Unlock()
 	var latest uint64
 	for _, m := range marks {
 		latest = max(latest, m.last.stream)
 	}
-	var gone []*watch
-	for _, m := range marks {
-		// A stream that went back lost its store: every topic is gone.
-		g := stream.CachedInfo().State.LastSeq < latest
-		if !g {
-			if g, err = b.gone(ctx, stream, m); err != nil {
-				return err
-			}
+	// A stream that went back lost its store: every topic is gone.
+	wentBack := stream.CachedInfo().State.LastSeq < latest
+	gone := make([]bool, len(marks))
+	errs := make([]error, len(marks))
+	if wentBack {
+		for i := range gone {
+			gone[i] = true
 		}
-		if g {
-			gone = append(gone, m.w)
+	} else {
+		var wg sync.WaitGroup
+		reads := make(chan struct{}, checkReads)
+		for i, m := range marks {
+			reads <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-reads }()
+				ctx, cancel := context.WithTimeout(context.Background(), checkRequestTimeout)
+				defer cancel()
+				gone[i], errs[i] = b.gone(ctx, stream, m)
+			})
+		}
+		wg.Wait()
+	}
+	checked := make(map[*watch]bool, len(marks))
+	var lost []*watch
+	for i, m := range marks {
+		if errs[i] != nil {
+			continue
+		}
+		checked[m.w] = true
+		m.w.mu.Lock()
+		m.w.unchecked = false
+		m.w.mu.Unlock()
+		if gone[i] {
+			lost = append(lost, m.w)
 		}
 	}
 	b.mu.Lock()
-	b.marks, b.unchecked = nil, false
+	b.marks = slices.DeleteFunc(b.marks, func(m streamMark) bool { return checked[m.w] })
+	done := len(b.marks) == 0
+	if done {
+		b.unchecked = false
+	}
 	b.mu.Unlock()
+	if len(lost) > 0 {
+		b.heads.clearAll()
+		b.log.Warn("NATS no longer holds what watched topics had received (its store lost?): they start afresh", "stream", b.cfg.Stream, "topics", len(lost))
+		for _, w := range lost {
+			// No NATS round trip: the hub forgets the topic and closes
+			// its subscribers, and the next subscribe starts a watch of
+			// the new stream. (The hub drops what a watch it stopped
+			// meanwhile delivers.)
+			w.deliver(broadcast.BrokerMessage{Restart: true})
+		}
+	}
+	if !done {
+		return fmt.Errorf("cluster: %d of %d topics not checked: %w", len(marks)-len(checked), len(marks), errors.Join(errs...))
+	}
 	if !b.connected.Load() {
 		b.markWatches() // lost again meanwhile: the next reconnect checks
-	}
-	if len(gone) == 0 {
-		return nil
-	}
-	b.heads.clearAll()
-	b.log.Warn("NATS no longer holds what watched topics had received (its store lost?): they start afresh", "stream", b.cfg.Stream, "topics", len(gone))
-	for _, w := range gone {
-		// No NATS round trip: the hub forgets the topic and closes its
-		// subscribers, and the next subscribe starts a watch of the new
-		// stream. (The hub drops what a watch it stopped meanwhile
-		// delivers.)
-		w.deliver(broadcast.BrokerMessage{Restart: true})
 	}
 	return nil
 }
 
 // markWatches notes, when NATS is lost, the last message each watch has
 // received, unless marks not yet checked are kept: messages received after
-// a reconnect may come from a stream made anew.
+// a reconnect may come from a stream made anew. A watch marked stores no
+// keep marker until its mark is checked.
 func (b *Broker) markWatches() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -298,6 +339,7 @@ func (b *Broker) markWatches() {
 		w.mu.Lock()
 		if w.last.stream != 0 {
 			b.marks = append(b.marks, streamMark{w, w.last})
+			w.unchecked = true
 		}
 		w.mu.Unlock()
 	}
@@ -307,8 +349,7 @@ func (b *Broker) markWatches() {
 // its subject now ends before m, or in another epoch, or holds nothing.
 // That is the evidence of a store lost (or of a topic that aged out while
 // the node was away), not the stream's creation time, which nats-server
-// 2.9 reports anew after a restart on an intact store. One read per topic
-// watched.
+// 2.9 reports anew after a restart on an intact store.
 func (b *Broker) gone(ctx context.Context, stream jetstream.Stream, m streamMark) (bool, error) {
 	msg, err := stream.GetLastMsgForSubject(ctx, m.w.subj)
 	switch {
@@ -323,15 +364,6 @@ func (b *Broker) gone(ctx context.Context, stream jetstream.Stream, m streamMark
 	h, err := headOf(msg.Sequence, msg.Header)
 	// A message fanout did not store tells no epoch; its place does.
 	return err == nil && h.epoch != m.last.epoch, nil
-}
-
-// checking reports whether a reconnect's check of the stream is due or
-// running: keepLoop must not store, in what may be a stream made anew, a
-// marker of a head the lost one held.
-func (b *Broker) checking() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.unchecked
 }
 
 // Connected reports whether the broker is connected to NATS, as its last

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -526,7 +527,8 @@ type proxy struct {
 
 	mu    sync.Mutex
 	cut   bool
-	hole  bool // accept and hold, say nothing: a NATS that does not answer
+	hole  bool          // accept and hold, say nothing: a NATS that does not answer
+	lag   time.Duration // before each read from NATS is passed on: a slow link
 	conns []net.Conn
 }
 
@@ -561,13 +563,33 @@ func startProxy(t *testing.T, addr string) *proxy {
 			p.conns = append(p.conns, c, up)
 			p.mu.Unlock()
 			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+			go func() { p.copyLagged(c, up); _ = c.Close() }()
 		}
 	}()
 	return p
 }
 
 func (p *proxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+// copyLagged copies what NATS sends to dst, each read p.lag late.
+func (p *proxy) copyLagged(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			lag := p.lag
+			p.mu.Unlock()
+			time.Sleep(lag)
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
 
 // partition closes every connection and refuses new ones.
 func (p *proxy) partition() {
@@ -873,6 +895,58 @@ func TestStoreLostWhileAway(t *testing.T) {
 	var ce *gorilla.CloseError
 	require.ErrorAs(t, err, &ce, "got %s", msg)
 	assert.Equal(t, 1012, ce.Code)
+}
+
+// TestStoreLostSeenOverSlowLink: the check after a reconnect reads each
+// watched topic from NATS, and a node that watches many over a slow link
+// gets through them (each read has its own time, a few run at once, and a
+// retry goes on from where the last try stopped), rather than start over
+// for ever and never find that NATS lost its store while it was away.
+func TestStoreLostSeenOverSlowLink(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.addr())
+	a, b := startNode(t, ns.url()), startNode(t, p.url())
+	const conns, each = 2, 75
+	var subs []*subscriber
+	for c := range conns {
+		var topics []string
+		for i := range each {
+			topics = append(topics, fmt.Sprintf("t%d-%d", c, i))
+		}
+		// The replies of a cluster's subscribes may come in any order.
+		c, _, err := gorilla.DefaultDialer.Dial("ws://"+b.addr+"/ws?topics="+strings.Join(topics, ","), nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		s := &subscriber{t: t, conn: c}
+		for range each {
+			f := s.read()
+			require.Equal(t, "subscribed", f.Type, "%+v", f)
+		}
+		subs = append(subs, s)
+	}
+
+	p.partition()
+	require.Eventually(t, func() bool { return !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	ns.stop()
+	ns.dir = t.TempDir() // its store is lost
+	ns.start()
+	require.Eventually(t, func() bool { return a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	// The new stream grows past what b had received (stream seqs up to
+	// 150), so that b must read each of its topics.
+	var mu sync.Mutex
+	publishUntil(t, a, "busy", 1, 2*conns*each, &mu, map[uint64]string{})
+	p.mu.Lock()
+	p.lag = 100 * time.Millisecond // 15 s for 150 reads one after another
+	p.mu.Unlock()
+	p.heal()
+
+	for _, s := range subs {
+		require.NoError(t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
+		_, msg, err := s.conn.ReadMessage()
+		var ce *gorilla.CloseError
+		require.ErrorAs(t, err, &ce, "got %s", msg)
+		assert.Equal(t, 1012, ce.Code)
+	}
 }
 
 // TestCloseDeletesConsumers: a node that stops takes its JetStream

@@ -112,6 +112,10 @@ type watch struct {
 	backlog  []broadcast.BrokerMessage
 	last     head      // the last message received
 	at       time.Time // when it was stored
+	// unchecked: NATS was lost since, and a reconnect has not yet checked
+	// that it still holds last (see Broker.markWatches); no keep marker
+	// meanwhile, which could carry a lost stream's head into a new one.
+	unchecked bool
 }
 
 // backfill notes m, whose head is h, stored at stored, as the last message
@@ -225,9 +229,9 @@ func (b *Broker) keepLoop() {
 			default:
 			}
 			w.mu.Lock()
-			last, quiet := w.last, time.Since(w.at) > age/2
+			last, quiet := w.last, time.Since(w.at) > age/2 && !w.unchecked
 			w.mu.Unlock()
-			if quiet && last.stream != 0 && b.connected.Load() && !b.checking() {
+			if quiet && last.stream != 0 && b.connected.Load() {
 				b.keep(w.subj, last)
 			}
 		}
