@@ -464,6 +464,29 @@ func openTopic(t *testing.T, sub, pub *node, topic string, count int) (*subscrib
 	return s, reply, acked, mu
 }
 
+// requireClosed reads until the server closes the connection, with code.
+func (s *subscriber) requireClosed(code int) {
+	s.t.Helper()
+	require.NoError(s.t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
+	_, msg, err := s.conn.ReadMessage()
+	var ce *gorilla.CloseError
+	require.ErrorAs(s.t, err, &ce, "got %s", msg)
+	assert.Equal(s.t, code, ce.Code)
+}
+
+// loseStoreWhileAway cuts away (a node behind p) off from NATS, restarts
+// NATS on an empty store, and waits until here (a node on NATS itself) is
+// connected again; away stays cut off until p heals.
+func loseStoreWhileAway(t *testing.T, ns *natsServer, p *proxy, away, here *node) {
+	t.Helper()
+	p.partition()
+	require.Eventually(t, func() bool { return !away.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	ns.stop()
+	ns.dir = t.TempDir() // its store is lost
+	ns.start()
+	require.Eventually(t, func() bool { return here.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+}
+
 // readThrough reads messages until seq last and checks that they come
 // gapless from s.next, with the data of those acknowledged.
 func (s *subscriber) readThrough(last uint64, acked map[uint64]string) {
@@ -847,11 +870,7 @@ func TestNATSLosesItsStore(t *testing.T) {
 	ns.stop()
 	ns.dir = t.TempDir() // its store is lost
 	ns.start()
-	require.NoError(t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
-	_, _, err := s.conn.ReadMessage()
-	var ce *gorilla.CloseError
-	require.ErrorAs(t, err, &ce)
-	assert.Equal(t, 1012, ce.Code)
+	s.requireClosed(1012)
 
 	back, reply := a.subscribe(t, topic, "topics="+topic+"&since="+topic+":3@"+epoch)
 	assert.False(t, reply.Recovered, "%+v", reply)
@@ -877,12 +896,7 @@ func TestStoreLostWhileAway(t *testing.T) {
 	const topic = "r"
 	s, _, _, mu := openTopic(t, b, a, topic, 3) // stream seqs 1 (the epoch's marker) to 4
 
-	p.partition()
-	require.Eventually(t, func() bool { return !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
-	ns.stop()
-	ns.dir = t.TempDir() // its store is lost
-	ns.start()
-	require.Eventually(t, func() bool { return a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	loseStoreWhileAway(t, ns, p, b, a)
 	status, seq := a.post(t, topic, `"new"`) // stream seq 1
 	require.Equal(t, http.StatusAccepted, status)
 	require.Equal(t, uint64(1), seq, "the topic starts afresh")
@@ -890,11 +904,7 @@ func TestStoreLostWhileAway(t *testing.T) {
 	publishUntil(t, a, "busy", 1, 110, mu, map[uint64]string{})
 	p.heal()
 
-	require.NoError(t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
-	_, msg, err := s.conn.ReadMessage()
-	var ce *gorilla.CloseError
-	require.ErrorAs(t, err, &ce, "got %s", msg)
-	assert.Equal(t, 1012, ce.Code)
+	s.requireClosed(1012)
 }
 
 // TestStoreLostSeenOverSlowLink: the check after a reconnect reads each
@@ -925,12 +935,7 @@ func TestStoreLostSeenOverSlowLink(t *testing.T) {
 		subs = append(subs, s)
 	}
 
-	p.partition()
-	require.Eventually(t, func() bool { return !b.broker.Connected() }, waitTimeout, 10*time.Millisecond)
-	ns.stop()
-	ns.dir = t.TempDir() // its store is lost
-	ns.start()
-	require.Eventually(t, func() bool { return a.broker.Connected() }, waitTimeout, 10*time.Millisecond)
+	loseStoreWhileAway(t, ns, p, b, a)
 	// The new stream grows past what b had received (stream seqs up to
 	// 150), so that b must read each of its topics.
 	var mu sync.Mutex
@@ -941,11 +946,7 @@ func TestStoreLostSeenOverSlowLink(t *testing.T) {
 	p.heal()
 
 	for _, s := range subs {
-		require.NoError(t, s.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
-		_, msg, err := s.conn.ReadMessage()
-		var ce *gorilla.CloseError
-		require.ErrorAs(t, err, &ce, "got %s", msg)
-		assert.Equal(t, 1012, ce.Code)
+		s.requireClosed(1012)
 	}
 }
 
