@@ -104,12 +104,10 @@ type Broker struct {
 	mu      sync.Mutex
 	watches map[*watch]struct{} // running, for keepLoop and checkStream
 	// marks are the last messages the watches had received when NATS was
-	// lost, each kept until checkStream has checked it (unchecked: some
-	// are).
-	marks     []streamMark
-	unchecked bool
-	stop      chan struct{} // closed by Close
-	done      chan struct{} // closed when keepLoop returns
+	// lost, each kept until checkStream has checked it.
+	marks []streamMark
+	stop  chan struct{} // closed by Close
+	done  chan struct{} // closed when keepLoop returns
 }
 
 // streamMark is the last message a watch had received: its head.
@@ -299,9 +297,6 @@ func (b *Broker) recheck() error {
 	b.mu.Lock()
 	b.marks = slices.DeleteFunc(b.marks, func(m streamMark) bool { return checked[m.w] })
 	done := len(b.marks) == 0
-	if done {
-		b.unchecked = false
-	}
 	b.mu.Unlock()
 	if len(lost) > 0 {
 		b.heads.clearAll()
@@ -314,30 +309,27 @@ func (b *Broker) recheck() error {
 			w.deliver(broadcast.BrokerMessage{Restart: true})
 		}
 	}
+	if !b.connected.Load() {
+		// Lost again while these were read: the next reconnect checks
+		// them again (markWatches skipped them while they were marked).
+		b.markWatches()
+	}
 	if !done {
 		return fmt.Errorf("cluster: %d of %d topics not checked: %w", len(marks)-len(checked), len(marks), errors.Join(errs...))
-	}
-	if !b.connected.Load() {
-		b.markWatches() // lost again meanwhile: the next reconnect checks
 	}
 	return nil
 }
 
 // markWatches notes, when NATS is lost, the last message each watch has
-// received, unless marks not yet checked are kept: messages received after
-// a reconnect may come from a stream made anew. A watch marked stores no
-// keep marker until its mark is checked.
+// received, for checkStream to check. A watch marked and not yet checked
+// keeps its mark: what it receives after a reconnect may come from a stream
+// made anew. A watch marked stores no keep marker until it is checked.
 func (b *Broker) markWatches() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.unchecked {
-		return
-	}
-	b.unchecked = true
-	b.marks = nil
 	for w := range b.watches {
 		w.mu.Lock()
-		if w.last.stream != 0 {
+		if !w.unchecked && w.last.stream != 0 {
 			b.marks = append(b.marks, streamMark{w, w.last})
 			w.unchecked = true
 		}
