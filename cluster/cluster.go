@@ -12,6 +12,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -104,10 +105,12 @@ type Broker struct {
 	mu      sync.Mutex
 	watches map[*watch]struct{} // running, for keepLoop and checkStream
 	// marks are the last messages the watches had received when NATS was
-	// lost, each kept until checkStream has checked it.
-	marks []streamMark
-	stop  chan struct{} // closed by Close
-	done  chan struct{} // closed when keepLoop returns
+	// lost, each kept until checkStream has checked it; outages counts the
+	// losses, so that a check that one overtook takes nothing.
+	marks   []streamMark
+	outages uint64
+	stop    chan struct{} // closed by Close
+	done    chan struct{} // closed when keepLoop returns
 }
 
 // streamMark is the last message a watch had received: its head.
@@ -151,7 +154,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.connected.Store(true)
 			b.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
-			go b.checkStream()
+			go b.checkStream(b.outage())
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { b.connected.Store(false) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -217,10 +220,10 @@ func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 // history is gone. The ordered consumers would otherwise go on from their
 // old stream sequences, past the new stream's first messages. What a try
 // has checked stays checked: a retry goes on with the rest.
-func (b *Broker) checkStream() {
+func (b *Broker) checkStream(gen uint64) {
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := b.recheck()
-		if err == nil {
+		err := b.recheck(gen)
+		if err == nil || errors.Is(err, errStale) {
 			return
 		}
 		b.log.Warn("NATS reconnected, but the stream could not be made or read; trying again", "err", err, "in", wait)
@@ -243,8 +246,8 @@ const (
 	checkReads          = 8
 )
 
-// recheck is one try of checkStream.
-func (b *Broker) recheck() error {
+// recheck is one try of checkStream, for the reconnect after outage gen.
+func (b *Broker) recheck(gen uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), checkRequestTimeout)
 	stream, err := b.ensureStream(ctx)
 	cancel()
@@ -280,8 +283,48 @@ func (b *Broker) recheck() error {
 		}
 		wg.Wait()
 	}
+	lost, unchecked, err := b.applyCheck(gen, marks, gone, errs)
+	if err != nil {
+		return err
+	}
+	if len(lost) > 0 {
+		b.heads.clearAll()
+		b.log.Warn("NATS no longer holds what watched topics had received (its store lost?): they start afresh", "stream", b.cfg.Stream, "topics", len(lost))
+		for _, w := range lost {
+			// No NATS round trip: the hub forgets the topic and closes
+			// its subscribers, and the next subscribe starts a watch of
+			// the new stream. (The hub drops what a watch it stopped
+			// meanwhile delivers.)
+			w.deliver(broadcast.BrokerMessage{Restart: true})
+		}
+	}
+	if unchecked > 0 {
+		var first error
+		for _, err := range errs {
+			first = cmp.Or(first, err)
+		}
+		return fmt.Errorf("cluster: %d of %d topics not checked: %w", unchecked, len(marks), first)
+	}
+	return nil
+}
+
+// errStale is applyCheck's answer to a check that NATS was lost again
+// during: the check of the reconnect after that goes on from the marks.
+var errStale = errors.New("cluster: NATS was lost again during the check")
+
+// applyCheck takes what a check of marks found (gone, or errs for those
+// not read) as checked, and returns the watches whose topics are gone and
+// how many marks are left to check. If NATS was lost again since the check
+// began (gen is an older outage's count), it takes nothing and returns
+// errStale: its reads may predate that outage, and the marks kept are what
+// the next reconnect must check.
+func (b *Broker) applyCheck(gen uint64, marks []streamMark, gone []bool, errs []error) (lost []*watch, unchecked int, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.outages != gen {
+		return nil, 0, errStale
+	}
 	checked := make(map[*watch]bool, len(marks))
-	var lost []*watch
 	for i, m := range marks {
 		if errs[i] != nil {
 			continue
@@ -294,30 +337,16 @@ func (b *Broker) recheck() error {
 			lost = append(lost, m.w)
 		}
 	}
-	b.mu.Lock()
 	b.marks = slices.DeleteFunc(b.marks, func(m streamMark) bool { return checked[m.w] })
-	done := len(b.marks) == 0
-	b.mu.Unlock()
-	if len(lost) > 0 {
-		b.heads.clearAll()
-		b.log.Warn("NATS no longer holds what watched topics had received (its store lost?): they start afresh", "stream", b.cfg.Stream, "topics", len(lost))
-		for _, w := range lost {
-			// No NATS round trip: the hub forgets the topic and closes
-			// its subscribers, and the next subscribe starts a watch of
-			// the new stream. (The hub drops what a watch it stopped
-			// meanwhile delivers.)
-			w.deliver(broadcast.BrokerMessage{Restart: true})
-		}
-	}
-	if !b.connected.Load() {
-		// Lost again while these were read: the next reconnect checks
-		// them again (markWatches skipped them while they were marked).
-		b.markWatches()
-	}
-	if !done {
-		return fmt.Errorf("cluster: %d of %d topics not checked: %w", len(marks)-len(checked), len(marks), errors.Join(errs...))
-	}
-	return nil
+	return lost, len(b.marks), nil
+}
+
+// outage returns how many times NATS was lost: a reconnect's check is for
+// the latest.
+func (b *Broker) outage() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.outages
 }
 
 // markWatches notes, when NATS is lost, the last message each watch has
@@ -327,6 +356,7 @@ func (b *Broker) recheck() error {
 func (b *Broker) markWatches() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.outages++
 	for w := range b.watches {
 		w.mu.Lock()
 		if !w.unchecked && w.last.stream != 0 {

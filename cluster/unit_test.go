@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -46,4 +47,33 @@ func TestMarkWatches(t *testing.T) {
 	pending.last = head{stream: 8, seq: 2, epoch: "f"}
 	b.markWatches()
 	assert.ElementsMatch(t, []streamMark{first, {checked, checked.last}}, b.marks)
+}
+
+// TestStaleCheckTakesNothing: a reconnect's check that NATS was lost again
+// during (another outage counted since it began) takes none of what it
+// read, which may predate that outage: the marks stay for the next
+// reconnect's check, and their watches stay marked. A current check takes
+// its results.
+func TestStaleCheckTakesNothing(t *testing.T) {
+	b := &Broker{watches: map[*watch]struct{}{}}
+	w := &watch{subj: "a", last: head{stream: 3, seq: 1, epoch: "e"}}
+	b.watches[w] = struct{}{}
+	b.markWatches()
+	gen := b.outage()
+	marks := slices.Clone(b.marks)
+	b.markWatches() // lost again while the check read
+
+	lost, unchecked, err := b.applyCheck(gen, marks, []bool{true}, []error{nil})
+	require.ErrorIs(t, err, errStale)
+	assert.Empty(t, lost)
+	assert.Zero(t, unchecked)
+	assert.Equal(t, marks, b.marks, "kept for the next check")
+	assert.True(t, w.unchecked)
+
+	lost, unchecked, err = b.applyCheck(b.outage(), marks, []bool{true}, []error{nil})
+	require.NoError(t, err)
+	assert.Equal(t, []*watch{w}, lost)
+	assert.Zero(t, unchecked)
+	assert.Empty(t, b.marks)
+	assert.False(t, w.unchecked)
 }
