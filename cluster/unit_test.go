@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -76,4 +77,23 @@ func TestStaleCheckTakesNothing(t *testing.T) {
 	assert.Zero(t, unchecked)
 	assert.Empty(t, b.marks)
 	assert.False(t, w.unchecked)
+}
+
+// TestRegisterOvertakenWatch: a watch that NATS was lost during the start
+// of is refused, not entered among the running watches: the disconnect's
+// marks did not cover it, so the reconnect's check would not either. One
+// that started within an outage's count is entered, and the next
+// disconnect marks it.
+func TestRegisterOvertakenWatch(t *testing.T) {
+	b := &Broker{watches: map[*watch]struct{}{}}
+	gen := b.outage()
+	b.markWatches() // NATS lost while the watch read its backlog
+	late := &watch{subj: "a", last: head{stream: 3, seq: 1, epoch: "e"}}
+	require.ErrorIs(t, b.register(late, gen), nats.ErrDisconnected)
+	assert.NotContains(t, b.watches, late)
+
+	w := &watch{subj: "b", last: head{stream: 4, seq: 1, epoch: "f"}}
+	require.NoError(t, b.register(w, b.outage()))
+	b.markWatches()
+	assert.Equal(t, []streamMark{{w, w.last}}, b.marks)
 }

@@ -22,6 +22,7 @@ import (
 // disconnect from where it was, so messages come in stream order, which is
 // seq order within a topic.
 func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast.BrokerMessage)) (broadcast.Watch, []broadcast.BrokerMessage, error) {
+	gen := b.outage()
 	if !b.connected.Load() {
 		// At once: a subscriber waits for this, on a worker of the node.
 		return nil, nil, fmt.Errorf("cluster: watch %s: %w", topic, nats.ErrDisconnected)
@@ -86,15 +87,33 @@ func (b *Broker) Watch(ctx context.Context, topic string, deliver func(broadcast
 	w.backlog = nil
 	last, quiet := w.last, time.Since(w.at) > b.cfg.HistoryAge/2
 	w.mu.Unlock()
-	b.mu.Lock()
-	b.watches[w] = struct{}{}
-	b.mu.Unlock()
+	if err := b.register(w, gen); err != nil {
+		w.Stop()
+		return nil, nil, fmt.Errorf("cluster: watch %s: %w", topic, err)
+	}
 	if quiet && last.stream != 0 {
 		// Quiet for long already: kept now, not at keepLoop's next
 		// tick, which may come after the last message has aged out.
 		go b.keep(subj, last)
 	}
 	return w, backlog, nil
+}
+
+// errOvertaken refuses a watch that NATS was lost during the start of: what
+// it read may be of a stream that is gone, and no disconnect marked it for
+// the reconnect's check (see Broker.markWatches).
+var errOvertaken = fmt.Errorf("NATS was lost while the watch started: %w", nats.ErrDisconnected)
+
+// register enters w among the running watches, unless NATS was lost since
+// outage gen, when its start began.
+func (b *Broker) register(w *watch, gen uint64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.outages != gen {
+		return errOvertaken
+	}
+	b.watches[w] = struct{}{}
+	return nil
 }
 
 // watch is one topic's consumer. Until it has caught up with what the
