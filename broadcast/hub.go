@@ -410,7 +410,8 @@ func (h *Hub) appendLocked(t *Topic, data []byte, now time.Time, gap uint64) (ro
 }
 
 // expireLoop drops expired history and forgets topics with neither
-// subscribers nor history, so that a topic's memory goes with its use.
+// subscribers nor history, so that a topic's memory goes with its use, and
+// lets each quiet shard's inbox give back what a burst grew (inbox.trim).
 //
 // It never stops the world: the topic map's lock is held to copy the list
 // of topics (shared with publishers, who only read it) and then, a batch
@@ -425,6 +426,9 @@ func (h *Hub) expireLoop() {
 		case <-h.stop:
 			return
 		case <-t.C:
+		}
+		for _, s := range h.shards {
+			s.inbox.trim()
 		}
 		cutoff := time.Now().Add(-h.cfg.HistoryAge).UnixNano()
 		all = all[:0]

@@ -79,3 +79,60 @@ func TestInboxConcurrentPosters(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestInboxIdleLetsGo: a shard that has handled a burst and finds its inbox
+// empty holds none of the ops it handled (their frames and clients); once
+// a trim finds the inbox quiet, it gives back the capacity the burst grew.
+// A trim that finds ops put since the last one shrinks nothing.
+func TestInboxIdleLetsGo(t *testing.T) {
+	const burst = 10 * inboxKeep
+	b := newInbox(burst)
+	frame := []byte("a frame")
+	for i := range burst {
+		b.put(op{seq: uint64(i), frame: frame})
+	}
+	require.Len(t, b.take(), burst)
+	b.put(op{seq: burst, frame: frame})
+	require.Len(t, b.take(), 1) // the burst's slice is now the inbox's to fill
+
+	got := make(chan []op, 1)
+	go func() { got <- b.take() }() // finds nothing: the shard is idle
+	state := func() (held, capacity int) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, o := range b.spare[:cap(b.spare)] {
+			if o.frame != nil {
+				held++
+			}
+		}
+		for _, o := range b.ops[:cap(b.ops)] {
+			if o.frame != nil {
+				held++
+			}
+		}
+		return held, cap(b.ops) + cap(b.spare)
+	}
+	require.Eventually(t, func() bool {
+		h, _ := state()
+		return h == 0
+	}, 2*time.Second, time.Millisecond, "an idle inbox holds ops the shard handled")
+
+	b.trim() // ops were put since the inbox was made: not quiet
+	time.Sleep(10 * time.Millisecond)
+	_, c := state()
+	assert.Greater(t, c, 2*inboxKeep, "a trim after puts shrank the inbox")
+
+	b.trim() // nothing put since the last trim
+	require.Eventually(t, func() bool {
+		_, c := state()
+		return c <= 2*inboxKeep
+	}, 2*time.Second, time.Millisecond, "a quiet inbox keeps a burst's capacity")
+
+	b.put(op{seq: burst + 1})
+	select {
+	case ops := <-got:
+		assert.Equal(t, []op{{seq: burst + 1}}, ops)
+	case <-time.After(5 * time.Second):
+		t.Fatal("take did not return the op put after it waited")
+	}
+}
