@@ -69,33 +69,29 @@ const (
 // Send, Batch.Send, Close and the accessors are safe for concurrent use.
 // Handler callbacks for one connection never run concurrently.
 type Conn struct {
+	// Fields are ordered to pack: a Conn is 128 bytes, a size class of the
+	// allocator, and there is one per connection.
 	srv      *Server
-	fd       int32
-	slot     int32  // index in the server's registry shard
+	fd       int32  // also the Conn's place in the server's registry
 	peerSlot uint32 // the source address's entry in Server.peers, set at accept; 0: not counted
 
 	// sched serializes turns: a connection is served by one worker at a time.
 	sched atomic.Uint32
 
-	// mu guards everything below except rd, which only turns touch, and
-	// hs, which only turns touch before the Conn is handed to OnOpen, and
-	// then write under mu, since SendOnOpen and UpgradeRequest read it.
+	// mu guards everything below except deflate; rd, which only turns
+	// touch; and hs, which only turns touch before the Conn is handed to
+	// OnOpen, and then write under mu, since SendOnOpen and UpgradeRequest
+	// read it.
 	mu    sync.Mutex
 	state connState
 	out   writeState
-	// expired: the sweep (or a Close before the upgrade) found the
-	// connection done; the next turn releases it, whatever out says.
-	expired  bool
-	pinged   bool         // the sweep pinged; cleared by any input
-	armed    poller.Event // what the fd was last armed for
-	batching bool         // a turn is reading: writes wait for its end
-	// peerClosed: the peer's close frame was read. Once the answer is
-	// written the connection is done: nothing but its FIN is to come.
-	peerClosed bool
-	// registered: the fd is in the poller; after a deferred accept, not
-	// before the first turn ends (see Server.open).
-	registered bool
-	lastSeen   uint32 // Server.ticks at the last input
+	flags connFlags // the booleans, and what the fd was last armed for
+	// deflate: the server may send compressed frames (permessage-deflate
+	// negotiated, with a window its compressor keeps to). Written before
+	// OnOpen, then only read, without mu: a byte of its own, not a flag.
+	deflate bool
+	// lastSeen is Server.ticks at the last input.
+	lastSeen uint32
 	// deadline is the tick (see Server.deadlineAfter) by which the
 	// handshake must be read, the close finished, or, while open, the
 	// frame or fragmented message in progress be complete; 0 means none.
@@ -105,15 +101,62 @@ type Conn struct {
 	q        *writeQueue
 
 	rd Reader
-	// deflate: the server may send compressed frames (permessage-deflate
-	// negotiated, with a window its compressor keeps to). Written before
-	// OnOpen, then only read.
-	deflate bool
-	hs      *handshake // the request so far, while in stateHandshake
+	hs *handshake // the request so far, while in stateHandshake
 
 	handler Handler
 	// No address is kept: RemoteAddr asks the socket. 18 bytes times a
 	// million connections is memory; a getpeername on the rare call is not.
+}
+
+// connFlags are a Conn's booleans, under Conn.mu, in one byte.
+type connFlags uint8
+
+const (
+	// flagArmedRead and flagArmedWrite: what the fd was last armed for
+	// (poller.Readable, poller.Writable).
+	flagArmedRead connFlags = 1 << iota
+	flagArmedWrite
+	// flagExpired: the sweep (or a Close before the upgrade) found the
+	// connection done; the next turn releases it, whatever out says.
+	flagExpired
+	flagPinged   // the sweep pinged; cleared by any input
+	flagBatching // a turn is reading: writes wait for its end
+	// flagPeerClosed: the peer's close frame was read. Once the answer is
+	// written the connection is done: nothing but its FIN is to come.
+	flagPeerClosed
+	// flagRegistered: the fd is in the poller; after a deferred accept,
+	// not before the first turn ends (see Server.open).
+	flagRegistered
+)
+
+// is reports whether f is set. The caller holds c.mu.
+func (c *Conn) is(f connFlags) bool { return c.flags&f != 0 }
+
+// set sets f, or clears it. The caller holds c.mu.
+func (c *Conn) set(f connFlags, on bool) {
+	if on {
+		c.flags |= f
+	} else {
+		c.flags &^= f
+	}
+}
+
+// armedLocked returns what the fd was last armed for.
+func (c *Conn) armedLocked() poller.Event {
+	var ev poller.Event
+	if c.is(flagArmedRead) {
+		ev |= poller.Readable
+	}
+	if c.is(flagArmedWrite) {
+		ev |= poller.Writable
+	}
+	return ev
+}
+
+// setArmedLocked records that the fd is armed for ev.
+func (c *Conn) setArmedLocked(ev poller.Event) {
+	c.set(flagArmedRead, ev&poller.Readable != 0)
+	c.set(flagArmedWrite, ev&poller.Writable != 0)
 }
 
 // Handler returns the Handler that serves c (nil before the upgrade).
@@ -256,7 +299,7 @@ func (c *Conn) closeBy(code ws.StatusCode, reason string, deadline uint32) {
 			return
 		}
 		// Not a WebSocket yet: there is no one to send a close frame to.
-		c.expired = true
+		c.set(flagExpired, true)
 		c.mu.Unlock()
 		c.schedule()
 		return
@@ -301,7 +344,7 @@ func (c *Conn) closeLockedBy(final []byte, deadline uint32) {
 // When the final bytes answer the peer's close frame and the kernel has
 // sent them all, the connection is released instead (see peerClosed).
 func (c *Conn) shutdownWriteLocked() {
-	if c.out == writeReady && c.peerClosed && allSent(int(c.fd)) {
+	if c.out == writeReady && c.is(flagPeerClosed) && allSent(int(c.fd)) {
 		// Our close frame answers the peer's: the closing handshake is
 		// over, and a peer that keeps to RFC 6455 (section 5.5.1) sends
 		// nothing more, so there is no input to wait out (what one that
@@ -365,7 +408,7 @@ func (c *Conn) enqueueLocked(frame []byte) {
 // a turn gathers its output, which then goes out at the turn's end, or as
 // soon as the queue is full.
 func (c *Conn) offerLocked() {
-	if c.out == writeReady && (!c.batching || c.fullLocked()) {
+	if c.out == writeReady && (!c.is(flagBatching) || c.fullLocked()) {
 		c.flushLocked()
 	}
 }
@@ -391,7 +434,7 @@ func (c *Conn) enqueueCopyLocked(p []byte) {
 // reports whether it was tried; n is how much the socket took. A failed
 // write breaks the connection.
 func (c *Conn) writeNowLocked(p []byte) (n int, direct bool) {
-	if c.batching {
+	if c.is(flagBatching) {
 		return 0, false
 	}
 	return c.writeFirstLocked(p)
@@ -520,7 +563,7 @@ func (c *Conn) resumeLocked() {
 	switch {
 	case c.q != nil && len(c.q.unread) > 0:
 		c.schedule()
-	case c.armed&poller.Readable == 0:
+	case c.armedLocked()&poller.Readable == 0:
 		c.armLocked()
 	}
 }
@@ -599,19 +642,20 @@ func (c *Conn) armLocked() {
 	if c.state == stateClosed || c.state == stateHTTP {
 		return
 	}
-	c.armed = c.interestLocked()
-	if !c.registered {
-		if err := c.srv.poller.AddHandler(int(c.fd), c.armed, (*connEvents)(c)); err != nil {
+	armed := c.interestLocked()
+	c.setArmedLocked(armed)
+	if !c.is(flagRegistered) {
+		if err := c.srv.poller.AddHandler(int(c.fd), armed, (*connEvents)(c)); err != nil {
 			// No event will come: a turn releases it.
 			c.srv.log.Error("wsconn: register connection", "fd", c.fd, "err", err)
-			c.expired = true
+			c.set(flagExpired, true)
 			c.schedule()
 			return
 		}
-		c.registered = true
+		c.set(flagRegistered, true)
 		return
 	}
-	if err := c.srv.poller.Arm(int(c.fd), c.armed); err != nil {
+	if err := c.srv.poller.Arm(int(c.fd), armed); err != nil {
 		c.srv.log.Debug("wsconn: arm", "fd", c.fd, "err", err)
 	}
 }
@@ -666,7 +710,7 @@ func (c *Conn) claimTurn() bool {
 // expire marks c for release by the next turn; the sweep calls it.
 func (c *Conn) expire() {
 	c.mu.Lock()
-	c.expired = true
+	c.set(flagExpired, true)
 	c.mu.Unlock()
 	c.schedule()
 }
@@ -692,12 +736,12 @@ func (c *Conn) release() {
 	opened := c.handler != nil && c.state != stateHandshake
 	c.state = stateClosed
 	// Del before close: a closed fd number can be reused at once by accept.
-	if c.registered {
+	if c.is(flagRegistered) {
 		if err := c.srv.poller.Del(int(c.fd)); err != nil {
 			c.srv.log.Debug("wsconn: poller del", "fd", c.fd, "err", err)
 		}
 	}
-	if c.expired && (c.queued > 0 || unsentBytes(int(c.fd)) > 0) {
+	if c.is(flagExpired) && (c.queued > 0 || unsentBytes(int(c.fd)) > 0) {
 		// Timed out with output the peer never read: a FIN would wait
 		// behind it, and the kernel would keep the orphaned socket and its
 		// send buffer (up to megabytes) until its own timeouts. A reset
@@ -705,12 +749,16 @@ func (c *Conn) release() {
 		_ = unix.SetsockoptLinger(int(c.fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 		c.srv.resets.Add(1)
 	}
-	_ = unix.Close(int(c.fd))
 	c.q, c.queued = nil, 0
 	c.hs = nil // under mu: SendOnOpen and UpgradeRequest read it from any goroutine
 	c.mu.Unlock()
-	c.rd = Reader{}
+	// Forgotten before the close, as the poller is: the registry is keyed
+	// by fd number, which accept may reuse at once. Not under mu, which
+	// QueuedBytes takes under a registry shard's lock. Nobody touches the
+	// fd meanwhile: all but this turn check the state under mu first.
 	c.srv.forget(c)
+	_ = unix.Close(int(c.fd))
+	c.rd = Reader{}
 	if opened {
 		c.srv.websockets.Add(-1)
 	}

@@ -3,10 +3,12 @@ package wsconn
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -18,8 +20,9 @@ import (
 )
 
 // TestConnSize guards the memory of an idle connection, the figure the
-// product is measured by: a Conn must stay within the 144-byte size class
-// of the allocator (160 until the Reader counted in 32 bits). A field that
+// product is measured by: a Conn must stay within the 128-byte size class
+// of the allocator (160 until the Reader counted in 32 bits, 144 until the
+// booleans became flags and the registry was keyed by fd). A field that
 // pushes it over costs 16 bytes more per connection; find the bytes
 // elsewhere.
 func TestConnSize(t *testing.T) {
@@ -27,7 +30,7 @@ func TestConnSize(t *testing.T) {
 		t.Skip("the budget is for 64-bit platforms")
 	}
 	var c Conn
-	assert.LessOrEqual(t, unsafe.Sizeof(c), uintptr(144), "size of Conn")
+	assert.LessOrEqual(t, unsafe.Sizeof(c), uintptr(128), "size of Conn")
 }
 
 // TestOpenAllocatesTwo: opening a connection allocates the Conn and the
@@ -42,7 +45,7 @@ func TestOpenAllocatesTwo(t *testing.T) {
 	registered := func(c *Conn) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.registered && c.sched.Load() == turnIdle
+		return c.is(flagRegistered) && c.sched.Load() == turnIdle
 	}
 	for _, deferred := range []bool{false, true} {
 		allocs := testing.AllocsPerRun(100, func() {
@@ -90,4 +93,59 @@ func TestFirstTurnBeforeRegistration(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(slow), nil)
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+}
+
+// TestRegistryByFd: the registry finds each connection by its fd number,
+// walks only the live ones, and gives back its slices as they empty.
+func TestRegistryByFd(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	fds := []int32{3, 4, 19, 35, 1000, 1001}
+	var conns []*Conn
+	for _, fd := range fds {
+		c := &Conn{fd: fd}
+		conns = append(conns, c)
+		s.remember(c)
+	}
+	walked := func() []int32 {
+		var got []int32
+		s.each(func(c *Conn) { got = append(got, c.fd) })
+		slices.Sort(got)
+		return got
+	}
+	assert.Equal(t, fds, walked())
+	assert.EqualValues(t, len(fds), s.connections.Load())
+
+	s.forget(conns[4])
+	s.forget(conns[5])
+	assert.Equal(t, []int32{3, 4, 19, 35}, walked())
+	r, _ := s.shard(conns[5])
+	assert.Empty(t, r.conns, "fd 1001's shard keeps no empty slots at its end")
+	r, _ = s.shard(conns[0])
+	assert.Len(t, r.conns, 3, "fd 3's shard holds fds 3, 19 and 35")
+	s.forget(conns[2]) // fd 19, between 3 and 35
+	assert.Len(t, r.conns, 3)
+	assert.Equal(t, []int32{3, 4, 35}, walked())
+	s.remember(conns[2])
+
+	// A wave of closes gives the memory back.
+	var wave []*Conn
+	for fd := int32(2000); fd < 4000; fd++ {
+		c := &Conn{fd: fd}
+		wave = append(wave, c)
+		s.remember(c)
+	}
+	for _, c := range wave {
+		s.forget(c)
+	}
+	for i := range s.registry {
+		assert.LessOrEqual(t, cap(s.registry[i].conns), 64, "shard %d", i)
+	}
+	assert.Equal(t, []int32{3, 4, 19, 35}, walked())
+
+	// The number of a closed fd is reused at once by accept.
+	s.forget(conns[0])
+	again := &Conn{fd: 3}
+	s.remember(again)
+	assert.Equal(t, []int32{3, 4, 19, 35}, walked())
+	assert.EqualValues(t, 4, s.connections.Load())
 }

@@ -56,7 +56,7 @@ func (c *Conn) sendLocked(frame []byte, opts SendOption, deferred bool) (first b
 		if opts&Copy != 0 {
 			frame = bytes.Clone(frame)
 		}
-		first = c.queued == 0 && !c.batching
+		first = c.queued == 0 && !c.is(flagBatching)
 		c.appendLocked(frame)
 	case opts&Copy != 0:
 		c.enqueueCopyLocked(frame)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -473,23 +474,32 @@ func (s *Server) open(fd int, addr netip.Addr, deferred bool) *Conn {
 	return c
 }
 
-// registryShard is a slice of the server's connections. A slice with an
-// index in each Conn costs 8 bytes a connection; a map costs several times
-// that.
+// registryShard holds the server's connections whose fd number is i modulo
+// registryShards, each at index fd/registryShards: the fd is the index, so
+// a Conn keeps none, and the kernel's lowest-free fd numbers keep the
+// slices dense. A map would cost several times the 8 bytes a connection.
+// Since the fd number is the key, a connection is forgotten before its fd
+// is closed (see Conn.release), and so before accept can reuse the number.
 type registryShard struct {
 	mu    sync.Mutex
-	conns []*Conn
+	conns []*Conn // nil where no connection; the last is not nil
 }
 
-func (s *Server) shard(c *Conn) *registryShard {
-	return &s.registry[uint32(c.fd)%registryShards]
+func (s *Server) shard(c *Conn) (r *registryShard, i int) {
+	return &s.registry[uint32(c.fd)%registryShards], int(uint32(c.fd) / registryShards)
 }
 
 func (s *Server) remember(c *Conn) {
-	r := s.shard(c)
+	r, i := s.shard(c)
 	r.mu.Lock()
-	c.slot = int32(len(r.conns))
-	r.conns = append(r.conns, c)
+	if i >= len(r.conns) {
+		r.conns = slices.Grow(r.conns, i+1-len(r.conns))[:i+1]
+	}
+	if r.conns[i] != nil {
+		// Not reached: the fd was still open, or forgotten too late.
+		s.log.Error("wsconn: fd registered twice", "fd", c.fd)
+	}
+	r.conns[i] = c
 	r.mu.Unlock()
 	s.connections.Add(1)
 }
@@ -499,16 +509,16 @@ func (s *Server) forget(c *Conn) {
 	if c.peerSlot != 0 {
 		s.peers.remove(c.peerSlot)
 	}
-	r := s.shard(c)
+	r, i := s.shard(c)
 	r.mu.Lock()
-	last := len(r.conns) - 1
-	moved := r.conns[last]
-	r.conns[c.slot] = moved
-	moved.slot = c.slot
-	r.conns[last] = nil
-	r.conns = r.conns[:last]
-	if cap(r.conns) > 64 && len(r.conns) < cap(r.conns)/4 {
-		r.conns = append([]*Conn(nil), r.conns...) // give back memory after a wave of closes
+	r.conns[i] = nil
+	n := len(r.conns)
+	for n > 0 && r.conns[n-1] == nil {
+		n--
+	}
+	r.conns = r.conns[:n]
+	if cap(r.conns) > 64 && n < cap(r.conns)/4 {
+		r.conns = slices.Clone(r.conns) // give back memory after a wave of closes
 	}
 	r.mu.Unlock()
 	s.connections.Add(-1)
@@ -529,7 +539,9 @@ func (s *Server) eachWith(batch []*Conn, f func(c *Conn)) []*Conn {
 		batch = append(batch[:0], r.conns...)
 		r.mu.Unlock()
 		for _, c := range batch {
-			f(c)
+			if c != nil {
+				f(c)
+			}
 		}
 	}
 	clear(batch) // no references kept to released connections
@@ -619,8 +631,8 @@ func (s *Server) sweep() {
 					close, reason = ws.StatusPolicyViolation, "frame timeout"
 				case idle > 0 && quiet >= idle:
 					close, reason = ws.StatusGoingAway, "idle timeout"
-				case ping > 0 && quiet >= ping && !c.pinged:
-					c.pinged = true
+				case ping > 0 && quiet >= ping && !c.is(flagPinged):
+					c.set(flagPinged, true)
 					s.pings.Add(1)
 					c.enqueueLocked(sweepPing)
 				}
@@ -809,7 +821,9 @@ func (s *Server) QueuedBytes() int64 {
 		// connection's lock briefly and never blocks.
 		r.mu.Lock()
 		for _, c := range r.conns {
-			n += int64(c.QueuedBytes())
+			if c != nil {
+				n += int64(c.QueuedBytes())
+			}
 		}
 		r.mu.Unlock()
 	}

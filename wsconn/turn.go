@@ -19,7 +19,7 @@ func (c *Conn) serve(buf []byte) {
 		c.srv.turns.Add(1)
 		c.turn(buf)
 		c.mu.Lock()
-		again := (c.expired || c.out == writeBroken) && c.state != stateClosed
+		again := (c.is(flagExpired) || c.out == writeBroken) && c.state != stateClosed
 		c.mu.Unlock()
 		if again {
 			continue // a write failed or a deadline passed during the turn
@@ -52,7 +52,7 @@ func (c *Conn) turn(buf []byte) {
 		c.out = writeReady
 		c.flushLocked()
 	}
-	if c.expired || c.out == writeBroken || c.drainedLocked() {
+	if c.is(flagExpired) || c.out == writeBroken || c.drainedLocked() {
 		c.mu.Unlock()
 		c.release()
 		return
@@ -64,7 +64,7 @@ func (c *Conn) turn(buf []byte) {
 	// What the turn writes (pongs, echoes, replies, a close frame) is
 	// gathered and written at its end, a writev for up to maxIovecs frames,
 	// not a write for each.
-	c.batching = true
+	c.set(flagBatching, true)
 	c.mu.Unlock()
 	if emptied {
 		if d, ok := c.handler.(Drainer); ok {
@@ -73,7 +73,7 @@ func (c *Conn) turn(buf []byte) {
 	}
 	c.read(buf)
 	c.mu.Lock()
-	c.batching = false
+	c.set(flagBatching, false)
 	if c.queued > 0 && c.out == writeReady && c.state != stateClosed {
 		c.flushLocked()
 	}
@@ -206,7 +206,8 @@ func (c *Conn) readFrames(p []byte, owned bool) {
 	}
 	c.mu.Lock()
 	if c.state == stateOpen {
-		c.lastSeen, c.pinged = c.srv.ticks(), false
+		c.lastSeen = c.srv.ticks()
+		c.set(flagPinged, false)
 		switch {
 		case c.rd.Idle():
 			c.deadline = 0
@@ -258,7 +259,7 @@ func (c *Conn) handleMessage(m Message) {
 			code = ws.StatusCode(uint16(m.Payload[0])<<8 | uint16(m.Payload[1]))
 		}
 		c.mu.Lock()
-		c.peerClosed = c.state == stateOpen // an answer to our own close frame changes nothing
+		c.set(flagPeerClosed, c.state == stateOpen) // an answer to our own close frame changes nothing
 		c.mu.Unlock()
 		c.Close(code, "")
 	}
