@@ -185,6 +185,7 @@ func TestChurnSoak(t *testing.T) {
 	r.run(churnWarmUp)
 	r.requireNoFailures(t, "warm-up")
 	requireChurnIdle(t, ts)
+	broadcast.ShrinkInboxes(ts.hub)
 	before := settledChurnState(t)
 
 	start := time.Now()
@@ -192,6 +193,7 @@ func TestChurnSoak(t *testing.T) {
 	elapsed := time.Since(start)
 	r.requireNoFailures(t, "soak")
 	requireChurnIdle(t, ts)
+	broadcast.ShrinkInboxes(ts.hub)
 	after := waitChurnState(t, before)
 
 	heapSlack := churnHeapSlackBytes + before.heap*churnHeapSlackPercent/100

@@ -1,5 +1,7 @@
 package broadcast
 
+import "time"
+
 // Listed returns how many clients the shards list for the topic named
 // name. Call it only once h is closed: the lists are the shards' own.
 func Listed(h *Hub, name string) int {
@@ -12,4 +14,33 @@ func Listed(h *Hub, name string) int {
 		}
 	}
 	return n
+}
+
+// ShrinkInboxes has each shard's inbox give back what bursts grew, as a
+// quiet inbox does after the hub's expiry ticks, and waits until each
+// has: a test that reads the heap counts what is kept, not what a burst
+// left until the next tick.
+func ShrinkInboxes(h *Hub) {
+	for _, s := range h.shards {
+		b := s.inbox
+		b.mu.Lock()
+		b.shrink = true
+		b.mu.Unlock()
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+	for _, s := range h.shards {
+		b := s.inbox
+		for {
+			b.mu.Lock()
+			done := !b.shrink
+			b.mu.Unlock()
+			if done {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }

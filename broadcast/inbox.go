@@ -69,6 +69,7 @@ func (b *inbox) take() []op {
 		if len(b.ops) > 0 {
 			ops := b.ops
 			b.ops, b.spare = b.spare, ops
+			b.shrink = false // put to since the trim: not quiet
 			if b.room != nil {
 				close(b.room)
 				b.room = nil
