@@ -122,6 +122,7 @@ type serveOptions struct {
 	idleTimeout      time.Duration
 	frameTimeout     time.Duration
 	pprof            bool
+	returnMemory     bool
 	maxPublishBytes  byteSize
 	messageRate      float64
 	byteRate         byteSize
@@ -177,6 +178,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.slowConsumer, "slow-consumer", "disconnect", "`policy` for a subscriber whose write queue is full: disconnect (close code 4008) or drop (skip the message; a dropped notice tells the client)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", 30*time.Second, "ping a connection after this much silence (0: never)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 75*time.Second, "close a connection (1001) after this much silence; a pong counts as traffic (0: never)")
+	fs.BoolVar(&o.returnMemory, "return-memory", true, "once a storm of connections opened or closed is over, collect the garbage it left and return free memory to the OS at once, not over minutes (at most once a minute)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ (for diagnosis; do not expose publicly)")
 	o.maxPublishBytes, o.byteRate = 64<<10, 1<<20
 	fs.Var(&o.maxPublishBytes, "max-publish-bytes", "largest published message data in `bytes` (POST /publish body or publish message data); larger gets 413 or error too_large")
@@ -315,6 +317,9 @@ func serve(args []string, stderr io.Writer) int {
 	defer stop()
 	if live != nil {
 		go live.Run(ctx)
+	}
+	if o.returnMemory {
+		go releaseAfterStorms(ctx, time.Second, srv.Stats, freeOSMemory, log)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
