@@ -832,6 +832,49 @@ func TestQuietTopicKeepsItsSeq(t *testing.T) {
 	s.readThrough(5, acked)
 }
 
+// TestQuietTopicsKeptOverSlowLink: a node watching many quiet topics over
+// a slow link keeps them all before their last messages age out. One
+// marker at a time, each a round trip, the topics at the end of a pass
+// (40 × 100 ms) aged out first and started afresh under their subscribers.
+func TestQuietTopicsKeptOverSlowLink(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.addr())
+	const age = 4 * time.Second
+	a, b := startNode(t, ns.url(), age), startNode(t, p.url(), age)
+	const n = 40
+	var topics []string
+	for i := range n {
+		topics = append(topics, fmt.Sprintf("q%d", i))
+	}
+	c, _, err := gorilla.DefaultDialer.Dial("ws://"+b.addr+"/ws?topics="+strings.Join(topics, ","), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	s := &subscriber{t: t, conn: c}
+	for range n {
+		f := s.read()
+		require.Equal(t, "subscribed", f.Type, "%+v", f)
+	}
+	for _, topic := range topics {
+		status, seq := a.post(t, topic, `1`)
+		require.Equal(t, http.StatusAccepted, status)
+		require.Equal(t, uint64(1), seq)
+	}
+	for range n {
+		f := s.read()
+		require.Equal(t, uint64(1), f.Seq, "%+v", f)
+	}
+	p.mu.Lock()
+	p.lag = 100 * time.Millisecond
+	p.mu.Unlock()
+
+	time.Sleep(2 * age) // every message stored ages out meanwhile
+	for _, topic := range topics {
+		status, seq := a.post(t, topic, `2`)
+		require.Equal(t, http.StatusAccepted, status)
+		assert.Equal(t, uint64(2), seq, "topic %s started afresh under a subscriber", topic)
+	}
+}
+
 // TestLateWatchKeepsQuietTopic: a node that starts watching a topic whose
 // last message is already old keeps it from aging out to nothing, counting
 // its quiet from when the message was stored, not from when the node

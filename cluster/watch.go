@@ -222,13 +222,15 @@ func (b *Broker) ensureEpoch(ctx context.Context, subj string) error {
 // N. Before that, a marker that repeats the last message's seq and epoch,
 // with no data, is stored after it (with Nats-Expected-Last-Subject-Sequence,
 // so that of several nodes one stores it and a publish in between wins);
-// the next message continues from it.
+// the next message continues from it. Up to keepsInFlight markers are
+// stored at once.
 func (b *Broker) keepLoop() {
 	defer close(b.done)
 	age := b.cfg.HistoryAge
 	tick := time.NewTicker(max(age/4, 10*time.Millisecond))
 	defer tick.Stop()
 	var due []*watch
+	keeps := make(chan struct{}, keepsInFlight)
 	for {
 		select {
 		case <-b.stop:
@@ -241,9 +243,11 @@ func (b *Broker) keepLoop() {
 			due = append(due, w)
 		}
 		b.mu.Unlock()
+		var wg sync.WaitGroup
 		for _, w := range due {
 			select {
 			case <-b.stop:
+				wg.Wait()
 				return
 			default:
 			}
@@ -251,12 +255,22 @@ func (b *Broker) keepLoop() {
 			last, quiet := w.last, time.Since(w.at) > age/2 && !w.unchecked
 			w.mu.Unlock()
 			if quiet && last.stream != 0 && b.connected.Load() {
-				b.keep(w.subj, last)
+				keeps <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-keeps }()
+					b.keep(w.subj, last)
+				})
 			}
 		}
+		wg.Wait()
 		clear(due)
 	}
 }
+
+// keepsInFlight bounds the markers keepLoop stores at once. One at a time,
+// each took a round trip to NATS, and over a slow link the quiet topics at
+// the end of a long pass aged out before their turn.
+const keepsInFlight = 16
 
 // keep stores the marker of last on subj.
 func (b *Broker) keep(subj string, last head) {
