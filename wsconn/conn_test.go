@@ -149,3 +149,27 @@ func TestRegistryByFd(t *testing.T) {
 	assert.Equal(t, []int32{3, 4, 19, 35}, walked())
 	assert.EqualValues(t, 4, s.connections.Load())
 }
+
+// TestDeadlineNeverEarly: a deadline is never found passed before its
+// duration has passed, whatever the fraction of a tick (a millisecond) at
+// which it was set and at which the sweep reads the clock.
+func TestDeadlineNeverEarly(t *testing.T) {
+	started := time.Unix(1_000_000, 0)
+	var now time.Time
+	s := &Server{started: started, now: func() time.Time { return now }}
+	for _, d := range []time.Duration{500 * time.Millisecond, 1500 * time.Microsecond, 0} {
+		for _, set := range []time.Duration{100 * time.Millisecond, 100*time.Millisecond + 900*time.Microsecond, 999 * time.Microsecond} {
+			now = started.Add(set)
+			deadline := s.deadlineAfter(d)
+			for _, early := range []time.Duration{time.Microsecond, 100 * time.Microsecond} {
+				if d < early {
+					continue
+				}
+				assert.False(t, passed(s.tickAt(now.Add(d-early)), deadline),
+					"a %v deadline set at %v passed %v early", d, set, early)
+			}
+			assert.True(t, passed(s.tickAt(now.Add(d+2*time.Millisecond)), deadline),
+				"a %v deadline set at %v not passed 2 ms late", d, set)
+		}
+	}
+}

@@ -573,10 +573,14 @@ func (s *Server) tickAt(t time.Time) uint32 { return uint32(t.Sub(s.started).Mil
 // are compared as signed 32-bit differences of ticks.
 const maxDeadline = math.MaxInt32 * time.Millisecond
 
-// deadlineAfter returns the tick d from now, for Conn.deadline. It is never
-// 0, which means no deadline.
+// deadlineAfter returns the first tick by which d has passed since now, for
+// Conn.deadline. Ticks are whole milliseconds, truncated, so it is the tick
+// after now's plus d rounded up: a sweep never finds it passed before d
+// has (one that did closed a handshake 0.1 ms early). It is never 0, which
+// means no deadline.
 func (s *Server) deadlineAfter(d time.Duration) uint32 {
-	return max(s.tickAt(s.now())+uint32(min(d, maxDeadline).Milliseconds()), 1)
+	ms := uint32((min(d, maxDeadline) + time.Millisecond - 1) / time.Millisecond)
+	return max(s.tickAt(s.now())+ms+1, 1)
 }
 
 // passed reports whether tick is at or after deadline, a value of
