@@ -223,6 +223,9 @@ func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 func (b *Broker) checkStream(gen uint64) {
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		err := b.recheck(gen)
+		if errors.Is(err, errStale) {
+			b.log.Debug("NATS was lost again during the check after a reconnect: the next reconnect's check goes on from the marks", "stream", b.cfg.Stream)
+		}
 		if err == nil || errors.Is(err, errStale) {
 			return
 		}

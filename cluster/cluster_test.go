@@ -832,6 +832,21 @@ func TestQuietTopicKeepsItsSeq(t *testing.T) {
 	s.readThrough(5, acked)
 }
 
+// subscribeAll opens one connection to n that subscribes to topics, and
+// reads their replies, which in a cluster may come in any order.
+func subscribeAll(t *testing.T, n *node, topics []string) *subscriber {
+	t.Helper()
+	c, _, err := gorilla.DefaultDialer.Dial("ws://"+n.addr+"/ws?topics="+strings.Join(topics, ","), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	s := &subscriber{t: t, conn: c}
+	for range topics {
+		f := s.read()
+		require.Equal(t, "subscribed", f.Type, "%+v", f)
+	}
+	return s
+}
+
 // TestQuietTopicsKeptOverSlowLink: a node watching many quiet topics over
 // a slow link keeps them all before their last messages age out. One
 // marker at a time, each a round trip, the topics at the end of a pass
@@ -846,14 +861,7 @@ func TestQuietTopicsKeptOverSlowLink(t *testing.T) {
 	for i := range n {
 		topics = append(topics, fmt.Sprintf("q%d", i))
 	}
-	c, _, err := gorilla.DefaultDialer.Dial("ws://"+b.addr+"/ws?topics="+strings.Join(topics, ","), nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	s := &subscriber{t: t, conn: c}
-	for range n {
-		f := s.read()
-		require.Equal(t, "subscribed", f.Type, "%+v", f)
-	}
+	s := subscribeAll(t, b, topics)
 	for _, topic := range topics {
 		status, seq := a.post(t, topic, `1`)
 		require.Equal(t, http.StatusAccepted, status)
@@ -966,16 +974,7 @@ func TestStoreLostSeenOverSlowLink(t *testing.T) {
 		for i := range each {
 			topics = append(topics, fmt.Sprintf("t%d-%d", c, i))
 		}
-		// The replies of a cluster's subscribes may come in any order.
-		c, _, err := gorilla.DefaultDialer.Dial("ws://"+b.addr+"/ws?topics="+strings.Join(topics, ","), nil)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = c.Close() })
-		s := &subscriber{t: t, conn: c}
-		for range each {
-			f := s.read()
-			require.Equal(t, "subscribed", f.Type, "%+v", f)
-		}
-		subs = append(subs, s)
+		subs = append(subs, subscribeAll(t, b, topics))
 	}
 
 	loseStoreWhileAway(t, ns, p, b, a)
