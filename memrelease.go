@@ -15,10 +15,10 @@ import (
 // and lists, the state of closed connections. Go collects it only when the
 // heap next reaches its goal, or after two minutes, and returns freed pages
 // slowly; a server that then sits idle holds it all. After 15,000
-// subscribers connected, that was 55–65 B of RSS per connection.
+// subscribers connected, that was 50–70 B of RSS per connection.
 //
 // A storm is at least stormMinChurn connections opened or closed, and at
-// least an eighth of those held; it is over once two ticks in a row saw
+// least an eighth of the connections held; it is over once two ticks in a row saw
 // next to none. Then, at most once per releaseEvery, the memory is
 // collected and returned (debug.FreeOSMemory). Steady churn is never
 // quiet and is left to the runtime.
