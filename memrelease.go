@@ -35,6 +35,11 @@ const (
 	stormMinChurn = 1000
 	quietTicks    = 2
 	releaseEvery  = time.Minute
+	// forgetTicks: quiet ticks after which the churn pending is
+	// forgotten; more than releaseEvery's worth of ticks, so that a storm
+	// waiting for the minute is not, and at most 10 a tick adds up to
+	// less than stormMinChurn.
+	forgetTicks = 90
 )
 
 // tick takes, once a period, the connections opened and closed since the
@@ -52,6 +57,11 @@ func (a *afterStorms) tick(now time.Time, churn uint64, held int64) bool {
 		return false
 	}
 	a.quiet++
+	if a.quiet > forgetTicks {
+		// A trickle is no storm: what it added up over a long quiet is
+		// forgotten, or it would reach stormMinChurn in the end.
+		a.pending = 0
+	}
 	if a.quiet < quietTicks || a.pending < max(stormMinChurn, uint64(held)/8) || now.Sub(a.last) < releaseEvery {
 		return false
 	}

@@ -41,32 +41,36 @@ func TestAfterStorms(t *testing.T) {
 	assert.False(t, tick(12, 0, 0), "released twice within a minute")
 	assert.True(t, tick(65, 0, 0), "the second storm's memory was never released")
 
-	// A trickle is no storm: a few hundred over minutes.
+	// A trickle is no storm: a few every second, for as long as it
+	// lasts (found in review: 2 a second added up to a storm at 250 s).
 	for sec := 66; sec < 300; sec++ {
+		assert.False(t, tick(sec, 1, 1), "released after a trickle, at %ds", sec)
+	}
+	for sec := 300; sec < 1000; sec++ {
 		assert.False(t, tick(sec, 2, 2), "released after a trickle, at %ds", sec)
 	}
 
 	// Steady churn never goes quiet: left to the runtime.
-	for sec := 300; sec < 600; sec++ {
+	for sec := 1000; sec < 1300; sec++ {
 		assert.False(t, tick(sec, 300, 300), "released under steady churn, at %ds", sec)
 	}
 
 	// Once it goes quiet, what it churned counts as a storm.
-	assert.False(t, tick(600, 0, 0))
-	assert.True(t, tick(601, 0, 0), "300,000 opened and closed, never released")
+	assert.False(t, tick(1300, 0, 0))
+	assert.True(t, tick(1301, 0, 0), "180,000 opened and closed, never released")
 
 	// At 19,000 held, a storm is at least an eighth of them: 1,500
 	// closes are not one, 2,500 together are.
 	assert.EqualValues(t, 19_002, held)
-	assert.False(t, tick(700, 0, 1500))
-	assert.False(t, tick(701, 0, 0))
-	assert.False(t, tick(702, 0, 0), "1,500 of 19,000 released")
-	assert.False(t, tick(703, 0, 1000))
-	assert.False(t, tick(704, 0, 0))
-	assert.True(t, tick(705, 0, 0), "2,500 of 16,500 not released")
+	assert.False(t, tick(1400, 0, 1500))
+	assert.False(t, tick(1401, 0, 0))
+	assert.False(t, tick(1402, 0, 0), "1,500 of 19,000 released")
+	assert.False(t, tick(1403, 0, 1000))
+	assert.False(t, tick(1404, 0, 0))
+	assert.True(t, tick(1405, 0, 0), "2,500 of 16,500 not released")
 
 	// Counters that step back (read one by one) count for nothing.
-	assert.False(t, a.tick(at(800), churn-5, held))
+	assert.False(t, a.tick(at(1500), churn-5, held))
 	assert.Equal(t, churn, a.churn)
 }
 
