@@ -172,4 +172,12 @@ func TestDeadlineNeverEarly(t *testing.T) {
 				"a %v deadline set at %v not passed 2 ms late", d, set)
 		}
 	}
+	// A timeout of weeks is capped, and never wraps around to passed for
+	// a sweep whose tick lags the clock (found in review: 2^31 ticks ahead
+	// looked passed to a tick 1 ms behind).
+	now = started.Add(time.Hour)
+	deadline := s.deadlineAfter(100 * 24 * time.Hour)
+	for _, lag := range []time.Duration{0, time.Millisecond, time.Second, time.Hour} {
+		assert.False(t, passed(s.tickAt(now.Add(-lag)), deadline), "a 100-day deadline passed for a tick %v behind", lag)
+	}
 }

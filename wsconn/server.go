@@ -569,9 +569,11 @@ func (s *Server) ticks() uint32 { return s.clock.Load() }
 // tickAt returns the exact clock at t, in the unit of ticks.
 func (s *Server) tickAt(t time.Time) uint32 { return uint32(t.Sub(s.started).Milliseconds()) }
 
-// maxDeadline bounds the timeouts that deadlineAfter measures: deadlines
-// are compared as signed 32-bit differences of ticks.
-const maxDeadline = math.MaxInt32 * time.Millisecond
+// maxDeadline bounds the timeouts that deadlineAfter measures (about 12
+// days): deadlines are compared as signed 32-bit differences of ticks, and
+// one set near 2^31 ticks ahead would look passed to a sweep whose tick,
+// read at the start of its pass, lags the clock by a millisecond.
+const maxDeadline = math.MaxInt32 / 2 * time.Millisecond
 
 // deadlineAfter returns the first tick by which d has passed since now, for
 // Conn.deadline. Ticks are whole milliseconds, truncated, so it is the tick
