@@ -125,4 +125,10 @@ func TestThroughputCatchUp(t *testing.T) {
 	assert.Positive(t, x.Drops, "what had not come counts as not delivered: %+v", x.Accounting)
 	assert.Positive(t, x.Receipts)
 	assert.Less(t, took, 4*time.Second, "the run waited for every receipt")
+	require.NotNil(t, rep.Dial)
+	assert.EqualValues(t, -1, rep.Dial.ServerCPUSeconds, "no server pid: its CPU is unknown, not zero")
+	assert.EqualValues(t, -1, rep.Dial.ServerMicrosPerConn())
+	var out strings.Builder
+	rep.WriteSummary(&out)
+	assert.Contains(t, out.String(), "ramp-up cost   server CPU unknown; clients ")
 }

@@ -336,15 +336,15 @@ func freePort() (string, error) {
 // fanout latency, a row per server; then throughput, a row per server and
 // rate.
 func writeTable(w io.Writer, c *Comparison) {
-	fmt.Fprintln(w, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | handshakes/s | server CPU per handshake | fanout p50 | fanout p99 | fanout max | last receipt |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, s := range c.Servers {
 		if s.Report == nil {
 			why := s.Skipped
 			if why == "" {
 				why = "failed: " + firstLine(s.Error)
 			}
-			fmt.Fprintf(w, "| %s | %s |||||||| \n", s.Name, why)
+			fmt.Fprintf(w, "| %s | %s |||||||||| \n", s.Name, why)
 			continue
 		}
 		cells := []string{s.Name}
@@ -353,6 +353,15 @@ func writeTable(w io.Writer, c *Comparison) {
 			cells = append(cells, fmtBytes(x.PerConn.RSSBytes), fmtBytes(x.PerConn.RSSAnonBytes), fmtBytes(x.PerConn.HeapBytes), fmtInt(x.After.Server.Goroutines))
 		} else {
 			cells = append(cells, "", "", "", "")
+		}
+		if d := rep.Dial; d != nil {
+			perConn := "unknown"
+			if us := d.ServerMicrosPerConn(); us >= 0 {
+				perConn = fmt.Sprintf("%.0f µs", us)
+			}
+			cells = append(cells, fmt.Sprintf("%.0f", d.PerSecond), perConn)
+		} else {
+			cells = append(cells, "", "")
 		}
 		if x := rep.Fanout; x != nil {
 			cells = append(cells, fmtUS(x.Latency.P50US), fmtUS(x.Latency.P99US), fmtUS(x.Latency.MaxUS), fmtUS(x.LastReceipt.P50US))

@@ -65,6 +65,21 @@ type DialResult struct {
 	Seconds   float64          `json:"seconds"`
 	PerSecond float64          `json:"per_second"`
 	Errors    map[string]int64 `json:"errors,omitempty"`
+	// ServerCPUSeconds is the CPU time the server used during the ramp-up
+	// (-1: unknown), and Client what the client workers used: together
+	// they say which side set the rate. A side near a whole core per core
+	// it was given was the limit.
+	ServerCPUSeconds float64     `json:"server_cpu_s"`
+	Client           ClientUsage `json:"client"`
+}
+
+// ServerMicrosPerConn is the server's CPU time per connection opened
+// during the ramp-up, in microseconds; -1 when unknown.
+func (d *DialResult) ServerMicrosPerConn() float64 {
+	if d.ServerCPUSeconds < 0 || d.Open == 0 {
+		return -1
+	}
+	return d.ServerCPUSeconds * 1e6 / float64(d.Open)
 }
 
 // ClientUsage is what the client worker processes used during a phase, so
@@ -420,6 +435,13 @@ func (r *Report) WriteSummary(w io.Writer) {
 	if d := r.Dial; d != nil {
 		fmt.Fprintf(w, "  ramp-up        %d/%d connected in %.2fs (%.0f/s), %d failed%s\n",
 			d.Open, d.Requested, d.Seconds, d.PerSecond, d.Failed, fmtErrors(d.Errors))
+		server := "server CPU unknown"
+		if d.ServerCPUSeconds >= 0 && d.Seconds > 0 {
+			server = fmt.Sprintf("server %.2f CPU-s (%.0f µs per connection, %.2f cores)",
+				d.ServerCPUSeconds, d.ServerMicrosPerConn(), d.ServerCPUSeconds/d.Seconds)
+		}
+		fmt.Fprintf(w, "  ramp-up cost   %s; clients %.2f cores (busiest worker %.2f)\n",
+			server, d.Client.Cores, d.Client.MaxWorkerCores)
 	}
 	if x := r.Idle; x != nil {
 		settled := fmt.Sprintf("RSS settled %.1fs after --settle", x.SettleSeconds)

@@ -148,6 +148,10 @@ func (r *runner) offer() string {
 // dial opens n connections of kind to path, spread over the workers, with
 // a progress bar.
 func (r *runner) dial(ctx context.Context, kind, path string, n int) (*DialResult, error) {
+	u0, err := r.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
 	win := r.win
 	p0 := r.fleet.progress(win)
 	bar := r.newBar(int64(n), "connecting "+kind+"s")
@@ -166,20 +170,31 @@ func (r *runner) dial(ctx context.Context, kind, path string, n int) (*DialResul
 			r.fleet.wait(ctx, 100*time.Millisecond)
 		}
 	}()
+	cpu0 := r.serverCPU()
 	start := time.Now()
 	counts := r.split(n)
 	replies := make([]dialReply, r.fleet.Size())
-	err := r.fleet.each(func(i int, w *workerProc) error {
+	err = r.fleet.each(func(i int, w *workerProc) error {
 		cmd := command{Op: "dial", Dial: r.dialCommand(i, kind, path, counts[i])}
 		return w.call(ctx, cmd, &replies[i], 0)
 	})
+	seconds := time.Since(start).Seconds()
+	cpu1 := r.serverCPU()
+	var u1 usageMark
+	if err == nil {
+		u1, err = r.usage(ctx)
+	}
 	close(stop)
 	<-done
 	bar.Done()
 	if err != nil {
 		return nil, err
 	}
-	d := &DialResult{Requested: int64(n), Seconds: time.Since(start).Seconds(), Errors: map[string]int64{}}
+	d := &DialResult{Requested: int64(n), Seconds: seconds, Errors: map[string]int64{},
+		ServerCPUSeconds: -1, Client: clientUsage(u0, u1)}
+	if cpu0 >= 0 && cpu1 >= 0 {
+		d.ServerCPUSeconds = cpu1 - cpu0
+	}
 	for _, rep := range replies {
 		d.Open += rep.OK
 		d.Failed += rep.Failed

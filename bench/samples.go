@@ -12,19 +12,14 @@ import (
 // figures are summed, and CPU time and memory are known only if they are
 // for every one.
 func (r *runner) sample(ctx context.Context) (Sample, error) {
-	s := Sample{Kernel: readSockStat(), ServerCPU: -1, MemoryFrom: "stats"}
-	cpu, cpuKnown, proc := 0.0, true, true
+	s := Sample{Kernel: readSockStat(), ServerCPU: r.serverCPU(), MemoryFrom: "stats"}
+	proc := true
 	for i, t := range r.ts {
 		st, err := fetchServerStats(ctx, r.httpc, t.statsURL)
 		if err != nil {
 			return Sample{}, err
 		}
 		pid := r.pids[i]
-		if c, err := processCPU(pid); pid > 0 && err == nil {
-			cpu += c
-		} else {
-			cpuKnown = false
-		}
 		if rss, anon, err := processMemory(pid); pid > 0 && err == nil {
 			st.RSSBytes, st.RSSAnonBytes = rss, anon
 		} else {
@@ -37,13 +32,24 @@ func (r *runner) sample(ctx context.Context) (Sample, error) {
 		}
 	}
 	s.At = time.Now()
-	if cpuKnown {
-		s.ServerCPU = cpu
-	}
 	if proc {
 		s.MemoryFrom = "proc"
 	}
 	return s, nil
+}
+
+// serverCPU returns the CPU time the servers have used since they started,
+// summed, in seconds; -1 unless it is known for every one.
+func (r *runner) serverCPU() float64 {
+	cpu := 0.0
+	for _, pid := range r.pids {
+		c, err := processCPU(pid)
+		if pid <= 0 || err != nil {
+			return -1
+		}
+		cpu += c
+	}
+	return cpu
 }
 
 // settledRSS samples the server every second until its RSS changes by no

@@ -38,6 +38,16 @@ func TestIdle(t *testing.T) {
 	require.NotNil(t, rep.Dial)
 	assert.EqualValues(t, 300, rep.Dial.Open)
 	assert.Zero(t, rep.Dial.Failed)
+	// The ramp-up says which side set its rate: the server's CPU (its pid
+	// is known) and the workers'.
+	assert.Positive(t, rep.Dial.ServerCPUSeconds, "300 handshakes take the server some CPU")
+	assert.Positive(t, rep.Dial.ServerMicrosPerConn())
+	assert.Equal(t, 2, rep.Dial.Client.Workers)
+	assert.Positive(t, rep.Dial.Client.CPUSeconds)
+	assert.Positive(t, rep.Dial.Client.Cores)
+	var out bytes.Buffer
+	rep.WriteSummary(&out)
+	assert.Regexp(t, `ramp-up cost   server [0-9.]+ CPU-s \([0-9]+ µs per connection, [0-9.]+ cores\); clients [0-9.]+ cores`, out.String())
 	x := rep.Idle
 	require.NotNil(t, x)
 	assert.EqualValues(t, 300, x.Conns)
@@ -309,7 +319,8 @@ func TestCompare(t *testing.T) {
 
 	assert.Contains(t, stderr.String(), "skipping nosuchpeer")
 	table := stdout.String()
-	assert.Contains(t, table, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | fanout p50 | fanout p99 | fanout max | last receipt |")
+	assert.Contains(t, table, "| server | RSS/conn | anon RSS/conn | heap/conn | goroutines | handshakes/s | server CPU per handshake | fanout p50 | fanout p99 | fanout max | last receipt |")
+	assert.Regexp(t, `\| fanout \| [^|]+ \| [^|]+ \| [^|]+ \| [0-9]+ \| [0-9]+ \| [0-9]+ µs \| `, table, "the ramp-up's rate and the server's CPU per handshake")
 	assert.Contains(t, table, "| server | offered msg/s | published msg/s | deliveries/s | server CPU-s per M deliveries | latency p50 | p99 | max | drops |")
 	assert.Contains(t, table, "| fanout | 20 | ")
 	assert.Contains(t, table, "| fanout | 400 | ")
