@@ -46,7 +46,6 @@ type conn struct {
 	dialing   bool // not yet settled in its plan (and holds a slot of plan.sem, if any)
 	sentClose bool
 	gotClose  bool
-	tgt       uint8 // index of its server in plan.targets
 	closeCode uint16
 	in        []byte // unparsed bytes left from the last read
 	out       []byte // bytes not yet written

@@ -230,7 +230,6 @@ func (e *engine) start(plan *dialPlan) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	tgt, target, source := plan.addrs()
-	c.tgt = uint8(tgt)
 	fd, err := connectNonblocking(target, source)
 	if err != nil {
 		c.release(err)
@@ -238,7 +237,31 @@ func (e *engine) start(plan *dialPlan) {
 	}
 	c.fd = fd
 	e.register(c)
-	if err := e.poller.Add(fd, poller.Writable, func(ev poller.Event) { e.pool.Submit(job{c, ev}) }); err != nil {
+	req, err := plan.upgrade(tgt)
+	if err != nil {
+		c.release(err)
+		return
+	}
+	// On loopback a connect has most often completed by the time it
+	// returns: the request goes out at once, with no turn spent waiting
+	// for the socket to become writable. A socket still connecting
+	// refuses it (EAGAIN), and the turn at writability sends it.
+	ev := poller.Writable
+	switch n, err := unix.Write(fd, req); err {
+	case nil:
+		c.state = stHandshake
+		c.out = append(c.out, req[n:]...)
+		ev = poller.Readable
+		if len(c.out) > 0 {
+			ev |= poller.Writable
+		}
+	case unix.EAGAIN, unix.EINTR:
+		c.out = append(c.out, req...)
+	default:
+		c.release(fmt.Errorf("connect %s: %w", sockaddrString(target), err))
+		return
+	}
+	if err := e.poller.Add(fd, ev, func(ev poller.Event) { e.pool.Submit(job{c, ev}) }); err != nil {
 		c.release(err)
 	}
 }
@@ -260,15 +283,7 @@ func (e *engine) serve(worker int, j job) {
 			c.release(err)
 			return
 		}
-		c.state = stHandshake
-		req, err := c.plan.upgrade(int(c.tgt))
-		if err != nil {
-			c.release(err)
-			return
-		}
-		if !c.write(req) {
-			return
-		}
+		c.state = stHandshake // the request, queued by start, goes out below
 	}
 	if len(c.out) > 0 && !c.flush() {
 		return
