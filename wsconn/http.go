@@ -46,14 +46,38 @@ func (c *Conn) readHTTP(data []byte, headLen int) {
 	case req.ContentLength > c.srv.cfg.MaxBodyBytes:
 		c.respond(http.StatusRequestEntityTooLarge, "request body too large\n")
 		return
+	case req.Header.Get("Expect") != "" && !expectsContinue(req):
+		c.respond(http.StatusExpectationFailed, "the only expectation met is 100-continue\n")
+		return
 	}
 	need := headLen + int(max(req.ContentLength, 0))
 	if len(data) < need {
 		c.keepHandshake(data)
 		c.hs.need, c.hs.req = need, req
+		if expectsContinue(req) && req.ProtoAtLeast(1, 1) {
+			// The client waits for this before it sends the body (curl
+			// does for bodies over 1 MiB, for a second): the head passed
+			// the limits, so the body is welcome (RFC 9110 10.1.1). The
+			// turn's end writes it; nothing is read until it is written.
+			c.mu.Lock()
+			if c.state == stateHandshake {
+				c.appendLocked(continueResponse)
+			}
+			c.mu.Unlock()
+		}
 		return
 	}
 	c.serveHTTP(req, data[headLen:need], len(data) > need)
+}
+
+// continueResponse is the interim response to a request that expects
+// 100-continue. It is shared: write queues only read the frames they hold.
+var continueResponse = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+// expectsContinue reports whether req asks for a 100 Continue before it
+// sends its body.
+func expectsContinue(req *http.Request) bool {
+	return hasToken([]byte(req.Header.Get("Expect")), "100-continue")
 }
 
 // serveHTTP starts the HTTP handler for req, parsed from the head, whose
@@ -210,12 +234,26 @@ func (w *responseBuffer) Write(p []byte) (int, error) {
 // bytes serializes the response, with Connection: close, or keep-alive and
 // Keep-Alive: keepAlive when that is not empty. head leaves the body out (a
 // HEAD request), not its Content-Length.
+//
+// Content-Length is the body's length, except where a response has no body:
+// a 204 carries none (RFC 9110 8.6), a 304 and the answer to a HEAD keep
+// the handler's, the length a GET would have had (http.ServeContent sets
+// it and writes nothing for HEAD).
 func (w *responseBuffer) bytes(head bool, keepAlive string) []byte {
 	w.WriteHeader(http.StatusOK)
-	if w.header.Get("Content-Type") == "" && w.body.Len() > 0 {
-		w.header.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
+	switch {
+	case w.status == http.StatusNoContent:
+		w.body.Reset()
+		w.header.Del("Content-Length")
+	case w.status == http.StatusNotModified:
+		w.body.Reset()
+	case head && w.body.Len() == 0:
+	default:
+		if w.header.Get("Content-Type") == "" && w.body.Len() > 0 {
+			w.header.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
+		}
+		w.header.Set("Content-Length", strconv.Itoa(w.body.Len()))
 	}
-	w.header.Set("Content-Length", strconv.Itoa(w.body.Len()))
 	w.header.Set("Connection", "close")
 	if keepAlive != "" {
 		w.header.Set("Connection", "keep-alive")

@@ -2,11 +2,13 @@ package wsconn_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -215,4 +217,104 @@ func TestHTTPBodyArrivesLater(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+// TestHTTPExpectContinue: a request that expects 100-continue gets it as
+// soon as its head passes the limits, and then its response; Go's client,
+// told to wait a minute for the 100, does not wait (it waited for good:
+// nothing answered it, and curl waits a second for every body over 1 MiB).
+// Any other expectation gets 417.
+func TestHTTPExpectContinue(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /echo-body", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	})
+	_, addr := startServer(t, wsconn.Config{HTTP: mux})
+
+	t.Run("raw", func(t *testing.T) {
+		conn, br := rawHTTP(t, addr)
+		_, err := io.WriteString(conn, "POST /echo-body HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n")
+		require.NoError(t, err)
+		line, err := br.ReadString('\n')
+		require.NoError(t, err, "the 100 comes before the body is sent")
+		assert.Equal(t, "HTTP/1.1 100 Continue\r\n", line)
+		line, err = br.ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, "\r\n", line)
+		_, err = io.WriteString(conn, "payload")
+		require.NoError(t, err)
+		resp, body := readResponse(t, br)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "payload", body)
+
+		// The next request on the connection, with its body sent at once,
+		// gets no 100: only its response.
+		_, err = io.WriteString(conn, "POST /echo-body HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nmore")
+		require.NoError(t, err)
+		resp, body = readResponse(t, br)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "more", body)
+	})
+
+	t.Run("go client", func(t *testing.T) {
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
+		defer c.CloseIdleConnections()
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/echo-body", strings.NewReader("hello"))
+		require.NoError(t, err)
+		req.Header.Set("Expect", "100-continue")
+		resp, err := c.Do(req)
+		require.NoError(t, err, "the client waited for a 100 that never came")
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		assert.Equal(t, "hello", string(b))
+	})
+
+	t.Run("other expectation", func(t *testing.T) {
+		conn, br := rawHTTP(t, addr)
+		_, err := io.WriteString(conn, "POST /echo-body HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: something-else\r\n\r\n")
+		require.NoError(t, err)
+		resp, _ := readResponse(t, br)
+		assert.Equal(t, http.StatusExpectationFailed, resp.StatusCode)
+	})
+}
+
+// TestHTTPHeadContentLength: the answer to HEAD carries the Content-Length
+// the handler set, the length a GET gets (it said 0: the length of the
+// body HEAD leaves out), and a 204 carries none (RFC 9110 8.6).
+func TestHTTPHeadContentLength(t *testing.T) {
+	content := bytes.Repeat([]byte("x"), 1000)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/file.js", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "file.js", time.Time{}, bytes.NewReader(content))
+	})
+	mux.HandleFunc("/nothing", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})
+	_, addr := startServer(t, wsconn.Config{HTTP: mux})
+
+	conn, br := rawHTTP(t, addr)
+	_, err := io.WriteString(conn, "GET /file.js HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	resp, body := readResponse(t, br)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Len(t, body, 1000)
+
+	_, err = io.WriteString(conn, "HEAD /file.js HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	head, err := http.ReadResponse(br, &http.Request{Method: http.MethodHead})
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, head.StatusCode)
+	assert.Equal(t, "1000", head.Header.Get("Content-Length"), "HEAD's Content-Length is GET's")
+	assert.Equal(t, "text/javascript; charset=utf-8", head.Header.Get("Content-Type"))
+
+	// No body followed the HEAD's head: the next response is read whole.
+	_, err = io.WriteString(conn, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	resp, body = readResponse(t, br)
+	assert.Equal(t, http.StatusNoContent, resp.StatusCode)
+	assert.Empty(t, body)
+	_, ok := resp.Header["Content-Length"]
+	assert.False(t, ok, "a 204 carries no Content-Length")
 }
