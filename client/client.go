@@ -693,8 +693,15 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 		case f.Seq > s.seq:
 			c.emit(Event{Kind: Lost, Topic: s.topic, From: s.seq + 1, To: f.Seq, Epoch: f.Epoch, Reason: "not_recovered"})
 		}
-		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
-		c.emit(Event{Kind: Subscribed, Topic: s.topic, Seq: f.Seq, Epoch: f.Epoch, Recovered: f.Recovered})
+		// A reply below the last seq delivered, in the same epoch, comes
+		// from a cluster node behind the one before: it sends again what
+		// was delivered. The last seq delivered stays, so that those
+		// come as duplicates and are dropped.
+		if !s.known || f.Epoch != s.epoch || f.Seq > s.seq {
+			s.seq = f.Seq
+		}
+		s.epoch, s.known = f.Epoch, true
+		c.emit(Event{Kind: Subscribed, Topic: s.topic, Seq: s.seq, Epoch: f.Epoch, Recovered: f.Recovered})
 	case "dropped":
 		if s == nil || s.awaiting || (s.known && f.To <= s.seq) {
 			return

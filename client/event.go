@@ -33,9 +33,11 @@ const (
 	// Client.Err).
 	Disconnected
 	// Subscribed: the server confirmed a subscription to Topic, at Seq in
-	// Epoch. Recovered says whether the messages missed since the last
-	// connection follow; when it is false and messages were missed, a Lost
-	// event says so first.
+	// Epoch: the messages that follow begin after Seq. Recovered says
+	// whether the messages missed since the last connection follow; when
+	// it is false and messages were missed, a Lost event says so first.
+	// Seq is the reply's, or the last seq delivered when the reply's is
+	// below it in the same epoch (a cluster node that is behind).
 	Subscribed
 	// Lost: messages of Topic will never be delivered. Reason says which:
 	//

@@ -304,10 +304,13 @@ export class Client {
             this.emit({ kind: "lost", topic: f.topic, reason: "not_recovered", from: s.seq + 1, to: f.seq, epoch: f.epoch });
           }
         }
-        s.seq = f.seq;
+        // A reply below the last seq delivered, in the same epoch, comes
+        // from a cluster node that is behind: what it sends again up to
+        // the last seq delivered is dropped as a duplicate.
+        if (!s.known || f.epoch !== s.epoch || f.seq > s.seq) s.seq = f.seq;
         s.epoch = f.epoch;
         s.known = true;
-        this.emit({ kind: "subscribed", topic: f.topic, seq: f.seq, epoch: f.epoch, recovered: f.recovered });
+        this.emit({ kind: "subscribed", topic: f.topic, seq: s.seq, epoch: f.epoch, recovered: f.recovered });
         return;
       }
       case "dropped": {
