@@ -258,7 +258,7 @@ func (e *engine) start(plan *dialPlan) {
 	case unix.EAGAIN, unix.EINTR:
 		c.out = append(c.out, req...)
 	default:
-		c.release(fmt.Errorf("connect %s: %w", sockaddrString(target), err))
+		c.release(fmt.Errorf("connect %s: %w", plan.targets[tgt].addr, err))
 		return
 	}
 	if err := e.poller.Add(fd, ev, func(ev poller.Event) { e.pool.Submit(job{c, ev}) }); err != nil {
