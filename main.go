@@ -170,7 +170,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.shards, "shards", 0, "hub shards that fan messages out, each a goroutine (0: 2 × GOMAXPROCS)")
 	fs.IntVar(&o.historySize, "history-size", 1000, "messages each topic keeps for recovery with since (0: the default, negative: none)")
 	fs.DurationVar(&o.historyAge, "history-age", 5*time.Minute, "how long a message stays in a topic's history")
-	fs.IntVar(&o.maxSubscriptions, "max-subscriptions", 100, "topics one connection may subscribe to")
+	fs.IntVar(&o.maxSubscriptions, "max-subscriptions", 100, "topics one connection may subscribe to, besides its user's own")
 	fs.IntVar(&o.maxTopicBytes, "max-topic-bytes", 128, "longest topic name; names are ASCII letters, digits and -_.:@/")
 	fs.IntVar(&o.maxTopics, "max-topics", 100_000, "topics the server holds; a publish or subscribe that would create one more is refused (503, error too_many_topics)")
 	o.maxHistoryBytes = 256 << 20

@@ -177,8 +177,10 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	}
 	if c.ExpiresAt != nil {
 		// With the leeway, as the parser checked it: a token accepted
-		// here must not count as expired at its first subscribe.
-		g.expires = c.ExpiresAt.Add(v.leeway).Unix()
+		// here must not count as expired at its first subscribe. In
+		// milliseconds, not seconds: a leeway of 900ms cut to whole
+		// seconds expired a token the parser had just accepted.
+		g.expires = c.ExpiresAt.Add(v.leeway).UnixMilli()
 	}
 	return Identity{g: &g}, nil
 }
@@ -226,7 +228,7 @@ type grant struct {
 	user      string
 	subscribe string
 	publish   string
-	expires   int64 // unix seconds, exp plus the leeway; 0: none
+	expires   int64 // unix milliseconds, exp plus the leeway; 0: none
 }
 
 // UserTopicPrefix starts the name of every user's own topic, user:<sub>.
@@ -246,6 +248,16 @@ func (id Identity) User() string {
 // UserTopic returns the user's own topic, "user:" + sub.
 func (id Identity) UserTopic() string { return UserTopicPrefix + id.User() }
 
+// IsUserTopic reports whether topic is the identity's own, UserTopic(),
+// without building it. The zero Identity has none.
+func (id Identity) IsUserTopic(topic string) bool {
+	if id.IsZero() {
+		return false
+	}
+	user, ok := strings.CutPrefix(topic, UserTopicPrefix)
+	return ok && user == id.g.user
+}
+
 // Expired reports whether the token's exp, plus the verifier's leeway, has
 // passed at now.
 func (id Identity) Expired(now time.Time) bool {
@@ -253,7 +265,7 @@ func (id Identity) Expired(now time.Time) bool {
 		return true
 	}
 	exp := id.g.expires
-	return exp != 0 && now.Unix() >= exp
+	return exp != 0 && now.UnixMilli() >= exp
 }
 
 // CanSubscribe reports whether the identity may subscribe to topic: its own
@@ -263,11 +275,10 @@ func (id Identity) CanSubscribe(topic string) bool {
 	if id.IsZero() {
 		return false
 	}
-	g := id.g
-	if topic == UserTopicPrefix+g.user {
+	if id.IsUserTopic(topic) {
 		return true
 	}
-	return matchAny(g.subscribe, topic)
+	return matchAny(id.g.subscribe, topic)
 }
 
 // CanPublish reports whether one of the identity's publish patterns

@@ -150,6 +150,10 @@ func TestVerifyTimes(t *testing.T) {
 		{name: "expired", exp: at(-time.Second), wantErr: jwt.ErrTokenExpired},
 		{name: "expiring now", exp: at(0), wantErr: jwt.ErrTokenExpired},
 		{name: "expired within leeway", exp: at(-10 * time.Second), leeway: 30 * time.Second},
+		// A leeway is not cut to whole seconds where an open connection's
+		// expiry is checked: accepted at t0, this token counted as expired
+		// at t0 (its exp plus 1.5 s, t0 + 0.5 s, cut to t0).
+		{name: "expired within a leeway of 1.5s", exp: at(-time.Second), leeway: 1500 * time.Millisecond},
 		{name: "expired beyond leeway", exp: at(-time.Minute), leeway: 30 * time.Second, wantErr: jwt.ErrTokenExpired},
 		{name: "not yet valid", exp: at(time.Hour), nbf: at(time.Second), wantErr: jwt.ErrTokenNotValidYet},
 		{name: "not yet valid within leeway", exp: at(time.Hour), nbf: at(10 * time.Second), leeway: 30 * time.Second},

@@ -484,3 +484,41 @@ func TestAuthTooLarge(t *testing.T) {
 	}
 	assert.Equal(t, uint64(2), ts.hub.Stats().MessagesIn, "MessagesIn")
 }
+
+// TestAuthOwnTopicBesidesLimit: the user's own topic does not count against
+// MaxSubscriptions, in the URL or by message. A URL with the limit's worth
+// of topics lost it: the connection opened, and its user: topic was refused
+// with too_many_subscriptions, so a publish to it never came. Found by a
+// helper's review.
+func TestAuthOwnTopicBesidesLimit(t *testing.T) {
+	ts := startAuthHub(t, broadcast.Config{MaxSubscriptions: 2})
+	token := authToken(t, "alice", []string{"*"}, nil, inAnHour())
+
+	c := mustAuthDial(t, "gorilla", ts.addr, "topics=a,b", token)
+	mustReadSubscribed(t, c, "a")
+	mustReadSubscribed(t, c, "b")
+	mustReadSubscribed(t, c, "user:alice")
+	mustReadMessage(t, c, "user:alice", ts.publish(t, "user:alice", `"private"`))
+	mustWrite(t, c, subscribeMsg("c"))
+	mustReadError(t, c, broadcast.CodeTooManySubscriptions)
+	// Unsubscribed from its own topic, it may subscribe to it again.
+	mustWrite(t, c, unsubscribeMsg("user:alice"))
+	mustWrite(t, c, subscribeMsg("user:alice"))
+	f := mustRead(t, c)
+	if f.Type == "unsubscribed" {
+		f = mustRead(t, c)
+	}
+	assert.Equal(t, "subscribed", f.Type, "%s", f)
+	assert.Equal(t, "user:alice", f.Topic)
+
+	// Listed in the URL (to recover it), it is not counted there either.
+	c = mustAuthDial(t, "gorilla", ts.addr, "topics=user:alice,a,b", token)
+	mustReadSubscribed(t, c, "user:alice")
+	mustReadSubscribed(t, c, "a")
+	mustReadSubscribed(t, c, "b")
+	// A third topic of its choice is one too many.
+	_, resp, err := authDial("gorilla", ts.addr, "topics=a,b,c", token)
+	require.Error(t, err)
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}

@@ -36,7 +36,7 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 	if r := c.UpgradeRequest(); r != nil && r.RawQuery != "" {
 		// Upgrade checked the query; nothing of it is kept on the
 		// client meanwhile.
-		_ = cl.hub().walkQuery(r.RawQuery, func(q querySub) {
+		_ = cl.hub().walkQuery(r.RawQuery, cl.id, func(q querySub) {
 			var since *uint64
 			if q.hasSince {
 				// Only a since escapes (a cluster's waiter keeps it),
@@ -139,6 +139,19 @@ func (cl *client) OnClose(c *wsconn.Conn) {
 	cl.topics = topicSet{}
 }
 
+// subscriptions returns how many topics the client is subscribed to, not
+// counting its user's own: every authenticated connection has that one
+// besides the --max-subscriptions of its choice.
+func (cl *client) subscriptions() int {
+	n := cl.topics.len()
+	for i := range n {
+		if cl.id.IsUserTopic(cl.topics.at(i).name) {
+			return n - 1
+		}
+	}
+	return n
+}
+
 func (cl *client) subscribed(name string) int {
 	for i := range cl.topics.len() {
 		if cl.topics.at(i).name == name {
@@ -172,7 +185,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	case cl.subscribed(name) >= 0:
 		cl.sendError(req, CodeAlreadySubscribed, "already subscribed to "+strconv.Quote(name))
 		return
-	case cl.topics.len() >= h.cfg.MaxSubscriptions:
+	case !cl.id.IsUserTopic(name) && cl.subscriptions() >= h.cfg.MaxSubscriptions:
 		cl.sendError(req, CodeTooManySubscriptions, "subscription limit of "+strconv.Itoa(h.cfg.MaxSubscriptions)+" reached; not subscribed to "+strconv.Quote(name))
 		return
 	}

@@ -81,7 +81,9 @@ type Config struct {
 	HistorySize int
 	// HistoryAge is how long a message stays in history. Default: 5 min.
 	HistoryAge time.Duration
-	// MaxSubscriptions limits the topics one connection subscribes to.
+	// MaxSubscriptions limits the topics one connection subscribes to,
+	// not counting its user's own (with Auth), which the hub subscribes
+	// every authenticated connection to.
 	// Default: 100.
 	MaxSubscriptions int
 	// MaxTopicBytes limits the length of a topic name. Default: 128.

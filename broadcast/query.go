@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/fanout/fanout/auth"
 )
 
 // errQueryTooLong is walkQuery's error for a query that lists more topics
@@ -22,12 +24,14 @@ type querySub struct {
 // walkQuery checks the query of a /ws request and calls f for each topic in
 // topics=, once, in order, with what since= says of it. It works in time
 // linear in the query's length, and stops at the first error, or once the
-// topics exceed MaxSubscriptions (errQueryTooLong).
+// topics exceed MaxSubscriptions (errQueryTooLong); the user's own topic
+// (of id, the connection's identity) is not counted, as a subscription
+// never counts it (see client.subscribe).
 //
 // It allocates nothing for a query of up to four topics, as a connect's
 // usually is: it runs twice for each, in Upgrade and in OnOpen, and a
 // connect storm's garbage is heap that idle connections keep.
-func (h *Hub) walkQuery(raw string, f func(querySub)) error {
+func (h *Hub) walkQuery(raw string, id auth.Identity, f func(querySub)) error {
 	var buf [4]querySub
 	subs := buf[:0]
 	var index map[string]int // once there are too many topics to scan
@@ -45,6 +49,7 @@ func (h *Hub) walkQuery(raw string, f func(querySub)) error {
 		}
 		return -1
 	}
+	own := 0 // 1 once the user's own topic is listed
 	var sinceBuf [2]string
 	sinces := sinceBuf[:0]
 	for rest := raw; rest != ""; {
@@ -74,8 +79,11 @@ func (h *Hub) walkQuery(raw string, f func(querySub)) error {
 			if find(name) >= 0 {
 				continue
 			}
-			if len(subs) == h.cfg.MaxSubscriptions {
+			if !id.IsUserTopic(name) && len(subs)-own == h.cfg.MaxSubscriptions {
 				return errQueryTooLong
+			}
+			if id.IsUserTopic(name) {
+				own = 1
 			}
 			subs = append(subs, querySub{topic: name})
 			if index == nil && len(subs) > 16 {

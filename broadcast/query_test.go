@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fanout/fanout/auth"
 )
 
 func TestParseSince(t *testing.T) {
@@ -44,7 +46,7 @@ func TestParseSince(t *testing.T) {
 func TestWalkQuery(t *testing.T) {
 	h := &Hub{cfg: Config{MaxSubscriptions: 100, MaxTopicBytes: 128}}
 	var got []querySub
-	require.NoError(t, h.walkQuery("topics=a,b&since=b:4@e1,a:2&topics=c,a&since=a:9", func(q querySub) { got = append(got, q) }))
+	require.NoError(t, h.walkQuery("topics=a,b&since=b:4@e1,a:2&topics=c,a&since=a:9", auth.Identity{}, func(q querySub) { got = append(got, q) }))
 	assert.Equal(t, []querySub{
 		{topic: "a", since: 2, hasSince: true},
 		{topic: "b", since: 4, hasSince: true, epoch: "e1"},
@@ -58,7 +60,7 @@ func TestWalkQuery(t *testing.T) {
 		"topics=a%zz",          // malformed escape
 		"topics=a&since=a:1@E", // an epoch out of its alphabet
 	} {
-		assert.Error(t, h.walkQuery(q, func(querySub) {}), "%s", q)
+		assert.Error(t, h.walkQuery(q, auth.Identity{}, func(querySub) {}), "%s", q)
 	}
 }
 
@@ -69,7 +71,7 @@ func TestWalkQueryBounded(t *testing.T) {
 	h := &Hub{cfg: Config{MaxSubscriptions: 3000, MaxTopicBytes: 128}}
 	names, q := bigQuery(2700)
 	n := 0
-	require.NoError(t, h.walkQuery(q, func(s querySub) {
+	require.NoError(t, h.walkQuery(q, auth.Identity{}, func(s querySub) {
 		assert.Equal(t, names[n], s.topic)
 		assert.Equal(t, uint64(n), s.since)
 		n++
@@ -77,7 +79,7 @@ func TestWalkQueryBounded(t *testing.T) {
 	assert.Equal(t, 2700, n)
 
 	h.cfg.MaxSubscriptions = 100
-	assert.ErrorIs(t, h.walkQuery(q, func(querySub) {}), errQueryTooLong)
+	assert.ErrorIs(t, h.walkQuery(q, auth.Identity{}, func(querySub) {}), errQueryTooLong)
 }
 
 // BenchmarkWalkQuery walks an 8 KiB-ish query of 2,700 topics, each with a
@@ -86,7 +88,7 @@ func BenchmarkWalkQuery(b *testing.B) {
 	h := &Hub{cfg: Config{MaxSubscriptions: 3000, MaxTopicBytes: 128}}
 	_, q := bigQuery(2700)
 	for b.Loop() {
-		_ = h.walkQuery(q, func(querySub) {})
+		_ = h.walkQuery(q, auth.Identity{}, func(querySub) {})
 	}
 }
 
@@ -109,7 +111,7 @@ func TestWalkQueryDoesNotAllocate(t *testing.T) {
 	h := &Hub{cfg: Config{MaxSubscriptions: 100, MaxTopicBytes: 128}}
 	n := 0
 	allocs := testing.AllocsPerRun(100, func() {
-		if err := h.walkQuery("topics=a,b,c,d&since=a:41@e1", func(querySub) { n++ }); err != nil {
+		if err := h.walkQuery("topics=a,b,c,d&since=a:41@e1", auth.Identity{}, func(querySub) { n++ }); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -1,7 +1,6 @@
 package broadcast_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -85,20 +84,6 @@ func TestRequestID(t *testing.T) {
 		}
 		assert.Equal(t, tc.want, got, "reply to %s: %s", tc.send, f)
 	}
-}
-
-// TestUserTopicOverLimit: when the URL's topics fill --max-subscriptions,
-// the user's own topic is not subscribed, and the error says which topic.
-func TestUserTopicOverLimit(t *testing.T) {
-	ts := startAuthHub(t, broadcast.Config{MaxSubscriptions: 2})
-	c := mustAuthDial(t, "gorilla", ts.addr, "topics=chat.a,chat.b", authToken(t, "alice", []string{"*"}, []string{"*"}, inAnHour()))
-	mustReadSubscribed(t, c, "chat.a")
-	mustReadSubscribed(t, c, "chat.b")
-	f := mustReadError(t, c, broadcast.CodeTooManySubscriptions)
-	assert.Equal(t, "user:alice", f.Topic, "%s", f)
-	var m map[string]any
-	require.NoError(t, json.Unmarshal(f.Raw, &m))
-	assert.Contains(t, m["message"], `"user:alice"`)
 }
 
 // TestRepliesGathered: the answers to many requests that arrive at once go

@@ -23,7 +23,7 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 		return nil, err
 	}
 	var forbidden string
-	err = h.walkQuery(r.RawQuery, func(q querySub) {
+	err = h.walkQuery(r.RawQuery, id, func(q querySub) {
 		if h.cfg.Auth != nil && forbidden == "" && !id.CanSubscribe(q.topic) {
 			forbidden = q.topic
 		}
