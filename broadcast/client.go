@@ -35,24 +35,11 @@ func (cl *client) OnOpen(c *wsconn.Conn) {
 	}
 	if r := c.UpgradeRequest(); r != nil && r.RawQuery != "" {
 		// Upgrade checked the query; nothing of it is kept on the
-		// client meanwhile.
-		_ = cl.hub().walkQuery(r.RawQuery, cl.id, func(q querySub) {
-			var since *uint64
-			if q.hasSince {
-				// Only a since escapes (a cluster's waiter keeps it),
-				// and not the whole querySub.
-				s := q.since
-				since = &s
-			}
-			cl.subscribe(request{topic: q.topic, opening: true}, since, q.epoch)
-		})
+		// client, unless a replay makes the rest wait (see openQuery).
+		cl.openQuery(r.RawQuery, 0, false)
+		return
 	}
-	if !cl.id.IsZero() {
-		// Every connection of a user hears the user's own topic.
-		if own := cl.id.UserTopic(); cl.subscribed(own) < 0 {
-			cl.subscribe(request{topic: own, opening: true}, nil, "")
-		}
-	}
+	cl.subscribeOwn(true)
 }
 
 // OnMessage handles subscribe, unsubscribe and publish. A bad message gets
@@ -101,9 +88,11 @@ func (cl *client) Expired(_ *wsconn.Conn, now time.Time) (ws.StatusCode, string,
 	return cl.hub().tokenExpired(cl.id, now)
 }
 
-// OnDrain asks the shard to tell the client what it lost while its queue
-// was full (see shard.lost).
+// OnDrain goes on with the URL's topics if they wait for a replay to be
+// written (see openQuery), and asks the shard to tell the client what it
+// lost while its queue was full (see shard.lost).
 func (cl *client) OnDrain(*wsconn.Conn) {
+	cl.continueOpening()
 	h := cl.hub()
 	if h.enter() {
 		room := cl.shard.post(op{kind: opDrained, cl: cl})
@@ -116,6 +105,7 @@ func (cl *client) OnDrain(*wsconn.Conn) {
 func (cl *client) OnClose(c *wsconn.Conn) {
 	h := cl.hub()
 	h.clients.Add(-1)
+	h.openings.take(cl) // the rest of its URL, if it waited for a replay
 	if c.Compressed() {
 		h.deflateClients.Add(-1)
 	}
@@ -173,7 +163,7 @@ func (cl *client) subscribed(name string) int {
 // upgrade response (see wsconn.Conn.SendOnOpen), in the same write, and so
 // ahead of the replay and of every message the shard queues; in a cluster
 // it comes once the topic's watch has started, as any subscribe's does.
-func (cl *client) subscribe(req request, since *uint64, epoch string) {
+func (cl *client) subscribe(req request, since *uint64, epoch string) (waits bool) {
 	h := cl.hub()
 	name := req.topic
 	switch {
@@ -231,7 +221,10 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 			t.watch = &topicWatch{ready: make(chan struct{})}
 			go h.startWatch(t, t.watch)
 		}
-		t.watch.waiters = append(t.watch.waiters, waiter{cl: cl, id: bytes.Clone(req.id), since: since, epoch: epoch})
+		// A URL's recovery cannot know yet whether it replays: the
+		// rest of the URL waits for it as if it did.
+		waits = req.url && since != nil
+		t.watch.waiters = append(t.watch.waiters, waiter{cl: cl, id: bytes.Clone(req.id), since: since, epoch: epoch, notify: waits})
 		t.join(cl.shard)
 	default:
 		t.join(cl.shard)
@@ -240,7 +233,11 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 			var buf [512]byte
 			answer = buf[:0]
 		}
-		room, reply = cl.joinLocked(t, req.id, since, epoch, held, answer)
+		wait := noWait
+		if req.url {
+			wait = waitIfReplay
+		}
+		room, reply, waits = cl.joinLocked(t, req.id, since, epoch, held, wait, answer)
 	}
 	t.mu.Unlock()
 	h.exit()
@@ -252,6 +249,7 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 	h.subscriptions.Add(1)
 	h.budget.trim() // past MaxHistoryBytes after a cluster watch took in history
 	waitRoom(room)
+	return waits
 }
 
 // joinLocked posts to cl's shard the op that answers cl's subscribe to t,
@@ -263,7 +261,11 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) {
 // With answer not nil, the caller sends the reply, which joinLocked appends
 // to answer and returns, and the shard does not; it must reach cl ahead of
 // anything the shard queues to it (see wsconn.Conn.SendOnOpen).
-func (cl *client) joinLocked(t *Topic, id []byte, since *uint64, epoch string, held bool, answer []byte) (<-chan struct{}, []byte) {
+//
+// wait says whether the URL's next topics wait for this recovery's replay
+// to be written (see openQuery); notify, whether they do: the shard then
+// asks for OnDrain once the replay is in the queue.
+func (cl *client) joinLocked(t *Topic, id []byte, since *uint64, epoch string, held bool, wait recoveryWait, answer []byte) (room <-chan struct{}, reply []byte, notify bool) {
 	seq := t.seq
 	var replay [][]byte
 	recovered := false
@@ -273,12 +275,13 @@ func (cl *client) joinLocked(t *Topic, id []byte, since *uint64, epoch string, h
 			seq = *since
 		}
 	}
-	var reply []byte
 	if answer != nil {
 		reply = appendSubscribed(answer, t.name, seq, t.epoch, recovered, id)
 		id = nil
 	}
-	return cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, answered: reply != nil, seq: seq, recovered: recovered, id: id}), reply
+	notify = held && (wait == waitAlways || wait == waitIfReplay && len(replay) > 0)
+	room = cl.shard.post(op{kind: opSubscribe, topic: t, cl: cl, replay: replay, held: held, notify: notify, answered: reply != nil, seq: seq, recovered: recovered, id: id})
+	return room, reply, notify
 }
 
 func (cl *client) unsubscribe(req request) {

@@ -199,7 +199,9 @@ type Hub struct {
 
 	mu     sync.RWMutex // guards topics
 	topics map[string]*Topic
-	budget *historyBudget
+
+	openings openings // URL topics waiting for a replay to be written
+	budget   *historyBudget
 
 	// gate is held (read) by everything that sends ops to the shards, and
 	// taken (write) by Close, so that no op is sent after the shards stop.

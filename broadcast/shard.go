@@ -32,6 +32,7 @@ type op struct {
 	deflated *deflatedFrame
 	replay   [][]byte // opSubscribe
 	held     bool     // opSubscribe: the connection is held until the replay is sent (wsconn.Conn.Hold)
+	notify   bool     // opSubscribe: a URL's recovery; OnDrain once its replay is written (see openQuery)
 	answered bool     // opSubscribe: the subscriber sent the reply itself, from OnOpen (wsconn.Conn.SendOnOpen)
 	cl       *client
 	topics   topicSet // opLeave
@@ -186,6 +187,9 @@ func (s *shard) handle(o op) (stop bool) {
 			// the connection that client.subscribe held.
 			if o.cl.conn.SendReplay(o.replay) == nil {
 				s.hub.replayed.Add(uint64(len(o.replay)))
+				if o.notify {
+					o.cl.conn.NotifyDrain()
+				}
 			}
 		}
 		s.subs[o.topic] = append(s.subs[o.topic], o.cl)

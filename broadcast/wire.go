@@ -57,6 +57,9 @@ type request struct {
 	// opening: made by OnOpen (the URL's subscribes), whose answers go
 	// out with the upgrade response (wsconn.Conn.SendOnOpen).
 	opening bool
+	// url: one of the URL's topics, whose recovery makes the rest wait
+	// until its replay is written (see openQuery).
+	url bool
 }
 
 // validID reports whether id, raw JSON, is a string or a number of at most
