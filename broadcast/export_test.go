@@ -44,3 +44,7 @@ func ShrinkInboxes(h *Hub) {
 		}
 	}
 }
+
+// WaitingOpenings returns how many connections' URL topics wait for a
+// replay to be written (see openQuery).
+func WaitingOpenings(h *Hub) int { return h.openings.len() }

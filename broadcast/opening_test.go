@@ -47,8 +47,9 @@ func TestURLReplaysHeldOneAtATime(t *testing.T) {
 	}
 	target := "/ws?topics=" + strings.Join(names, ",") + "&since=" + strings.Join(since, ",")
 	before := liveHeap()
+	var conns []*rawClient
 	for range clients {
-		dialRaw(t, ts.addr, target, 4096) // never reads
+		conns = append(conns, dialRaw(t, ts.addr, target, 4096)) // never reads
 	}
 	var replayed uint64
 	require.Eventually(t, func() bool {
@@ -61,6 +62,12 @@ func TestURLReplaysHeldOneAtATime(t *testing.T) {
 	t.Logf("%d messages handed to replays; live heap %d B per client that does not read", replayed, perClient)
 	assert.LessOrEqual(t, replayed, uint64(clients*history*15), "messages replayed to clients that do not read")
 	assert.Less(t, perClient, int64(4*limit), "heap held per client that does not read")
+	assert.Equal(t, clients, broadcast.WaitingOpenings(ts.hub), "each waits with the rest of its URL")
+	for _, c := range conns {
+		require.NoError(t, c.conn.Close())
+	}
+	require.Eventually(t, func() bool { return broadcast.WaitingOpenings(ts.hub) == 0 }, waitTimeout, 10*time.Millisecond,
+		"the openings of closed connections are forgotten")
 }
 
 // TestURLReplaysInOrder: a client that reads recovers every topic of its
@@ -89,4 +96,5 @@ func TestURLReplaysInOrder(t *testing.T) {
 	mustReadSubscribed(t, c, "user:alice")
 	mustWrite(t, c, subscribeMsg("d"))
 	mustReadSubscribed(t, c, "d")
+	assert.Zero(t, broadcast.WaitingOpenings(ts.hub), "the opening is done")
 }
