@@ -85,16 +85,7 @@ func TestFanoutJSLaggingNode(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	p := openPage(t, srv.URL+"/", 3*waitTimeout)
-	eval[bool](p, `import("/fanout.js").then(({ Client }) => {
-		window.got = [];
-		window.events = [];
-		window.fc = new Client(location.origin.replace("http", "ws"), {
-			minBackoff: 20, maxBackoff: 300,
-			onEvent: (e) => window.events.push(e),
-		});
-		window.fc.subscribe("t", (m) => window.got.push(m.seq));
-		return true;
-	})`)
+	subscribeJS(p, "t")
 	waitEval(p, "seq 7", `window.got.length > 0 && window.got[window.got.length - 1] === 7`)
 	assert.Equal(t, "t t:6@e1", <-sinceAsked, "the reconnect asks from the last seq delivered")
 	assert.Equal(t, "[1,2,3,4,5,6,7]", eval[string](p, `JSON.stringify(window.got)`), "each seq once, in order")

@@ -364,13 +364,11 @@ func waitEval(p *browserPage, what, expr string) {
 	}
 }
 
-// TestFanoutJSAcrossRestart drives /fanout.js in headless Chromium: its
-// client gets each message once and in order, reconnects when the server
-// restarts in the middle, reports what the restart lost as a new_epoch
-// event, delivers what follows, and publishes.
-func TestFanoutJSAcrossRestart(t *testing.T) {
-	s := startServe(t)
-	p := openPage(t, "http://"+s.addr+"/", 3*waitTimeout)
+// subscribeJS imports /fanout.js in the page and subscribes its Client,
+// connected to the page's own server, to topic: window.got collects the
+// seqs delivered, window.events the events, and window.fc is the client.
+func subscribeJS(p *browserPage, topic string) {
+	p.t.Helper()
 	eval[bool](p, `import("/fanout.js").then(({ Client }) => {
 		window.got = [];
 		window.events = [];
@@ -378,9 +376,19 @@ func TestFanoutJSAcrossRestart(t *testing.T) {
 			minBackoff: 20, maxBackoff: 300,
 			onEvent: (e) => window.events.push(e),
 		});
-		window.fc.subscribe("js", (m) => window.got.push(m.seq));
+		window.fc.subscribe(`+strconv.Quote(topic)+`, (m) => window.got.push(m.seq));
 		return true;
 	})`)
+}
+
+// TestFanoutJSAcrossRestart drives /fanout.js in headless Chromium: its
+// client gets each message once and in order, reconnects when the server
+// restarts in the middle, reports what the restart lost as a new_epoch
+// event, delivers what follows, and publishes.
+func TestFanoutJSAcrossRestart(t *testing.T) {
+	s := startServe(t)
+	p := openPage(t, "http://"+s.addr+"/", 3*waitTimeout)
+	subscribeJS(p, "js")
 	waitEval(p, "subscribed", `window.events.some((e) => e.kind === "subscribed" && e.topic === "js")`)
 	for i := 1; i <= 3; i++ {
 		_, err := s.post("js", fmt.Sprintf(`{"n":%d}`, i))

@@ -163,6 +163,9 @@ func (cl *client) subscribed(name string) int {
 // upgrade response (see wsconn.Conn.SendOnOpen), in the same write, and so
 // ahead of the replay and of every message the shard queues; in a cluster
 // it comes once the topic's watch has started, as any subscribe's does.
+//
+// For one of the URL's topics (req.url), it reports whether the URL's next
+// topics wait for this one's replay to be written (see openQuery).
 func (cl *client) subscribe(req request, since *uint64, epoch string) (waits bool) {
 	h := cl.hub()
 	name := req.topic
