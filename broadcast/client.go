@@ -227,7 +227,11 @@ func (cl *client) subscribe(req request, since *uint64, epoch string) (waits boo
 		// A URL's recovery cannot know yet whether it replays: the
 		// rest of the URL waits for it as if it did.
 		waits = req.url && since != nil
-		t.watch.waiters = append(t.watch.waiters, waiter{cl: cl, id: bytes.Clone(req.id), since: since, epoch: epoch, notify: waits})
+		wait := noWait
+		if waits {
+			wait = waitAlways
+		}
+		t.watch.waiters = append(t.watch.waiters, waiter{cl: cl, id: bytes.Clone(req.id), since: since, epoch: epoch, wait: wait})
 		t.join(cl.shard)
 	default:
 		t.join(cl.shard)

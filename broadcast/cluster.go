@@ -71,11 +71,7 @@ func (h *Hub) startWatch(t *Topic, tw *topicWatch) {
 		tw.w = w
 		h.takeBacklogLocked(t, backlog)
 		for _, wt := range waiters {
-			wait := noWait
-			if wt.notify {
-				wait = waitAlways // the URL's next topics wait already
-			}
-			if room, _, _ := wt.cl.joinLocked(t, wt.id, wt.since, wt.epoch, true, wait, nil); room != nil {
+			if room, _, _ := wt.cl.joinLocked(t, wt.id, wt.since, wt.epoch, true, wt.wait, nil); room != nil {
 				rooms = append(rooms, room)
 			}
 		}

@@ -79,10 +79,11 @@ func (h *Hub) walkQuery(raw string, id auth.Identity, f func(querySub)) error {
 			if find(name) >= 0 {
 				continue
 			}
-			if !id.IsUserTopic(name) && len(subs)-own == h.cfg.MaxSubscriptions {
+			mine := id.IsUserTopic(name)
+			if !mine && len(subs)-own == h.cfg.MaxSubscriptions {
 				return errQueryTooLong
 			}
-			if id.IsUserTopic(name) {
+			if mine {
 				own = 1
 			}
 			subs = append(subs, querySub{topic: name})

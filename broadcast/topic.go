@@ -57,9 +57,9 @@ type waiter struct {
 	id    []byte  // the request's id, owned
 	since *uint64 // as client.subscribe takes them
 	epoch string
-	// notify: a URL's recovery, which the URL's next topics wait for
-	// (see openQuery).
-	notify bool
+	// wait: waitAlways for a URL's recovery, which the URL's next topics
+	// wait for (see openQuery); noWait otherwise.
+	wait recoveryWait
 }
 
 // dropWaiter removes cl's waiting subscribe, if it has one, so that a
