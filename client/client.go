@@ -716,12 +716,16 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 		if s != nil && s.awaiting && req.Type == "subscribe" && req.ID == want {
 			switch f.Code {
 			case "already_subscribed":
-				// The server had it already (the token's own user:
-				// topic): messages may have come, and gone, before this
-				// answer, with no seq to tell where. Subscribe afresh,
-				// for a reply that says where messages start.
+				// The server had it already: the token's own user:
+				// topic, or a subscription whose unsubscribe (before a
+				// subscribe from the last seq, after a gap) was refused
+				// for the rate. Messages may have come, and gone, before
+				// this answer, with no seq to tell where. Subscribe
+				// again, for a reply that says where messages start,
+				// from the same seq: what it can still replay is not
+				// lost.
 				c.send(conn, request{Type: "unsubscribe", Topic: s.topic})
-				c.send(conn, request{Type: "subscribe", Topic: s.topic})
+				c.send(conn, request{Type: "subscribe", Topic: s.topic, Since: req.Since, Epoch: req.Epoch})
 				return
 			case "unavailable":
 				// The server is shutting down, and the next connection

@@ -324,10 +324,16 @@ export class Client {
         if (f.code === "not_subscribed") return;
         if (s && s.awaiting && req && req.type === "subscribe" && req.id === s.want) {
           if (f.code === "already_subscribed") {
-            // The server had it already (the token's own user: topic):
-            // subscribe afresh, for a reply that says where messages start.
+            // The server had it already: the token's own user: topic, or
+            // a subscription whose unsubscribe (before a subscribe from
+            // the last seq, after a gap) was refused for the rate. Subscribe
+            // again, for a reply that says where messages start, from the
+            // same seq: what it can still replay is not lost.
             this.send({ type: "unsubscribe", topic: f.topic });
-            this.send({ type: "subscribe", topic: f.topic });
+            const r = { type: "subscribe", topic: f.topic };
+            if (req.since !== undefined) r.since = req.since;
+            if (req.epoch) r.epoch = req.epoch;
+            this.send(r);
             return;
           }
           if (f.code === "unavailable") {
