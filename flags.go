@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/fanout/fanout/wsconn"
@@ -17,6 +18,9 @@ const minHeaderBytes = 512
 // means nothing, an idle timeout that the pings cannot beat, a header limit
 // no handshake fits in. The error names the flag.
 func (o *serveOptions) validate() error {
+	if _, _, err := net.SplitHostPort(o.listen); err != nil {
+		return fmt.Errorf("--listen %s: want HOST:PORT: %w", o.listen, err)
+	}
 	for _, f := range []struct {
 		name string
 		v    int64

@@ -457,7 +457,8 @@ func (o *serveOptions) config(log *slog.Logger, hub *broadcast.Hub, origins *aut
 			case echo && r.Path == "/echo":
 				return hub.Echo(r)
 			}
-			return nil, wsconn.Reject(http.StatusNotFound, "no WebSocket endpoint at "+r.Path)
+			return nil, wsconn.RejectRedacted(http.StatusNotFound, "no WebSocket endpoint at "+r.Path,
+				"no WebSocket endpoint at this path", nil)
 		},
 		HTTP:   mux,
 		Logger: log,
@@ -474,20 +475,27 @@ func historyBytes(b byteSize) int64 {
 }
 
 // parseFlags parses args with fs, whose usage is usage and then the flags.
-// It returns -1 to go on, or the exit status: 0 for -help, 2 for a bad
-// flag (fs has said why).
+// It returns -1 to go on, or the exit status: 0 for -help, which prints the
+// usage, 2 for a bad flag, which prints one line naming it (the flag
+// package would print the whole usage after it).
 func parseFlags(fs *flag.FlagSet, usage string, args []string) int {
+	out := fs.Output()
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case err == nil:
+		return -1
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return 0
 	}
-	return -1
+	fmt.Fprintf(out, "%s: %v (see --help)\n", fs.Name(), err)
+	return 2
 }
 
 // compressMinBytes is the hub's CompressMinBytes: negative, never, with

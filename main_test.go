@@ -33,6 +33,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fanout/fanout/auth"
 )
 
 // waitTimeout bounds every wait: a deadline for a hang, never a latency
@@ -1065,6 +1067,12 @@ func TestServeFlagsSayNo(t *testing.T) {
 		{[]string{"--max-message-rate", "-3"}, "--max-message-rate"},
 		{[]string{"--ping-interval", "30s", "--idle-timeout", "20s"}, "--idle-timeout"},
 		{[]string{"--ping-interval", "30s", "--idle-timeout", "30s"}, "--idle-timeout"},
+		// Refused by the flag package: one line too, not the usage after it.
+		{[]string{"--max-message-bytes", "-1"}, "max-message-bytes"},
+		{[]string{"--max-history-bytes", "-1"}, "max-history-bytes"},
+		{[]string{"--log-level", "loud"}, "log-level"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--listen", "nowhere"}, "--listen"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, _, stderr := runFanout(t, append([]string{"serve", "--no-auth", "--listen", "127.0.0.1:0"}, tc.args...)...)
@@ -1129,4 +1137,43 @@ func TestServeCompression(t *testing.T) {
 	require.NoError(t, err)
 	defer c2.Close()
 	assert.Empty(t, resp.Header.Get("Sec-WebSocket-Extensions"))
+}
+
+// TestRefusalLogsNoURL: the log line of a refused handshake gives a reason
+// with nothing of the request's URL, at any level: the path of a 404 (a
+// client put its token there), the topics of a 400 and of a 403. They were
+// logged as the client was told them.
+func TestRefusalLogsNoURL(t *testing.T) {
+	secret := "s3cret-s3cret-s3cret-s3cret-s3cret"
+	s := startServe(t, "--jwt-secret", secret, "--log-level", "debug")
+	tok, err := auth.SignHS256([]byte(secret), auth.Claims{
+		RegisteredClaims: jwt.RegisteredClaims{Subject: "alice", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))},
+		Subscribe:        jwt.ClaimStrings{"granted"},
+	})
+	require.NoError(t, err)
+	d := gorilla.Dialer{HandshakeTimeout: waitTimeout}
+	h := http.Header{"Authorization": {"Bearer " + tok}}
+	for _, tc := range []struct {
+		path   string
+		status int
+		told   string // in the response's body
+	}{
+		{"/ws/token/SECRET1", http.StatusNotFound, "/ws/token/SECRET1"},
+		{"/ws?topics=granted,a%20SECRET2", http.StatusBadRequest, `"a SECRET2"`},
+		{"/ws?topics=SECRET3", http.StatusForbidden, `"SECRET3"`},
+	} {
+		_, resp, err := d.Dial("ws://"+s.addr+tc.path, h)
+		require.Error(t, err, tc.path)
+		require.NotNil(t, resp, tc.path)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		assert.Equal(t, tc.status, resp.StatusCode, tc.path)
+		assert.Contains(t, string(body), tc.told, "the client is told: %s", tc.path)
+	}
+	require.Eventually(t, func() bool { return strings.Count(s.stderr.String(), "handshake refused") == 3 },
+		waitTimeout, 10*time.Millisecond, "one line per status: %s", s.stderr.String())
+	assert.NotContains(t, s.stderr.String(), "SECRET")
+	assert.Contains(t, s.stderr.String(), `reason="no WebSocket endpoint at this path"`)
+	assert.Contains(t, s.stderr.String(), `reason="invalid topic name"`)
+	assert.Contains(t, s.stderr.String(), `reason="token does not grant a topic of the query"`)
 }

@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
@@ -12,6 +13,10 @@ import (
 // errQueryTooLong is walkQuery's error for a query that lists more topics
 // than MaxSubscriptions.
 var errQueryTooLong = errors.New("too many topics")
+
+// errInvalidTopicName is the error of a query that lists an invalid topic,
+// wrapped with its name.
+var errInvalidTopicName = errors.New("invalid topic name")
 
 // querySub is a topic of a /ws query, with what since= says of it.
 type querySub struct {
@@ -74,7 +79,7 @@ func (h *Hub) walkQuery(raw string, id auth.Identity, f func(querySub)) error {
 			var name string
 			name, rest, more = strings.Cut(rest, ",")
 			if !h.validTopic(name) {
-				return errors.New("invalid topic name " + strconv.Quote(name))
+				return fmt.Errorf("%w %s", errInvalidTopicName, strconv.Quote(name))
 			}
 			if find(name) >= 0 {
 				continue

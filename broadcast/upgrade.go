@@ -30,10 +30,16 @@ func (h *Hub) Upgrade(r *wsconn.Request) (wsconn.Handler, error) {
 	})
 	switch {
 	case err != nil:
-		return nil, wsconn.Reject(http.StatusBadRequest, err.Error())
+		// The logs get no topic name: it is the request's URL.
+		logged := err.Error()
+		if errors.Is(err, errInvalidTopicName) {
+			logged = errInvalidTopicName.Error()
+		}
+		return nil, wsconn.RejectRedacted(http.StatusBadRequest, err.Error(), logged, nil)
 	case forbidden != "":
 		h.forbidden.Add(1)
-		return nil, wsconn.Reject(http.StatusForbidden, "token does not grant topic "+strconv.Quote(forbidden))
+		return nil, wsconn.RejectRedacted(http.StatusForbidden, "token does not grant topic "+strconv.Quote(forbidden),
+			"token does not grant a topic of the query", nil)
 	}
 	if !h.enter() {
 		return nil, wsconn.Reject(http.StatusServiceUnavailable, "shutting down")

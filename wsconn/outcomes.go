@@ -85,10 +85,17 @@ func (s *Server) CloseCodes() map[string]uint64 {
 // refusals costs a few lines, not one each. It logs the status and the
 // reason the server gave, never a request's headers or URL, which may hold
 // a token.
+//
+// Refusals held back within a second are logged with the next refusal of
+// their status or, if none comes, by the sweep (flushRefusals), with the
+// last one's reason.
 type refusalLog struct {
 	mu      sync.Mutex
 	last    [len(countedStatuses) + 1]time.Time
 	pending [len(countedStatuses) + 1]uint64
+	// status and reason: of the last refusal held back.
+	status [len(countedStatuses) + 1]int
+	reason [len(countedStatuses) + 1]string
 }
 
 // statusIndex returns status's index in countedStatuses, or the index of
@@ -115,11 +122,38 @@ func (s *Server) logRefusalAt(i, status int, reason string) {
 	r.mu.Lock()
 	r.pending[i]++
 	if now.Sub(r.last[i]) < time.Second {
+		r.status[i], r.reason[i] = status, reason
 		r.mu.Unlock()
 		return
 	}
 	n := r.pending[i]
-	r.pending[i], r.last[i] = 0, now
+	r.pending[i], r.last[i], r.reason[i] = 0, now, ""
 	r.mu.Unlock()
 	s.log.Info("handshake refused", "status", status, "reason", reason, "count", n)
+}
+
+// flushRefusals logs the refusals held back whose status has had no line
+// for a second: the last of a burst would otherwise wait for the next
+// refusal of its status, which may never come. The sweep calls it.
+func (s *Server) flushRefusals(now time.Time) {
+	type line struct {
+		status int
+		reason string
+		n      uint64
+	}
+	var lines [len(countedStatuses) + 1]line
+	k := 0
+	r := &s.refusals
+	r.mu.Lock()
+	for i, n := range r.pending {
+		if n > 0 && now.Sub(r.last[i]) >= time.Second {
+			lines[k] = line{r.status[i], r.reason[i], n}
+			k++
+			r.pending[i], r.last[i], r.reason[i] = 0, now, ""
+		}
+	}
+	r.mu.Unlock()
+	for _, l := range lines[:k] {
+		s.log.Info("handshake refused", "status", l.status, "reason", l.reason, "count", l.n)
+	}
 }

@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -77,4 +78,63 @@ func TestRefusalLog(t *testing.T) {
 	assert.Contains(t, lines[0], "count=1")
 	assert.Contains(t, lines[1], "status=431")
 	assert.Contains(t, lines[2], "count=100", "the 99 held back and this one")
+}
+
+// TestRefusalLogFlushed: refusals held back within a second are logged
+// once it has passed, with or without a later refusal of their status; they
+// waited for the next, and the last of a burst was never logged.
+func TestRefusalLogFlushed(t *testing.T) {
+	var logs lockedBuffer
+	s, err := NewServer(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Upgrade: func(*Request) (Handler, error) { return nil, nil }})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	start := time.Now()
+	s.now = func() time.Time { return start }
+	s.logRefusal(401, "bad token")
+	for range 4 {
+		s.logRefusal(401, "expired token")
+	}
+	s.flushRefusals(start.Add(500 * time.Millisecond))
+	require.Equal(t, 1, strings.Count(logs.String(), "handshake refused"), "within the second: %s", logs.String())
+	s.flushRefusals(start.Add(time.Second))
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	require.Len(t, lines, 2, "%q", lines)
+	assert.Contains(t, lines[1], "status=401")
+	assert.Contains(t, lines[1], `reason="expired token"`)
+	assert.Contains(t, lines[1], "count=4")
+	s.flushRefusals(start.Add(3 * time.Second))
+	assert.Len(t, strings.Split(strings.TrimSpace(logs.String()), "\n"), 2, "nothing more held")
+}
+
+// TestRefusalLogRedacted: a rejection whose reason carries what the request
+// sent (here its path, with a token in it) gives the client that reason and
+// the logs, at any level, the redacted one.
+func TestRefusalLogRedacted(t *testing.T) {
+	var logs lockedBuffer
+	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	cfg.Upgrade = func(r *Request) (Handler, error) {
+		return nil, RejectRedacted(404, "no WebSocket endpoint at "+r.Path, "no WebSocket endpoint at this path", nil)
+	}
+	s, err := NewServer(cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { _ = s.Close() })
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte("GET /ws/token/SECRET HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := io.ReadAll(c)
+	require.NoError(t, err)
+	assert.Contains(t, string(resp), "404")
+	assert.Contains(t, string(resp), "no WebSocket endpoint at /ws/token/SECRET", "the client is told")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "handshake refused") }, 5*time.Second, 5*time.Millisecond)
+	assert.Contains(t, logs.String(), `reason="no WebSocket endpoint at this path"`)
+	assert.NotContains(t, logs.String(), "SECRET")
 }

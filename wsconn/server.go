@@ -613,6 +613,7 @@ func (s *Server) sweep() {
 		wall := s.now()
 		tick := s.tickAt(wall)
 		s.clock.Store(tick)
+		s.flushRefusals(wall)
 		batch = s.eachWith(batch, func(c *Conn) {
 			var close ws.StatusCode
 			var reason string

@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"bytes"
+	"cmp"
 	"io"
 	"net/http"
 	"net/netip"
@@ -33,6 +34,29 @@ func RejectHeader(status int, reason string, header http.Header) error {
 	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason),
 		ws.RejectionHeader(ws.HandshakeHeaderHTTP(header)))
 }
+
+// RejectRedacted is RejectHeader (header may be nil) for a reason that
+// carries what the request sent, such as its path or a topic of its query:
+// the client gets reason, the server's logs of refused handshakes get logged
+// instead, for they never give what a request carried (a token may be
+// anywhere in it).
+func RejectRedacted(status int, reason, logged string, header http.Header) error {
+	err := Reject(status, reason)
+	if header != nil {
+		err = RejectHeader(status, reason, header)
+	}
+	return &redacted{err: err, logged: logged}
+}
+
+// redacted is a rejection whose reason is not to be logged; the upgrader
+// hands gobwas/ws the rejection inside and keeps logged for the logs.
+type redacted struct {
+	err    error
+	logged string
+}
+
+func (r *redacted) Error() string { return r.logged }
+func (r *redacted) Unwrap() error { return r.err }
 
 var crlfcrlf = []byte("\r\n\r\n")
 
@@ -95,9 +119,10 @@ func (c *Conn) readHandshake(p []byte) {
 	handler, resp, err := up.result()
 	if err != nil {
 		resp = bytes.Clone(resp)
+		reason := cmp.Or(up.logged, err.Error())
 		c.srv.handshakeErrors.Add(1)
-		c.srv.countStatus(statusOf(resp), err.Error())
-		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "err", err)
+		c.srv.countStatus(statusOf(resp), reason)
+		c.srv.log.Debug("wsconn: upgrade rejected", "remote", c.RemoteAddr(), "reason", reason)
 		c.mu.Lock()
 		c.closeLocked(resp)
 		c.mu.Unlock()
@@ -210,6 +235,7 @@ func (up *upgrader) run(c *Conn, head []byte) {
 	s := up.srv
 	up.req = Request{RemoteAddr: c.RemoteAddr()}
 	up.handler = nil
+	up.logged = ""
 	up.deflate, up.deflateBits = false, 0
 	up.out.Reset()
 	head, err := normalizeHead(head)
@@ -253,9 +279,12 @@ type upgrader struct {
 	deflate     bool  // permessage-deflate accepted
 	deflateBits uint8 // the server_max_window_bits to echo; 0: none
 	err         error
-	in          bytes.Reader
-	out         bytes.Buffer
-	io          handshakeIO
+	// logged is what the logs say of err, a rejection by Config.Upgrade
+	// whose reason carries what the request sent; "": err's own text.
+	logged string
+	in     bytes.Reader
+	out    bytes.Buffer
+	io     handshakeIO
 	// opening is the connection's handshake while OnOpen runs: it lets
 	// SendOnOpen add to out, the response.
 	opening handshake
@@ -298,6 +327,9 @@ func (up *upgrader) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 	h, err := up.srv.cfg.Upgrade(&up.req)
 	if err == nil && h == nil {
 		err = Reject(http.StatusNotFound, "not found")
+	}
+	if r, ok := err.(*redacted); ok {
+		up.logged, err = r.logged, r.err
 	}
 	up.handler = h
 	if err == nil && up.deflate {
