@@ -63,8 +63,8 @@ func (cl *client) OnMessage(c *wsconn.Conn, op ws.OpCode, payload []byte) {
 	}
 	req := request{topic: m.Topic, id: m.ID}
 	if m.ID != nil && !validID(m.ID) {
-		req.id = nil
-		cl.sendError(req, CodeBadJSON, "id must be a string or a number of at most "+strconv.Itoa(maxIDBytes)+" bytes")
+		// Refused unread, as any bad_json: no id, no topic.
+		cl.sendError(request{}, CodeBadJSON, "id must be a string or a number of at most "+strconv.Itoa(maxIDBytes)+" bytes")
 		return
 	}
 	switch m.Type {

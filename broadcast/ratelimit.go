@@ -34,7 +34,7 @@ func (cl *client) allow(size int) bool {
 	cl.tokens -= cost
 	if cl.tokens <= -burst {
 		h.rateCloses.Add(1)
-		cl.conn.Close(CloseRateLimit, "message rate exceeded")
+		cl.closeForRate()
 		return false
 	}
 	h.rateLimited.Add(1)
@@ -44,4 +44,25 @@ func (cl *client) allow(size int) bool {
 	}
 	cl.sendError(request{}, CodeRateLimited, "over "+limit+" per second; message dropped")
 	return false
+}
+
+// rateCloseReason is the reason of the close for the message rate.
+const rateCloseReason = "message rate exceeded"
+
+// closeForRate closes the connection with CloseRateLimit through the
+// client's shard, behind the replies and errors it has still to queue to
+// the client: those that answer the messages before, among them the
+// rate_limited errors that warned it. Closed at once, the close frame went
+// ahead of them, and they were dropped. Meanwhile allow refuses the
+// client's messages, unanswered.
+func (cl *client) closeForRate() {
+	h := cl.hub()
+	if !h.enter() {
+		// Shutting down: no shard queues anything more.
+		cl.conn.Close(CloseRateLimit, rateCloseReason)
+		return
+	}
+	room := cl.shard.post(op{kind: opRateClose, cl: cl})
+	h.exit()
+	waitRoom(room)
 }

@@ -68,8 +68,13 @@ func TestRequestID(t *testing.T) {
 		{`{"type":"unsubscribe","topic":"a","id":"u\"1"}`, `"unsubscribed" "a" "u\"1"`},
 		{`{"type":"unsubscribe","topic":"a"}`, `"error" "a" <none> not_subscribed`},
 		{`{"type":"subscribe","topic":"a b","id":null}`, `"error" "a b" <none> invalid_topic`},
-		{`{"type":"subscribe","topic":"c","id":{"x":1}}`, `"error" "c" <none> bad_json`},
-		{`{"type":"subscribe","topic":"c","id":"` + strings.Repeat("x", 80) + `"}`, `"error" "c" <none> bad_json`},
+		// A bad id is bad_json, which names no topic (it named c).
+		{`{"type":"subscribe","topic":"c","id":{"x":1}}`, `"error" "" <none> bad_json`},
+		{`{"type":"subscribe","topic":"c","id":"` + strings.Repeat("x", 65) + `"}`, `"error" "" <none> bad_json`},
+		{`{"type":"subscribe","topic":"c","id":` + strings.Repeat("9", 65) + `}`, `"error" "" <none> bad_json`},
+		// 64 bytes, a string's quotes aside (63 and 64 were refused).
+		{`{"type":"publish","topic":"p","data":1,"id":"` + strings.Repeat("x", 64) + `"}`, `"published" "p" "` + strings.Repeat("x", 64) + `"`},
+		{`{"type":"publish","topic":"p","data":1,"id":` + strings.Repeat("9", 64) + `}`, `"published" "p" ` + strings.Repeat("9", 64)},
 		{`{"type":"nope","topic":"d","id":3}`, `"error" "d" 3 unknown_type`},
 	} {
 		mustWrite(t, c, tc.send)

@@ -18,6 +18,7 @@ const (
 	opDrained                   // cl's queue emptied: tell it what it lost
 	opReply                     // queue frame, a reply or an error, to cl
 	opRestart                   // topic started afresh: close its subscribers (CloseTopicRestarted)
+	opRateClose                 // close cl for its message rate (CloseRateLimit), behind its replies
 	opStop                      // finish
 )
 
@@ -214,6 +215,8 @@ func (s *shard) handle(o op) (stop bool) {
 			s.reply(o.cl, appendDropped(nil, r), true)
 		}
 		s.reply(o.cl, o.frame, true)
+	case opRateClose:
+		o.cl.conn.Close(CloseRateLimit, rateCloseReason)
 	case opRestart:
 		for _, cl := range s.subs[o.topic] {
 			cl.conn.Close(CloseTopicRestarted, "topic "+o.topic.name+" started afresh: reconnect with since")

@@ -63,13 +63,18 @@ type request struct {
 }
 
 // validID reports whether id, raw JSON, is a string or a number of at most
-// maxIDBytes.
+// maxIDBytes: a string's quotes do not count, its escapes do.
 func validID(id json.RawMessage) bool {
-	if len(id) == 0 || len(id) > maxIDBytes {
+	if len(id) == 0 {
 		return false
 	}
-	c := id[0]
-	return c == '"' || c == '-' || c >= '0' && c <= '9'
+	switch c := id[0]; {
+	case c == '"':
+		return len(id) <= maxIDBytes+2
+	case c == '-' || c >= '0' && c <= '9':
+		return len(id) <= maxIDBytes
+	}
+	return false
 }
 
 // envelopeBytes is what a client message may hold beyond its data and topic:
@@ -102,7 +107,7 @@ func appendDropped(dst []byte, r lostRange) []byte {
 // built by appending, as it goes out on every connect: topic names and epochs
 // need no JSON escaping.
 func appendSubscribed(dst []byte, topic string, seq uint64, epoch string, recovered bool, id json.RawMessage) []byte {
-	var buf [256 + maxIDBytes]byte
+	var buf [256 + maxIDBytes + 2]byte
 	p := append(buf[:0], `{"type":"subscribed","topic":"`...)
 	p = append(p, topic...)
 	p = append(p, `","seq":`...)
@@ -124,7 +129,7 @@ func appendSubscribed(dst []byte, topic string, seq uint64, epoch string, recove
 // acknowledged for every message a client publishes, and the topic, valid,
 // needs no escaping.
 func appendReply(dst []byte, typ, topic string, seq uint64, withSeq bool, id json.RawMessage) []byte {
-	var buf [256 + maxIDBytes]byte
+	var buf [256 + maxIDBytes + 2]byte
 	p := append(buf[:0], `{"type":"`...)
 	p = append(p, typ...)
 	p = append(p, `","topic":"`...)
