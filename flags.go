@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"time"
 
@@ -20,6 +21,9 @@ const minHeaderBytes = 512
 func (o *serveOptions) validate() error {
 	if _, _, err := net.SplitHostPort(o.listen); err != nil {
 		return fmt.Errorf("--listen %s: want HOST:PORT: %w", o.listen, err)
+	}
+	if o.sendBufferBytes > math.MaxInt32/2 {
+		return fmt.Errorf("--send-buffer-bytes %s: at most 1GiB-1, which the kernel doubles", o.sendBufferBytes)
 	}
 	for _, f := range []struct {
 		name string

@@ -1073,6 +1073,7 @@ func TestServeFlagsSayNo(t *testing.T) {
 		{[]string{"--log-level", "loud"}, "log-level"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"--listen", "nowhere"}, "--listen"},
+		{[]string{"--send-buffer-bytes", "1GiB"}, "--send-buffer-bytes"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, _, stderr := runFanout(t, append([]string{"serve", "--no-auth", "--listen", "127.0.0.1:0"}, tc.args...)...)
@@ -1176,4 +1177,42 @@ func TestRefusalLogsNoURL(t *testing.T) {
 	assert.Contains(t, s.stderr.String(), `reason="no WebSocket endpoint at this path"`)
 	assert.Contains(t, s.stderr.String(), `reason="invalid topic name"`)
 	assert.Contains(t, s.stderr.String(), `reason="token does not grant a topic of the query"`)
+}
+
+// TestServeSendBuffer: --send-buffer-bytes bounds what a subscriber that
+// reads nothing holds in the kernel, so that it is a slow consumer once that
+// and --max-queue-bytes are full: 60 messages of 8 KB disconnect it. The
+// kernel grew the send buffer of such a client to 4 MiB (500 such messages
+// went unread before the 4008, in a helper's run).
+func TestServeSendBuffer(t *testing.T) {
+	s := startServe(t, "--send-buffer-bytes", "16KiB", "--max-queue-bytes", "64KiB")
+	nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	d := gorilla.Dialer{HandshakeTimeout: waitTimeout, NetDialContext: nd.DialContext}
+	c, _, err := d.Dial("ws://"+s.addr+"/ws?topics=slow", nil)
+	require.NoError(t, err)
+	defer c.Close()
+	_, _, err = c.ReadMessage() // subscribed; nothing more is read
+	require.NoError(t, err)
+	data := `"` + strings.Repeat("x", 8000) + `"`
+	for range 60 {
+		_, err := s.post("slow", data)
+		require.NoError(t, err)
+	}
+	var st struct {
+		Hub struct {
+			SlowConsumerDisconnects uint64 `json:"slow_consumer_disconnects"`
+		} `json:"hub"`
+	}
+	require.Eventually(t, func() bool {
+		resp, err := httpClient.Get("http://" + s.addr + "/stats")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.Hub.SlowConsumerDisconnects == 1
+	}, waitTimeout, 20*time.Millisecond, "the subscriber that reads nothing is a slow consumer")
 }

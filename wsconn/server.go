@@ -81,6 +81,15 @@ type Config struct {
 	// plus 48 bytes for each queued frame, what a frame costs beyond its
 	// bytes. Default: 1 MiB.
 	MaxQueueBytes int
+	// SendBufferBytes is each connection's kernel send buffer (SO_SNDBUF),
+	// set on the listening socket, whose connections take it from there:
+	// it bounds what a client that does not read holds in the kernel,
+	// beyond MaxQueueBytes in the server. The kernel doubles it, and Linux
+	// caps it at net.core.wmem_max. Default (0): the system's, which grows
+	// for a client that does not read up to tcp_wmem's maximum, 4 MiB on
+	// Linux. Connections that the kernel completed before Serve set it
+	// keep the system's: see ListenControl.
+	SendBufferBytes int
 	// MaxHeaderBytes limits the request head. Default: 8 KiB.
 	MaxHeaderBytes int
 	// MaxBodyBytes limits the body of a plain HTTP request. Default: 1 MiB.
@@ -348,6 +357,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		return fmt.Errorf("wsconn: serve: %w", err)
 	}
 	deferred := deferAccept(lfd)
+	if err := setSendBuffer(lfd, s.cfg.SendBufferBytes); err != nil {
+		return fmt.Errorf("wsconn: serve: %w", err)
+	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -835,4 +847,30 @@ func (s *Server) QueuedBytes() int64 {
 		r.mu.Unlock()
 	}
 	return n
+}
+
+// ListenControl returns a Control function for net.ListenConfig that gives
+// the listening socket, before it listens, the options of cfg that Serve
+// sets on it (SendBufferBytes): with it, no connection completes without
+// them, as those that arrive between listen(2) and Serve would.
+func ListenControl(cfg Config) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = setSendBuffer(int(fd), cfg.SendBufferBytes) }); err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
+// setSendBuffer sets the send buffer (SO_SNDBUF) of the listening socket fd,
+// which its connections take, to n bytes; n <= 0 leaves the system's.
+func setSendBuffer(fd, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n); err != nil {
+		return fmt.Errorf("send buffer of %d bytes: %w", n, err)
+	}
+	return nil
 }
