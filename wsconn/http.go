@@ -198,6 +198,15 @@ func (s *Server) callHTTP(req *http.Request) (w *responseBuffer) {
 // as name, value pairs, and closes the connection.
 func (c *Conn) respond(status int, body string, header ...string) {
 	c.hs = nil
+	resp := plainResponse(status, body, header...)
+	c.mu.Lock()
+	c.closeLocked(resp)
+	c.mu.Unlock()
+}
+
+// plainResponse returns a response of status with the text body and the
+// header fields given as name, value pairs, which closes the connection.
+func plainResponse(status int, body string, header ...string) []byte {
 	w := &responseBuffer{header: make(http.Header)}
 	w.header.Set("Content-Type", "text/plain; charset=utf-8")
 	for i := 0; i+1 < len(header); i += 2 {
@@ -205,9 +214,27 @@ func (c *Conn) respond(status int, body string, header ...string) {
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write([]byte(body))
-	c.mu.Lock()
-	c.closeLocked(w.bytes(false, ""))
-	c.mu.Unlock()
+	return w.bytes(false, "")
+}
+
+// answerExpiredLocked answers, instead of dropping it, a plain HTTP request
+// whose head was read and whose body had not all come when the connection
+// expired: 503 if the server is shutting down, 408 if the request ran out
+// of its time. The client then knows that the request was not served
+// (a publish was not made), where a bare close left it unsure. It reports
+// whether it answered; the caller holds c.mu, in a turn (hs is the turn's).
+func (c *Conn) answerExpiredLocked() bool {
+	if c.state != stateHandshake || c.hs == nil || c.hs.req == nil || c.out == writeBroken {
+		return false
+	}
+	c.hs = nil
+	c.set(flagExpired, false)
+	resp := plainResponse(http.StatusRequestTimeout, "the request body did not arrive in time\n")
+	if c.srv.closing.Load() {
+		resp = plainResponse(http.StatusServiceUnavailable, "shutting down\n")
+	}
+	c.closeLocked(resp)
+	return true
 }
 
 // responseBuffer is the http.ResponseWriter for plain HTTP requests: the

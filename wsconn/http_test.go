@@ -318,3 +318,41 @@ func TestHTTPHeadContentLength(t *testing.T) {
 	_, ok := resp.Header["Content-Length"]
 	assert.False(t, ok, "a 204 carries no Content-Length")
 }
+
+// TestHTTPBodyNeverComes: a plain request whose head came and whose body
+// did not all come is answered when it runs out of time (408) or the server
+// shuts down (503), then closed: the client knows it was not served. It was
+// closed without a word, and a publisher could not tell whether its message
+// was taken.
+func TestHTTPBodyNeverComes(t *testing.T) {
+	const partial = "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf!"
+	t.Run("timeout", func(t *testing.T) {
+		_, addr := startServer(t, wsconn.Config{HandshakeTimeout: 300 * time.Millisecond})
+		conn, br := rawHTTP(t, addr)
+		_, err := io.WriteString(conn, partial)
+		require.NoError(t, err)
+		resp, _ := readResponse(t, br)
+		assert.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
+		assert.True(t, resp.Close, "Connection: close")
+		_, err = br.ReadByte()
+		assert.ErrorIs(t, err, io.EOF, "then closed")
+	})
+	t.Run("shutdown", func(t *testing.T) {
+		srv, addr := startServer(t, wsconn.Config{HandshakeTimeout: time.Minute})
+		conn, br := rawHTTP(t, addr)
+		_, err := io.WriteString(conn, partial)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return srv.Stats().BytesIn >= uint64(len(partial)) }, 5*time.Second, time.Millisecond)
+		shut := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			shut <- srv.Shutdown(ctx)
+		}()
+		resp, body := readResponse(t, br)
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, body)
+		assert.True(t, resp.Close, "Connection: close")
+		_ = conn.Close()
+		require.NoError(t, <-shut)
+	})
+}

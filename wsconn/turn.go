@@ -52,6 +52,9 @@ func (c *Conn) turn(buf []byte) {
 		c.out = writeReady
 		c.flushLocked()
 	}
+	if c.is(flagExpired) && c.answerExpiredLocked() {
+		c.flushLocked()
+	}
 	if c.is(flagExpired) || c.out == writeBroken || c.drainedLocked() {
 		c.mu.Unlock()
 		c.release()
