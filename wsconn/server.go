@@ -611,10 +611,16 @@ func later(a, b uint32) bool { return int32(a-b) > 0 }
 // pass, not once per connection.
 func (s *Server) sweep() {
 	defer close(s.done)
-	t := time.NewTicker(s.sweepInterval())
+	interval := s.sweepInterval()
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	ms := func(d time.Duration) uint32 { return uint32(d.Milliseconds()) }
 	ping, idle := ms(s.cfg.PingInterval), ms(s.cfg.IdleTimeout)
+	// Input is stamped with the tick of the last sweep, up to an interval
+	// before it came: silence is counted from an interval later, so that
+	// no connection is pinged or closed before its silence has lasted
+	// (closes came up to 150 ms early at --idle-timeout 3s).
+	step := ms(interval)
 	var batch []*Conn
 	for {
 		select {
@@ -648,9 +654,9 @@ func (s *Server) sweep() {
 					// An open connection's deadline is its frame deadline.
 					late = false
 					close, reason = ws.StatusPolicyViolation, "frame timeout"
-				case idle > 0 && quiet >= idle:
+				case idle > 0 && quiet >= idle+step:
 					close, reason = ws.StatusGoingAway, "idle timeout"
-				case ping > 0 && quiet >= ping && !c.is(flagPinged):
+				case ping > 0 && quiet >= ping+step && !c.is(flagPinged):
 					c.set(flagPinged, true)
 					s.pings.Add(1)
 					c.enqueueLocked(sweepPing)
