@@ -23,7 +23,7 @@ func (o *serveOptions) validate() error {
 		return fmt.Errorf("--listen %s: want HOST:PORT: %w", o.listen, err)
 	}
 	if o.sendBufferBytes > math.MaxInt32/2 {
-		return fmt.Errorf("--send-buffer-bytes %s: at most 1GiB-1, which the kernel doubles", o.sendBufferBytes)
+		return fmt.Errorf("--send-buffer-bytes %s: at most 1GiB-1 (Linux doubles it, in an int)", o.sendBufferBytes)
 	}
 	for _, f := range []struct {
 		name string

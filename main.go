@@ -153,7 +153,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	o.maxMessageBytes, o.maxQueueBytes, o.maxHeaderBytes = 1<<20, 1<<20, 8<<10
 	fs.Var(&o.maxMessageBytes, "max-message-bytes", "largest client message in `bytes` (at most 2GiB-1), all fragments together; a longer one is closed with 1009 (on /ws, also at most --max-publish-bytes plus 1KiB and --max-topic-bytes)")
 	o.sendBufferBytes = 256 << 10
-	fs.Var(&o.sendBufferBytes, "send-buffer-bytes", "each connection's kernel send buffer in `bytes` (SO_SNDBUF; the kernel doubles it, and Linux caps it at net.core.wmem_max): what a client that does not read holds in the kernel beyond --max-queue-bytes (0: the system's, which grows to tcp_wmem's max, 4 MiB on Linux)")
+	fs.Var(&o.sendBufferBytes, "send-buffer-bytes", "each connection's kernel send buffer in `bytes` (SO_SNDBUF; Linux doubles it and caps it at net.core.wmem_max; a BSD that refuses so much gets it halved until it takes it): what a client that does not read holds in the kernel beyond --max-queue-bytes (0: the system's, which grows to tcp_wmem's max, 4 MiB on Linux)")
 	fs.Var(&o.maxQueueBytes, "max-queue-bytes", "per-connection write queue limit in `bytes`, each queued frame counting 48 beyond its own; past it the connection stops reading (echo) or is a slow consumer")
 	fs.Var(&o.maxHeaderBytes, "max-header-bytes", "largest HTTP request head in `bytes`; a larger one gets 431")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "connections held, upgraded or not; past it new ones get 503 (0: the open-file limit minus 64)")

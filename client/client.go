@@ -672,8 +672,7 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 			// seq delivered, and take nothing until the answer.
 			s.awaiting = true
 			since := s.seq
-			c.send(conn, request{Type: "unsubscribe", Topic: s.topic})
-			c.send(conn, request{Type: "subscribe", Topic: s.topic, Since: &since, Epoch: s.epoch})
+			c.resubscribe(conn, s.topic, &since, s.epoch)
 			return
 		}
 		s.seq, s.known = f.Seq, true
@@ -724,8 +723,7 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 				// again, for a reply that says where messages start,
 				// from the same seq: what it can still replay is not
 				// lost.
-				c.send(conn, request{Type: "unsubscribe", Topic: s.topic})
-				c.send(conn, request{Type: "subscribe", Topic: s.topic, Since: req.Since, Epoch: req.Epoch})
+				c.resubscribe(conn, s.topic, req.Since, req.Epoch)
 				return
 			case "unavailable":
 				// The server is shutting down, and the next connection
@@ -744,6 +742,13 @@ func (c *Client) handle(conn *websocket.Conn, f *frame) {
 		}
 		c.emit(ev)
 	}
+}
+
+// resubscribe unsubscribes topic and subscribes it again on conn, from
+// since (nil: from now) in epoch.
+func (c *Client) resubscribe(conn *websocket.Conn, topic string, since *uint64, epoch string) {
+	c.send(conn, request{Type: "unsubscribe", Topic: topic})
+	c.send(conn, request{Type: "subscribe", Topic: topic, Since: since, Epoch: epoch})
 }
 
 // retryAfter is the first wait before a request that the server refused

@@ -109,6 +109,43 @@ func statusIndex(status int) int {
 	return len(countedStatuses)
 }
 
+// refusalLine is a line of the refusal log: count refusals of status
+// since the previous line, the last for reason.
+type refusalLine struct {
+	status int
+	reason string
+	count  uint64
+}
+
+// note counts a refusal with status, at index i of the table, at now, and
+// returns the line to log if its status has had none for a second.
+func (r *refusalLog) note(now time.Time, i, status int, reason string) (refusalLine, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending[i]++
+	if now.Sub(r.last[i]) < time.Second {
+		r.status[i], r.reason[i] = status, reason
+		return refusalLine{}, false
+	}
+	l := refusalLine{status, reason, r.pending[i]}
+	r.pending[i], r.last[i], r.reason[i] = 0, now, ""
+	return l, true
+}
+
+// due appends to lines those of the refusals held back whose status has
+// had no line for a second at now, and returns them.
+func (r *refusalLog) due(now time.Time, lines []refusalLine) []refusalLine {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, n := range r.pending {
+		if n > 0 && now.Sub(r.last[i]) >= time.Second {
+			lines = append(lines, refusalLine{r.status[i], r.reason[i], n})
+			r.pending[i], r.last[i], r.reason[i] = 0, now, ""
+		}
+	}
+	return lines
+}
+
 // logRefusal logs, within the rate, a handshake refused with status for
 // reason.
 func (s *Server) logRefusal(status int, reason string) {
@@ -117,43 +154,22 @@ func (s *Server) logRefusal(status int, reason string) {
 
 // logRefusalAt is logRefusal for the status at index i of the table.
 func (s *Server) logRefusalAt(i, status int, reason string) {
-	now := s.now()
-	r := &s.refusals
-	r.mu.Lock()
-	r.pending[i]++
-	if now.Sub(r.last[i]) < time.Second {
-		r.status[i], r.reason[i] = status, reason
-		r.mu.Unlock()
-		return
+	if l, ok := s.refusals.note(s.now(), i, status, reason); ok {
+		s.logRefusalLine(l)
 	}
-	n := r.pending[i]
-	r.pending[i], r.last[i], r.reason[i] = 0, now, ""
-	r.mu.Unlock()
-	s.log.Info("handshake refused", "status", status, "reason", reason, "count", n)
 }
 
 // flushRefusals logs the refusals held back whose status has had no line
-// for a second: the last of a burst would otherwise wait for the next
-// refusal of its status, which may never come. The sweep calls it.
+// for a second at now: the last of a burst would otherwise wait for the
+// next refusal of its status, which may never come. The sweep calls it on
+// each tick, and once more, with a time a second ahead, as it stops.
 func (s *Server) flushRefusals(now time.Time) {
-	type line struct {
-		status int
-		reason string
-		n      uint64
+	var buf [len(countedStatuses) + 1]refusalLine
+	for _, l := range s.refusals.due(now, buf[:0]) {
+		s.logRefusalLine(l)
 	}
-	var lines [len(countedStatuses) + 1]line
-	k := 0
-	r := &s.refusals
-	r.mu.Lock()
-	for i, n := range r.pending {
-		if n > 0 && now.Sub(r.last[i]) >= time.Second {
-			lines[k] = line{r.status[i], r.reason[i], n}
-			k++
-			r.pending[i], r.last[i], r.reason[i] = 0, now, ""
-		}
-	}
-	r.mu.Unlock()
-	for _, l := range lines[:k] {
-		s.log.Info("handshake refused", "status", l.status, "reason", l.reason, "count", l.n)
-	}
+}
+
+func (s *Server) logRefusalLine(l refusalLine) {
+	s.log.Info("handshake refused", "status", l.status, "reason", l.reason, "count", l.count)
 }

@@ -58,53 +58,57 @@ func TestRefusalLog(t *testing.T) {
 	assert.Contains(t, logs.String(), `reason="no such endpoint"`)
 	assert.NotContains(t, logs.String(), "SECRET")
 
-	// A flood: one line a second per status, with the count. (A server
-	// of its own, not serving, so that its clock can be set.)
-	var flood lockedBuffer
-	s2, err := NewServer(Config{Logger: slog.New(slog.NewTextHandler(&flood, nil)), Upgrade: cfg.Upgrade})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s2.Close() })
+	// A flood: one line a second per status, with the count. (The
+	// server's refusal log alone, so that its clock can be set.)
+	var r refusalLog
 	now := time.Now()
-	s2.now = func() time.Time { return now }
-	for range 100 {
-		s2.logRefusal(401, "bad token")
+	var lines []refusalLine
+	note := func(status int, reason string) {
+		if l, ok := r.note(now, statusIndex(status), status, reason); ok {
+			lines = append(lines, l)
+		}
 	}
-	s2.logRefusal(431, "head too large")
+	for range 100 {
+		note(401, "bad token")
+	}
+	note(431, "head too large")
 	now = now.Add(time.Second)
-	s2.logRefusal(401, "bad token")
-	lines := strings.Split(strings.TrimSpace(flood.String()), "\n")
-	require.Len(t, lines, 3, "%q", lines)
-	assert.Contains(t, lines[0], "status=401")
-	assert.Contains(t, lines[0], "count=1")
-	assert.Contains(t, lines[1], "status=431")
-	assert.Contains(t, lines[2], "count=100", "the 99 held back and this one")
+	note(401, "bad token")
+	assert.Equal(t, []refusalLine{{401, "bad token", 1}, {431, "head too large", 1}, {401, "bad token", 100}}, lines,
+		"the 99 held back come with the next after a second")
 }
 
 // TestRefusalLogFlushed: refusals held back within a second are logged
 // once it has passed, with or without a later refusal of their status; they
-// waited for the next, and the last of a burst was never logged.
+// waited for the next, and the last of a burst was never logged. Those
+// held back when the server closes are logged as it does.
 func TestRefusalLogFlushed(t *testing.T) {
+	var r refusalLog
+	start := time.Now()
+	i := statusIndex(401)
+	_, ok := r.note(start, i, 401, "bad token")
+	require.True(t, ok, "the first is logged at once")
+	for range 4 {
+		_, ok := r.note(start, i, 401, "expired token")
+		require.False(t, ok, "held back")
+	}
+	assert.Empty(t, r.due(start.Add(500*time.Millisecond), nil), "within the second")
+	assert.Equal(t, []refusalLine{{401, "expired token", 4}}, r.due(start.Add(time.Second), nil))
+	assert.Empty(t, r.due(start.Add(3*time.Second), nil), "nothing more held")
+
+	// A server that closes logs what it held back.
 	var logs lockedBuffer
 	s, err := NewServer(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		Upgrade: func(*Request) (Handler, error) { return nil, nil }})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close() })
-	start := time.Now()
-	s.now = func() time.Time { return start }
-	s.logRefusal(401, "bad token")
-	for range 4 {
-		s.logRefusal(401, "expired token")
-	}
-	s.flushRefusals(start.Add(500 * time.Millisecond))
-	require.Equal(t, 1, strings.Count(logs.String(), "handshake refused"), "within the second: %s", logs.String())
-	s.flushRefusals(start.Add(time.Second))
+	s.logRefusal(503, "over the connection limit")
+	s.logRefusal(503, "over the connection limit")
+	s.logRefusal(503, "over the per-IP connection limit")
+	require.NoError(t, s.Close())
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	require.Len(t, lines, 2, "%q", lines)
-	assert.Contains(t, lines[1], "status=401")
-	assert.Contains(t, lines[1], `reason="expired token"`)
-	assert.Contains(t, lines[1], "count=4")
-	s.flushRefusals(start.Add(3 * time.Second))
-	assert.Len(t, strings.Split(strings.TrimSpace(logs.String()), "\n"), 2, "nothing more held")
+	assert.Contains(t, lines[0], "count=1")
+	assert.Contains(t, lines[1], `reason="over the per-IP connection limit" count=2`)
 }
 
 // TestRefusalLogRedacted: a rejection whose reason carries what the request

@@ -63,6 +63,19 @@ func dialRecorded(t *testing.T, addr string, opened chan *Conn, small bool) (net
 	if small {
 		d.Control = smallWindow
 	}
+	nc, br, c := dialRecordedWith(t, d, addr, opened)
+	if small {
+		// Setting it turns off the kernel's tuning, so that a few KiB
+		// unread fill the socket.
+		require.NoError(t, unix.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096))
+	}
+	return nc, br, c
+}
+
+// dialRecordedWith opens a WebSocket to addr with d and returns it with its
+// Conn, as the server opened it.
+func dialRecordedWith(t *testing.T, d net.Dialer, addr string, opened chan *Conn) (net.Conn, *bufio.Reader, *Conn) {
+	t.Helper()
 	nc, err := d.Dial("tcp", addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = nc.Close() })
@@ -75,11 +88,6 @@ func dialRecorded(t *testing.T, addr string, opened chan *Conn, small bool) (net
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 	select {
 	case c := <-opened:
-		if small {
-			// Setting it turns off the kernel's tuning, so that a few
-			// KiB unread fill the socket.
-			require.NoError(t, unix.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096))
-		}
 		return nc, br, c
 	case <-time.After(5 * time.Second):
 		t.Fatal("the server did not open the connection")

@@ -84,10 +84,10 @@ type Config struct {
 	// SendBufferBytes is each connection's kernel send buffer (SO_SNDBUF),
 	// set on the listening socket, whose connections take it from there:
 	// it bounds what a client that does not read holds in the kernel,
-	// beyond MaxQueueBytes in the server. The kernel doubles it, and Linux
-	// caps it at net.core.wmem_max. Default (0): the system's, which grows
-	// for a client that does not read up to tcp_wmem's maximum, 4 MiB on
-	// Linux. Connections that the kernel completed before Serve set it
+	// beyond MaxQueueBytes in the server. Linux doubles it and caps it at
+	// net.core.wmem_max; a BSD that refuses so large a buffer gets it
+	// halved until it takes it. Default (0): the system's, which grows for
+	// a client that does not read up to tcp_wmem's maximum, 4 MiB on Linux. Connections that the kernel completed before Serve set it
 	// keep the system's: see ListenControl.
 	SendBufferBytes int
 	// MaxHeaderBytes limits the request head. Default: 8 KiB.
@@ -625,6 +625,7 @@ func (s *Server) sweep() {
 	for {
 		select {
 		case <-s.stopSweep:
+			s.flushRefusals(s.now().Add(time.Second)) // all that is held back
 			return
 		case <-t.C:
 		}
@@ -870,13 +871,21 @@ func ListenControl(cfg Config) func(network, address string, c syscall.RawConn) 
 }
 
 // setSendBuffer sets the send buffer (SO_SNDBUF) of the listening socket fd,
-// which its connections take, to n bytes; n <= 0 leaves the system's.
+// which its connections take, to n bytes; n <= 0 leaves the system's. Linux
+// caps what is asked for at its maximum; the BSDs refuse more than theirs
+// with ENOBUFS (NetBSD's default is about 209 KB), and then n is halved
+// until they take it.
 func setSendBuffer(fd, n int) error {
 	if n <= 0 {
 		return nil
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n); err != nil {
-		return fmt.Errorf("send buffer of %d bytes: %w", n, err)
+	for try := n; ; try /= 2 {
+		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, try)
+		if err == nil {
+			return nil
+		}
+		if err != unix.ENOBUFS || try < 8<<10 {
+			return fmt.Errorf("send buffer of %d bytes: %w", try, err)
+		}
 	}
-	return nil
 }

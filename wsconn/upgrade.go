@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"io"
 	"net/http"
 	"net/netip"
@@ -328,7 +329,9 @@ func (up *upgrader) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 	if err == nil && h == nil {
 		err = Reject(http.StatusNotFound, "not found")
 	}
-	if r, ok := err.(*redacted); ok {
+	var r *redacted
+	if errors.As(err, &r) {
+		// gobwas/ws takes its own rejection, not a wrapper.
 		up.logged, err = r.logged, r.err
 	}
 	up.handler = h

@@ -245,6 +245,16 @@ export class Client {
     ws.send(JSON.stringify(wire));
   }
 
+  // resubscribe unsubscribes topic and subscribes it again, from since
+  // (undefined: from now) in epoch.
+  resubscribe(topic, since, epoch) {
+    this.send({ type: "unsubscribe", topic });
+    const r = { type: "subscribe", topic };
+    if (since !== undefined) r.since = since;
+    if (epoch) r.epoch = epoch;
+    this.send(r);
+  }
+
   resend(ws, r) {
     const wait = RETRY_AFTER * 2 ** Math.min(r.tries || 0, 5);
     setTimeout(() => {
@@ -283,10 +293,7 @@ export class Client {
         if (!s || s.awaiting || (s.known && f.seq <= s.seq)) return;
         if (s.known && f.seq > s.seq + 1) {
           s.awaiting = true;
-          this.send({ type: "unsubscribe", topic: f.topic });
-          const r = { type: "subscribe", topic: f.topic, since: s.seq };
-          if (s.epoch) r.epoch = s.epoch;
-          this.send(r);
+          this.resubscribe(f.topic, s.seq, s.epoch);
           return;
         }
         s.seq = f.seq;
@@ -329,11 +336,7 @@ export class Client {
             // the last seq, after a gap) was refused for the rate. Subscribe
             // again, for a reply that says where messages start, from the
             // same seq: what it can still replay is not lost.
-            this.send({ type: "unsubscribe", topic: f.topic });
-            const r = { type: "subscribe", topic: f.topic };
-            if (req.since !== undefined) r.since = req.since;
-            if (req.epoch) r.epoch = req.epoch;
-            this.send(r);
+            this.resubscribe(f.topic, req.since, req.epoch);
             return;
           }
           if (f.code === "unavailable") {
