@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -103,4 +104,46 @@ func TestFanoutJSGapKeepsSince(t *testing.T) {
 	assert.Equal(t, 0, eval[int](p, `window.events.filter((e) => e.kind === "lost").length`), "nothing was lost")
 	eval[bool](p, `window.fc.close(), true`)
 	p.clean()
+}
+
+// TestFanoutJSConnectTimeout: a connection attempt, the token's wait
+// included, ends at connectTimeout, against a server that takes the
+// connection and never answers. The token's wait and the handshake each
+// had the whole timeout: a token that took 1.5 s and a timeout of 2 s made
+// an attempt of 3.5 s.
+func TestFanoutJSConnectTimeout(t *testing.T) {
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = hole.Close() })
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() }) // held, never answered
+		}
+	}()
+	mux := http.NewServeMux()
+	mux.Handle("GET /fanout.js", js.Handler())
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `<!doctype html><link rel="icon" href="data:,"><title>hole</title><div id="connections">scripted</div>`)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	p := openPage(t, srv.URL+"/", 3*waitTimeout)
+	took := eval[float64](p, `import("/fanout.js").then(({ Client }) => new Promise((done) => {
+		const start = Date.now();
+		const fc = new Client("ws://`+hole.Addr().String()+`", {
+			connectTimeout: 2000, minBackoff: 60000, maxBackoff: 60000,
+			token: () => new Promise((ok) => setTimeout(() => ok("tok"), 1500)),
+			onEvent: (e) => { if (e.kind === "disconnected") { fc.close(); done(Date.now() - start); } },
+		});
+	}))`)
+	t.Logf("the attempt ended after %.0f ms", took)
+	// 2 s, and the page's timers' slack; 3.5 s before.
+	assert.Less(t, took, 2900.0, "ms the attempt took")
+	assert.GreaterOrEqual(t, took, 1900.0, "ms the attempt took")
+	p.clean("WebSocket is closed before the connection is established")
 }

@@ -164,7 +164,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.httpIdle, "http-idle-timeout", 30*time.Second, "how long a kept-alive HTTP connection may wait for its next request")
 	fs.BoolVar(&o.compression, "compression", true, "accept permessage-deflate from clients that offer it (no context takeover either way); false turns it away")
 	o.compressMin = 256
-	fs.Var(&o.compressMin, "compression-min-bytes", "smallest message frame, in `bytes`, compressed for subscribers that negotiated permessage-deflate; smaller ones go plain")
+	fs.Var(&o.compressMin, "compression-min-bytes", "smallest message payload (the envelope a subscriber reads), in `bytes`, compressed for subscribers that negotiated permessage-deflate; smaller ones go plain")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 5*time.Second, "absolute time a client has to send its upgrade request")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long connections have to drain their queues, close 1001 last, and close")
 	fs.BoolVar(&o.echo, "echo", true, "serve the /echo endpoint, which echoes every message (for conformance suites and the bench)")

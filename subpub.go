@@ -266,33 +266,44 @@ func (pb *publisher) lines(in io.Reader) {
 		}
 		readErr <- sc.Err()
 	}()
+	// An item's bytes in a batch's body: {"topic":T,"data":L}, and a comma.
+	cost := func(l line) int { return len(l.text) + len(pb.topic) + 21 }
+	var held *line // read, and left for the next batch, which it would take past batchBytes
 	for {
 		var first line
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				if err := <-readErr; err != nil {
-					fmt.Fprintln(pb.stderr, "fanout pub: read input:", err)
-					pb.status = 1
+		if held != nil {
+			first, held = *held, nil
+		} else {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					if err := <-readErr; err != nil {
+						fmt.Fprintln(pb.stderr, "fanout pub: read input:", err)
+						pb.status = 1
+					}
+					return
 				}
+				first = l
+			case <-pb.ctx.Done():
+				pb.status = 1 // interrupted; the lines not yet read are not published
 				return
 			}
-			first = l
-		case <-pb.ctx.Done():
-			pb.status = 1 // interrupted; the lines not yet read are not published
-			return
 		}
 		// The lines already read join the first, up to a batch.
-		batch, size := []line{first}, len(first.text)
+		batch, size := []line{first}, 2+cost(first)
 	more:
-		for len(batch) < batchLines && size < batchBytes {
+		for len(batch) < batchLines {
 			select {
 			case l, ok := <-lines:
 				if !ok {
 					break more
 				}
+				if size+cost(l) > batchBytes {
+					held = &l
+					break more
+				}
 				batch = append(batch, l)
-				size += len(l.text)
+				size += cost(l)
 			default:
 				break more
 			}

@@ -5,8 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -190,4 +194,51 @@ func TestPubBatchesLines(t *testing.T) {
 	var st stats
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
 	assert.Less(t, st.Server.HTTPRequests, uint64(n/10), "batches, not a request a line")
+}
+
+// TestPubBatchBytes: a batch of "fanout pub" stays within its 32 KiB, the
+// items' JSON included, however long its lines: one that would take it past
+// waits for the next batch. The size was checked before a line was added,
+// and two lines of 20 KB went in one body of 40 KB.
+func TestPubBatchBytes(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []int
+	seq := 0
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		bodies = append(bodies, len(body))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		if r.URL.Query().Get("topic") != "" {
+			seq++
+			fmt.Fprintf(w, `{"seq":%d}`, seq)
+			return
+		}
+		var items []json.RawMessage
+		_ = json.Unmarshal(body, &items)
+		var res []string
+		for range items {
+			seq++
+			res = append(res, fmt.Sprintf(`{"topic":"big","seq":%d}`, seq))
+		}
+		fmt.Fprintf(w, "[%s]", strings.Join(res, ","))
+	}))
+	defer hs.Close()
+	var in strings.Builder
+	for range 5 {
+		fmt.Fprintf(&in, "%q\n", strings.Repeat("z", 20000))
+	}
+	for range 10 {
+		fmt.Fprintf(&in, "%q\n", strings.Repeat("y", 3000))
+	}
+	code, out, stderr := runPub(t, in.String(), "--url", hs.URL, "big", "-")
+	require.Equal(t, 0, code, stderr)
+	assert.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 15)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range bodies {
+		assert.LessOrEqual(t, n, 32<<10, "body %d of %v", i, bodies)
+	}
 }

@@ -83,3 +83,33 @@ func TestCompressionLazy(t *testing.T) {
 		})
 	}
 }
+
+// TestCompressMinBytesIsPayload: CompressMinBytes is the message's payload,
+// the envelope as a subscriber reads it, not its frame (README said frame):
+// one of exactly that many bytes is compressed, one a byte shorter is not.
+func TestCompressMinBytesIsPayload(t *testing.T) {
+	const min = 300
+	ts := startHub(t, broadcast.Config{CompressMinBytes: min}, wsconn.Config{})
+	plain := mustDial(t, "gorilla", ts.addr, "topics=z")
+	mustReadSubscribed(t, plain, "z")
+	deflating := mustDial(t, "gorilla-deflate", ts.addr, "topics=z")
+	mustReadSubscribed(t, deflating, "z")
+	data := func(n int) string { return `"` + strings.Repeat("x", n) + `"` }
+
+	// The envelope's length for data of 100 bytes, read plain.
+	ts.publish(t, "z", data(100))
+	base := len(mustReadMessage(t, plain, "z", 1).Raw) - 100
+	mustReadMessage(t, deflating, "z", 1)
+	require.Zero(t, ts.hub.Stats().MessagesCompressed)
+
+	for seq, tc := range []struct {
+		payload    int
+		compressed uint64 // MessagesCompressed after it
+	}{{min - 1, 0}, {min, 1}} {
+		ts.publish(t, "z", data(tc.payload-base))
+		f := mustReadMessage(t, plain, "z", uint64(seq+2))
+		require.Len(t, f.Raw, tc.payload)
+		mustReadMessage(t, deflating, "z", uint64(seq+2))
+		assert.Equal(t, tc.compressed, ts.hub.Stats().MessagesCompressed, "a payload of %d bytes", tc.payload)
+	}
+}

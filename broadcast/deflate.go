@@ -34,7 +34,8 @@ func (d *deflatedFrame) get(h *Hub, plain []byte) []byte {
 // subscribers: nil, and no allocation, unless some client can take a
 // compressed frame and frame is long enough to be worth it.
 func (h *Hub) deflateFor(frame []byte) *deflatedFrame {
-	if h.deflater == nil || h.deflateClients.Load() == 0 || len(frame) < h.cfg.CompressMinBytes {
+	// The header is 2 bytes at least: the compressor checks the payload.
+	if h.deflater == nil || h.deflateClients.Load() == 0 || len(frame)-2 < h.cfg.CompressMinBytes {
 		return nil
 	}
 	return new(deflatedFrame)

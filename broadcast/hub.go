@@ -125,10 +125,10 @@ type Config struct {
 	// max(1, its bytes × MessageRate / ByteRate) of the bucket. Zero: every
 	// message costs 1.
 	ByteRate float64
-	// CompressMinBytes is the smallest message frame compressed for the
-	// subscribers whose connection negotiated permessage-deflate
-	// (wsconn.Conn.Compressed); smaller ones go plain, as does one that
-	// would not shrink. A message is compressed once, when its first such
+	// CompressMinBytes is the smallest message payload (its frame without
+	// the header) compressed for the subscribers whose connection
+	// negotiated permessage-deflate (wsconn.Conn.Compressed); smaller ones
+	// go plain, as does one that would not shrink. A message is compressed once, when its first such
 	// subscriber needs it. Default: 256; negative: never compress.
 	CompressMinBytes int
 	// Broker, if set, makes the hub a node of a cluster (see Broker):

@@ -25,7 +25,7 @@
 const STABLE_AFTER = 10000; // ms a connection must last for the backoff to start over
 const MAX_QUERY = 4096; // bytes of topics and since in the handshake's query
 const RETRY_AFTER = 1000; // ms before a request refused for the rate is sent again
-const CONNECT_TIMEOUT = 10000; // ms a connection attempt, token included, may take
+const CONNECT_TIMEOUT = 10000; // ms a connection attempt, token included, may take (connectTimeout)
 
 function validTopic(name) {
   return typeof name === "string" && /^[A-Za-z0-9\-_.:@/]+$/.test(name);
@@ -33,7 +33,8 @@ function validTopic(name) {
 
 export class Client {
   // url: ws(s)://host[:port][/path] (path default /ws), or http(s)://...
-  // options: token, onEvent(event), minBackoff (ms, 100), maxBackoff (ms, 30000).
+  // options: token, onEvent(event), minBackoff (ms, 100), maxBackoff (ms, 30000),
+  // connectTimeout (ms, 10000: a connection attempt, the token's wait included).
   constructor(url, options = {}) {
     const u = new URL(url, typeof location === "undefined" ? undefined : location.href);
     if (u.protocol === "http:") u.protocol = "ws:";
@@ -49,6 +50,7 @@ export class Client {
     this.onEvent = options.onEvent || (() => {});
     this.minBackoff = options.minBackoff || 100;
     this.maxBackoff = Math.max(options.maxBackoff || 30000, this.minBackoff);
+    this.connectTimeout = options.connectTimeout || CONNECT_TIMEOUT;
     this.attempt = 0; // of the backoff
     this.tries = 0; // connection attempts since the last connection
     this.subs = new Map(); // topic -> {handler, known, seq, epoch, awaiting, want}
@@ -120,11 +122,12 @@ export class Client {
   async connect() {
     if (this.closed) return;
     this.tries++;
+    const deadline = Date.now() + this.connectTimeout; // the token's wait and the handshake's together
     let token = "";
     try {
       let timer;
       const late = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error("no token within " + CONNECT_TIMEOUT + " ms")), CONNECT_TIMEOUT);
+        timer = setTimeout(() => reject(new Error("no token within " + this.connectTimeout + " ms")), this.connectTimeout);
       });
       try {
         token = await Promise.race([this.currentToken(), late]);
@@ -174,7 +177,7 @@ export class Client {
     this.ws = ws;
     this.pending = [];
     let opened = false, up = 0;
-    const timeout = setTimeout(() => ws.close(), CONNECT_TIMEOUT); // onclose follows
+    const timeout = setTimeout(() => ws.close(), Math.max(0, deadline - Date.now())); // onclose follows
     ws.onerror = () => {}; // onclose follows, with the code
     ws.onopen = () => {
       clearTimeout(timeout);
