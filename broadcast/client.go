@@ -354,6 +354,9 @@ func (cl *client) publishNow(req request, data json.RawMessage) {
 		cl.sendError(req, code, message)
 		return
 	}
+	if h.cfg.Broker != nil {
+		h.awaitDelivery(name, seq) // the reply after the message, as on one node
+	}
 	cl.send(appendReply(nil, "published", name, seq, true, req.id))
 }
 

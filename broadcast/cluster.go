@@ -37,6 +37,40 @@ func (h *Hub) publishThrough(topic string, data []byte) (uint64, error) {
 	return seq, nil
 }
 
+// awaitDelivery waits until this node has delivered seq, a message it
+// published to topic through the broker, to the topic's subscribers here, if
+// it watches the topic: the publish's reply then follows the message, as on
+// one node, for a publisher subscribed to it. The message comes back
+// through the watch, after the broker's ack that gave seq. It gives up at
+// brokerTimeout, or as the watch ends or the hub closes. It runs on the
+// publish's own goroutine, with no lock held.
+func (h *Hub) awaitDelivery(topic string, seq uint64) {
+	h.mu.RLock()
+	t := h.topics[topic]
+	h.mu.RUnlock()
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	tw := t.watch
+	if t.dead || tw == nil || tw.starting() || t.seq >= seq {
+		// No watch running (its start's replies and replays follow what
+		// it takes in), or the message is delivered already.
+		t.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	tw.published = append(tw.published, pubWaiter{seq: seq, done: done})
+	t.mu.Unlock()
+	timer := time.NewTimer(brokerTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+	case <-h.stop:
+	}
+}
+
 // startWatch starts tw, the broker's watch of t, for the subscribes waiting
 // in it, and answers them. It runs on a goroutine of its own, since
 // the broker's round trips may take up to brokerTimeout: no worker, no
@@ -186,6 +220,7 @@ func (h *Hub) deliverEntered(t *Topic, tw *topicWatch, m BrokerMessage) (rooms [
 	}
 	t.seq = m.Seq - 1
 	rooms = h.appendLocked(t, m.Data, now, gap)
+	tw.releaseLocked(t.seq)
 	t.mu.Unlock()
 	h.budget.trim()
 	return rooms
@@ -199,6 +234,7 @@ func (h *Hub) restartLocked(t *Topic) (rooms []<-chan struct{}, w Watch) {
 	t.dead = true
 	t.floor.Store(math.MaxUint64)
 	h.budget.release(t.history.dropOldest(t.seq))
+	t.watch.releaseLocked(math.MaxUint64)
 	w, t.watch = t.watch.w, nil
 	for i, s := range h.shards {
 		if t.inShard[i].Load() > 0 {

@@ -481,8 +481,11 @@ func (h *Hub) forget(batch []*Topic) {
 			tp.floor.Store(math.MaxUint64)
 			delete(h.topics, tp.name)
 			h.budget.release(tp.history.dropOldest(tp.seq))
-			if tp.watch != nil && tp.watch.w != nil {
-				stop = append(stop, tp.watch.w)
+			if tp.watch != nil {
+				tp.watch.releaseLocked(math.MaxUint64)
+				if tp.watch.w != nil {
+					stop = append(stop, tp.watch.w)
+				}
 			}
 			tp.watch = nil
 		}

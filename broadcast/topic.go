@@ -45,6 +45,33 @@ type topicWatch struct {
 	// wait for it, subscribes meanwhile in waiters.
 	ready   chan struct{}
 	waiters []waiter
+	// published are WebSocket publishes whose replies wait for the watch
+	// to deliver their messages (see Hub.awaitDelivery).
+	published []pubWaiter
+}
+
+// pubWaiter is a publish's reply waiting for seq to be delivered: done is
+// closed once it has been, or once it will not be.
+type pubWaiter struct {
+	seq  uint64
+	done chan struct{}
+}
+
+// releaseLocked closes the waits of the publishes up to seq (all of them,
+// with math.MaxUint64). The topic's lock is held; the messages up to seq
+// are posted to the shards already, so the replies, posted after, follow
+// them.
+func (tw *topicWatch) releaseLocked(seq uint64) {
+	kept := tw.published[:0]
+	for _, p := range tw.published {
+		if p.seq <= seq {
+			close(p.done)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	clear(tw.published[len(kept):])
+	tw.published = kept
 }
 
 // starting reports whether tw is being started. tw may be nil.

@@ -42,7 +42,8 @@ const (
 	// Lost: messages of Topic will never be delivered. Reason says which:
 	//
 	//   - "dropped": the server skipped From to To, for the handler was
-	//     too slow for its queue (--slow-consumer=drop).
+	//     too slow for its queue (--slow-consumer=drop), or, in a cluster,
+	//     its node missed them and JetStream no longer held them.
 	//   - "not_recovered": a reconnect could not recover From to To: the
 	//     server's history no longer holds them.
 	//   - "new_epoch": the topic's history started afresh (the server
