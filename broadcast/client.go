@@ -335,17 +335,21 @@ func (cl *client) publish(req request, data json.RawMessage) {
 		cl.conn.Hold()
 		req.id = bytes.Clone(req.id)
 		data = bytes.Clone(data)
+		// Known here, in the turn: the goroutine may not read topics.
+		own := cl.subscribed(name) >= 0
 		go func() {
-			cl.publishNow(req, data)
+			cl.publishNow(req, data, own)
 			_ = cl.conn.SendReplay(nil) // releases the hold
 		}()
 		return
 	}
-	cl.publishNow(req, data)
+	cl.publishNow(req, data, false)
 }
 
-// publishNow is publish once the checks have passed.
-func (cl *client) publishNow(req request, data json.RawMessage) {
+// publishNow is publish once the checks have passed. own: in a cluster, the
+// client is subscribed to the topic, and the reply waits for the message to
+// come back through the node's watch and go out before it, as on one node.
+func (cl *client) publishNow(req request, data json.RawMessage, own bool) {
 	h := cl.hub()
 	name := req.topic
 	seq, err := h.Publish(name, data)
@@ -354,8 +358,8 @@ func (cl *client) publishNow(req request, data json.RawMessage) {
 		cl.sendError(req, code, message)
 		return
 	}
-	if h.cfg.Broker != nil {
-		h.awaitDelivery(name, seq) // the reply after the message, as on one node
+	if own {
+		h.awaitDelivery(name, seq)
 	}
 	cl.send(appendReply(nil, "published", name, seq, true, req.id))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -39,8 +40,8 @@ func (h *Hub) publishThrough(topic string, data []byte) (uint64, error) {
 
 // awaitDelivery waits until this node has delivered seq, a message it
 // published to topic through the broker, to the topic's subscribers here, if
-// it watches the topic: the publish's reply then follows the message, as on
-// one node, for a publisher subscribed to it. The message comes back
+// it watches the topic: called for a publisher subscribed to the topic, its
+// reply then follows the message, as on one node. The message comes back
 // through the watch, after the broker's ack that gave seq. It gives up at
 // brokerTimeout, or as the watch ends or the hub closes. It runs on the
 // publish's own goroutine, with no lock held.
@@ -66,9 +67,15 @@ func (h *Hub) awaitDelivery(topic string, seq uint64) {
 	defer timer.Stop()
 	select {
 	case <-done:
+		return
 	case <-timer.C:
 	case <-h.stop:
 	}
+	// Given up: its wait goes, or a watch that stalls would gather one
+	// for every publish.
+	t.mu.Lock()
+	tw.published = slices.DeleteFunc(tw.published, func(p pubWaiter) bool { return p.done == done })
+	t.mu.Unlock()
 }
 
 // startWatch starts tw, the broker's watch of t, for the subscribes waiting

@@ -229,6 +229,7 @@ func (c *Conn) answerExpiredLocked() bool {
 	}
 	c.hs = nil
 	c.set(flagExpired, false)
+	c.srv.handshakeAborts.Add(1) // its request never came whole, as before
 	resp := plainResponse(http.StatusRequestTimeout, "the request body did not arrive in time\n")
 	if c.srv.closing.Load() {
 		resp = plainResponse(http.StatusServiceUnavailable, "shutting down\n")

@@ -327,7 +327,7 @@ func TestHTTPHeadContentLength(t *testing.T) {
 func TestHTTPBodyNeverComes(t *testing.T) {
 	const partial = "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf!"
 	t.Run("timeout", func(t *testing.T) {
-		_, addr := startServer(t, wsconn.Config{HandshakeTimeout: 300 * time.Millisecond})
+		srv, addr := startServer(t, wsconn.Config{HandshakeTimeout: 300 * time.Millisecond})
 		conn, br := rawHTTP(t, addr)
 		_, err := io.WriteString(conn, partial)
 		require.NoError(t, err)
@@ -336,6 +336,7 @@ func TestHTTPBodyNeverComes(t *testing.T) {
 		assert.True(t, resp.Close, "Connection: close")
 		_, err = br.ReadByte()
 		assert.ErrorIs(t, err, io.EOF, "then closed")
+		assert.Equal(t, uint64(1), srv.Stats().HandshakeAborts, "counted as the request that never came whole")
 	})
 	t.Run("shutdown", func(t *testing.T) {
 		srv, addr := startServer(t, wsconn.Config{HandshakeTimeout: time.Minute})
