@@ -263,6 +263,10 @@ func serve(args []string, stderr io.Writer) int {
 			log.Warn("POST /publish is open to anyone: set --publish-key to restrict it")
 		}
 	}
+	if o.anonPublish && (verifier != nil || o.publishKey == "") {
+		// Said, not refused: it asks for nothing that is not already so.
+		log.Warn("--anonymous-publish has no effect: it applies with --no-auth and --publish-key only")
+	}
 
 	lc := net.ListenConfig{Control: wsconn.ListenControl(wsconn.Config{SendBufferBytes: int(o.sendBufferBytes)})}
 	ln, err := lc.Listen(context.Background(), "tcp", o.listen)

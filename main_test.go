@@ -686,19 +686,24 @@ func TestServePublishKey(t *testing.T) {
 }
 
 // TestServeNoAuthWarning: running open is logged as a warning, and so is
-// an open POST /publish; a server with a token key logs neither.
+// an open POST /publish; a server with a token key logs neither. An
+// --anonymous-publish that can have no effect is said to (it was taken
+// silently).
 func TestServeNoAuthWarning(t *testing.T) {
 	t.Setenv("FANOUT_PUBLISH_KEY", "")
 	t.Setenv("FANOUT_JWT_SECRET", "")
-	const open, openPublish = "running WITHOUT authentication", "POST /publish is open"
+	const open, openPublish, noEffect = "running WITHOUT authentication", "POST /publish is open", "--anonymous-publish has no effect"
 	for _, tc := range []struct {
-		name           string
-		args           []string
-		warn, warnPost bool
+		name                     string
+		args                     []string
+		warn, warnPost, warnAnon bool
 	}{
-		{"--no-auth", []string{"--no-auth"}, true, true},
-		{"--no-auth --publish-key", []string{"--no-auth", "--publish-key", "k"}, true, false},
-		{"--jwt-secret", []string{"--jwt-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"}, false, false},
+		{"--no-auth", []string{"--no-auth"}, true, true, false},
+		{"--no-auth --publish-key", []string{"--no-auth", "--publish-key", "k"}, true, false, false},
+		{"--jwt-secret", []string{"--jwt-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"}, false, false, false},
+		{"--no-auth --publish-key --anonymous-publish", []string{"--no-auth", "--publish-key", "k", "--anonymous-publish"}, true, false, false},
+		{"--no-auth --anonymous-publish", []string{"--no-auth", "--anonymous-publish"}, true, true, true},
+		{"--jwt-secret --anonymous-publish", []string{"--jwt-secret", "s3cret-s3cret-s3cret-s3cret-s3cret", "--anonymous-publish"}, false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startServe(t, tc.args...)
@@ -709,6 +714,7 @@ func TestServeNoAuthWarning(t *testing.T) {
 			log := s.stderr.String()
 			assert.Equal(t, tc.warn, strings.Contains(log, "level=WARN msg=\""+open), "%s", log)
 			assert.Equal(t, tc.warnPost, strings.Contains(log, "level=WARN msg=\""+openPublish), "%s", log)
+			assert.Equal(t, tc.warnAnon, strings.Contains(log, "level=WARN msg=\""+noEffect), "%s", log)
 		})
 	}
 }
