@@ -87,7 +87,8 @@ type Config struct {
 	// beyond MaxQueueBytes in the server. Linux doubles it and caps it at
 	// net.core.wmem_max; a BSD that refuses so large a buffer gets it
 	// halved until it takes it. Default (0): the system's, which grows for
-	// a client that does not read up to tcp_wmem's maximum, 4 MiB on Linux. Connections that the kernel completed before Serve set it
+	// a client that does not read up to tcp_wmem's maximum, 4 MiB on
+	// Linux. Connections that the kernel completed before Serve set it
 	// keep the system's: see ListenControl.
 	SendBufferBytes int
 	// MaxHeaderBytes limits the request head. Default: 8 KiB.
