@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,8 +12,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/fanout/fanout/client/js"
 )
 
 // TestFanoutJSGapKeepsSince drives /fanout.js in headless Chromium against a
@@ -26,11 +23,7 @@ import (
 func TestFanoutJSGapKeepsSince(t *testing.T) {
 	lastSince := make(chan string, 1)
 	up := websocket.Upgrader{}
-	mux := http.NewServeMux()
-	mux.Handle("GET /fanout.js", js.Handler())
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, `<!doctype html><link rel="icon" href="data:,"><title>gap</title><div id="connections">scripted</div>`)
-	})
+	mux := scriptedPage("gap")
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
 		ws, err := up.Upgrade(w, r, nil)
 		if err != nil {
@@ -124,12 +117,7 @@ func TestFanoutJSConnectTimeout(t *testing.T) {
 			t.Cleanup(func() { _ = c.Close() }) // held, never answered
 		}
 	}()
-	mux := http.NewServeMux()
-	mux.Handle("GET /fanout.js", js.Handler())
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, `<!doctype html><link rel="icon" href="data:,"><title>hole</title><div id="connections">scripted</div>`)
-	})
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(scriptedPage("hole"))
 	t.Cleanup(srv.Close)
 
 	p := openPage(t, srv.URL+"/", 3*waitTimeout)

@@ -16,6 +16,17 @@ import (
 	"github.com/fanout/fanout/client/js"
 )
 
+// scriptedPage serves /fanout.js and a blank page titled title at /, for
+// a test to drive fanout.js in Chromium against a peer it adds to the mux.
+func scriptedPage(title string) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /fanout.js", js.Handler())
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `<!doctype html><link rel="icon" href="data:,"><title>`+title+`</title><div id="connections">scripted</div>`)
+	})
+	return mux
+}
+
 // TestFanoutJSLaggingNode drives /fanout.js in headless Chromium against a
 // scripted peer that plays two nodes of a cluster: the first sends 1..6 of
 // topic t and goes away; the second, behind in the same epoch, answers the
@@ -26,11 +37,7 @@ func TestFanoutJSLaggingNode(t *testing.T) {
 	var conns atomic.Int32
 	sinceAsked := make(chan string, 1)
 	up := websocket.Upgrader{}
-	mux := http.NewServeMux()
-	mux.Handle("GET /fanout.js", js.Handler())
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, `<!doctype html><link rel="icon" href="data:,"><title>lag</title><div id="connections">scripted</div>`)
-	})
+	mux := scriptedPage("lag")
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
 		ws, err := up.Upgrade(w, r, nil)
 		if err != nil {

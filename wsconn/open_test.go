@@ -44,13 +44,18 @@ func serveConfig(t *testing.T, cfg Config) (*Server, string) {
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	serveOn(t, s, ln)
+	return s, ln.Addr().String()
+}
+
+// serveOn serves ln with s until the test ends, then shuts s down.
+func serveOn(t *testing.T, s *Server, ln net.Listener) {
 	go func() { _ = s.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.Shutdown(ctx)
 	})
-	return s, ln.Addr().String()
 }
 
 // dialOpening upgrades a connection to addr and returns what follows the

@@ -36,23 +36,9 @@ func (l *lockedBuffer) String() string {
 // status a second at most, with the count since the previous line, and with
 // neither the request's URL nor its headers (a token may be in either).
 func TestRefusalLog(t *testing.T) {
-	var logs lockedBuffer
-	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	cfg.Upgrade = func(*Request) (Handler, error) { return nil, Reject(404, "no such endpoint") }
-	s, err := NewServer(cfg)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() { _ = s.Close() })
-
 	// A real refusal is logged.
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer c.Close()
-	_, err = c.Write([]byte("GET /nope?token=SECRET HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer SECRET\r\n\r\n"))
-	require.NoError(t, err)
+	logs, _ := refuseUpgrade(t, slog.LevelInfo, func(*Request) (Handler, error) { return nil, Reject(404, "no such endpoint") },
+		"/nope?token=SECRET", "Authorization: Bearer SECRET\r\n")
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "handshake refused") }, 5*time.Second, 5*time.Millisecond)
 	assert.Contains(t, logs.String(), "status=404")
 	assert.Contains(t, logs.String(), `reason="no such endpoint"`)
@@ -115,24 +101,9 @@ func TestRefusalLogFlushed(t *testing.T) {
 // sent (here its path, with a token in it) gives the client that reason and
 // the logs, at any level, the redacted one.
 func TestRefusalLogRedacted(t *testing.T) {
-	var logs lockedBuffer
-	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	cfg.Upgrade = func(r *Request) (Handler, error) {
+	logs, c := refuseUpgrade(t, slog.LevelDebug, func(r *Request) (Handler, error) {
 		return nil, RejectRedacted(404, "no WebSocket endpoint at "+r.Path, "no WebSocket endpoint at this path", nil)
-	}
-	s, err := NewServer(cfg)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() { _ = s.Close() })
-
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer c.Close()
-	_, err = c.Write([]byte("GET /ws/token/SECRET HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
-	require.NoError(t, err)
+	}, "/ws/token/SECRET", "")
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
 	resp, err := io.ReadAll(c)
 	require.NoError(t, err)
@@ -141,4 +112,25 @@ func TestRefusalLogRedacted(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "handshake refused") }, 5*time.Second, 5*time.Millisecond)
 	assert.Contains(t, logs.String(), `reason="no WebSocket endpoint at this path"`)
 	assert.NotContains(t, logs.String(), "SECRET")
+}
+
+// refuseUpgrade serves upgrade, logging at level, and sends it an upgrade
+// request for target with the extra header lines; it returns the log and
+// the client's connection.
+func refuseUpgrade(t *testing.T, level slog.Level, upgrade func(*Request) (Handler, error), target, header string) (*lockedBuffer, net.Conn) {
+	t.Helper()
+	logs := new(lockedBuffer)
+	s, err := NewServer(Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level})), Upgrade: upgrade})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { _ = s.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	_, err = c.Write([]byte("GET " + target + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n"))
+	require.NoError(t, err)
+	return logs, c
 }

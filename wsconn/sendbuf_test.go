@@ -30,12 +30,7 @@ func TestSendBufferBounded(t *testing.T) {
 	lc := net.ListenConfig{Control: ListenControl(cfg)}
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-	})
+	serveOn(t, s, ln)
 	// A small window (4 KiB of receive buffer, set before connecting),
 	// whatever the system's default.
 	_, _, c := dialRecordedWith(t, net.Dialer{Timeout: 5 * time.Second, Control: smallWindow}, ln.Addr().String(), opened)
