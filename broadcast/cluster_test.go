@@ -357,3 +357,23 @@ func TestPublishedAfterOwnMessage(t *testing.T) {
 	assert.Equal(t, "published", f.Type, "%s", f)
 	assert.Equal(t, uint64(7), f.Seq)
 }
+
+// TestPublishWaitGivenUp: a publish whose reply stops waiting for the watch
+// (here, the hub closes; or its 10 s pass) takes its wait off the watch's
+// list. It stayed there until the watch delivered its seq, and a watch that
+// stalled gathered one for every publish.
+func TestPublishWaitGivenUp(t *testing.T) {
+	b := &gatedBroker{
+		entered:  make(chan string, 8),
+		backlog:  []broadcast.BrokerMessage{{Seq: 6, Epoch: "e1", Data: []byte(`6`)}},
+		delivers: map[string]func(broadcast.BrokerMessage){},
+	}
+	ts := startHub(t, broadcast.Config{Broker: b}, wsconn.Config{})
+	c := mustDial(t, "gorilla", ts.addr, "topics=p")
+	mustReadSubscribed(t, c, "p")
+	mustWrite(t, c, publishMsg("p", "7")) // seq 7, which the watch never delivers
+	require.Eventually(t, func() bool { return broadcast.PublishWaits(ts.hub, "p") == 1 }, waitTimeout, time.Millisecond)
+	ts.hub.Close()
+	require.Eventually(t, func() bool { return broadcast.PublishWaits(ts.hub, "p") == 0 }, waitTimeout, time.Millisecond,
+		"the wait given up is gone")
+}

@@ -48,3 +48,20 @@ func ShrinkInboxes(h *Hub) {
 // WaitingOpenings returns how many connections' URL topics wait for a
 // replay to be written (see openQuery).
 func WaitingOpenings(h *Hub) int { return h.openings.len() }
+
+// PublishWaits returns how many publishes' replies wait for the watch of
+// the topic named name to deliver their messages (see Hub.awaitDelivery).
+func PublishWaits(h *Hub, name string) int {
+	h.mu.RLock()
+	t := h.topics[name]
+	h.mu.RUnlock()
+	if t == nil {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.watch == nil {
+		return 0
+	}
+	return len(t.watch.published)
+}

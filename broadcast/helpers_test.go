@@ -353,6 +353,17 @@ func mustReadMessage(t testing.TB, c wsClient, topic string, seq uint64) frame {
 	return f
 }
 
+// mustReadPastUnsubscribed reads the next frame, past an unsubscribed reply
+// that may or may not come first (see TestUnsubscribeReply).
+func mustReadPastUnsubscribed(t testing.TB, c wsClient) frame {
+	t.Helper()
+	f := mustRead(t, c)
+	if f.Type == "unsubscribed" {
+		f = mustRead(t, c)
+	}
+	return f
+}
+
 // mustReadSubscribed reads a subscribed reply for topic.
 func mustReadSubscribed(t testing.TB, c wsClient, topic string) frame {
 	t.Helper()

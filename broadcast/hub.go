@@ -128,8 +128,9 @@ type Config struct {
 	// CompressMinBytes is the smallest message payload (its frame without
 	// the header) compressed for the subscribers whose connection
 	// negotiated permessage-deflate (wsconn.Conn.Compressed); smaller ones
-	// go plain, as does one that would not shrink. A message is compressed once, when its first such
-	// subscriber needs it. Default: 256; negative: never compress.
+	// go plain, as does one that would not shrink. A message is compressed
+	// once, when its first such subscriber needs it. Default: 256;
+	// negative: never compress.
 	CompressMinBytes int
 	// Broker, if set, makes the hub a node of a cluster (see Broker):
 	// publishes are stored through it, and each node's subscribers get

@@ -42,11 +42,7 @@ func RejectHeader(status int, reason string, header http.Header) error {
 // instead, for they never give what a request carried (a token may be
 // anywhere in it).
 func RejectRedacted(status int, reason, logged string, header http.Header) error {
-	err := Reject(status, reason)
-	if header != nil {
-		err = RejectHeader(status, reason, header)
-	}
-	return &redacted{err: err, logged: logged}
+	return &redacted{err: RejectHeader(status, reason, header), logged: logged}
 }
 
 // redacted is a rejection whose reason is not to be logged; the upgrader
